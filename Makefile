@@ -1,0 +1,42 @@
+# zoo — run `make help` for the targets.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+ZOO    := $(BIN)/zoo
+PROFILE ?= cpu
+
+.PHONY: help setup test squad squad-fulldev bench-train clean
+
+help:
+	@echo "make setup          venv in $(VENV); CPU torch 2.13.0 only if no torch is importable"
+	@echo "make test           the test suite (uses \$$ZOO_DATA_DIR when set)"
+	@echo "make squad          dense MiniLM fine-tune + eval on SQuAD (PROFILE=cpu|full)"
+	@echo "make squad-fulldev  re-score that checkpoint on all 10,570 dev questions"
+	@echo "make bench-train    training throughput vs pad-to-max baseline -> results/bench/"
+
+# --system-site-packages: a machine that already has torch (e.g. a CUDA build) keeps it.
+setup: $(VENV)/.installed
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv --system-site-packages $(VENV)
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $@
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+squad: setup
+	$(ZOO) finetune squad --model minilm --profile $(PROFILE) --output runs/squad/dense-$(PROFILE)
+	mkdir -p results/squad/dense-$(PROFILE)
+	cp runs/squad/dense-$(PROFILE)/metrics.json runs/squad/dense-$(PROFILE)/predictions.json results/squad/dense-$(PROFILE)/
+
+squad-fulldev: setup
+	$(ZOO) evaluate squad --model runs/squad/dense-$(PROFILE) --profile $(PROFILE) --eval-examples all --output runs/squad/dense-$(PROFILE)-fulldev
+	mkdir -p results/squad/dense-$(PROFILE)-fulldev
+	cp runs/squad/dense-$(PROFILE)-fulldev/metrics.json runs/squad/dense-$(PROFILE)-fulldev/predictions.json results/squad/dense-$(PROFILE)-fulldev/
+
+bench-train: setup
+	$(ZOO) bench train --model minilm
+
+clean:
+	rm -rf runs

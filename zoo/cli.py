@@ -1,0 +1,123 @@
+"""`zoo` command line. Errors the user can fix print one line and exit 2 (--debug: traceback)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from zoo.errors import ZooError
+
+console = Console(stderr=True)
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description:<22}"), BarColumn(), MofNCompleteColumn(),
+        TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(), console=console,
+    )
+
+
+def _eval_limit(value: str | None, default: int | None) -> int | None:
+    if value is None:
+        return default
+    if value == "all":
+        return None
+    if value.isdigit() and int(value) > 0:
+        return int(value)
+    raise ZooError(f"--eval-examples {value}: expected a positive number or 'all'")
+
+
+def _summary(record: dict, run_dir: Path) -> None:
+    table = Table(title=f"{record['task']} · {record['model']} · profile {record['profile']}")
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    for key, value in record["metrics"].items():
+        table.add_row(key, f"{value:.2f}" if isinstance(value, float) else str(value))
+    if "train" in record:
+        table.add_row("train examples / features", f"{record['train']['examples']} / {record['train']['features']}")
+        table.add_row("train steps", str(record["train"]["steps"]))
+    for phase, seconds in record["timings_s"].items():
+        table.add_row(f"time {phase}", f"{seconds:.1f} s")
+    table.add_row("run folder", str(run_dir))
+    Console().print(table)
+
+
+def cmd_run(args: argparse.Namespace) -> None:
+    from zoo import pipeline
+
+    run = pipeline.open_run(args.task, args.model, args.profile, args.data_dir)
+    eval_limit = _eval_limit(args.eval_examples, run.profile.eval.max_examples)
+    default_name = f"{Path(args.model).name if args.command == 'finetune' else 'eval'}-{args.profile}"
+    run_dir = Path(args.output or Path("runs") / args.task / default_name)
+    job = pipeline.finetune if args.command == "finetune" else pipeline.evaluate
+    with _progress() as progress:
+        record = job(run, run_dir, progress, eval_limit)
+    _summary(record, run_dir)
+
+
+def cmd_bench_train(args: argparse.Namespace) -> None:
+    from zoo import bench
+
+    with _progress() as progress:
+        result = bench.train_throughput(args, progress)
+    Console().print_json(data=result["comparison"])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="zoo", description=__doc__)
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, help_text in (("finetune", "fine-tune a model on a task, then evaluate it"), ("evaluate", "evaluate a fine-tuned checkpoint")):
+        p = sub.add_parser(name, help=help_text)
+        p.add_argument("task", help="task family, e.g. squad")
+        p.add_argument("--model", default="minilm", help="'minilm' (embedded), a local folder or a Hub id")
+        p.add_argument("--profile", default="cpu", help="profile in recipes/TASK.yaml (cpu, full)")
+        p.add_argument("--output", help="run folder (default runs/TASK/NAME-PROFILE)")
+        p.add_argument("--data-dir", help="local data root (default $ZOO_DATA_DIR; unset = Hub)")
+        p.add_argument("--eval-examples", help="dev examples to score: N or 'all' (default: the profile's)")
+        p.set_defaults(func=cmd_run)
+    bench = sub.add_parser("bench", help="benchmarks writing JSON under results/bench/")
+    bench_sub = bench.add_subparsers(dest="bench", required=True)
+    p = bench_sub.add_parser("train", help="training throughput: dynamic padding + length grouping vs pad-to-max")
+    p.add_argument("--model", default="minilm")
+    p.add_argument("--data-dir")
+    p.add_argument("--steps", type=int, default=24)
+    p.add_argument("--warmup-steps", type=int, default=2)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--max-seq-length", type=int, default=384)
+    p.add_argument("--doc-stride", type=int, default=128)
+    p.add_argument("--output", default="results/bench/train-throughput.json")
+    p.set_defaults(func=cmd_bench_train)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if not args.debug:  # our rich bars replace the libraries' tqdm bars and load-report chatter
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+    try:
+        args.func(args)
+    except ZooError as e:
+        if args.debug:
+            raise
+        console.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+        return 2
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted[/yellow]")
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

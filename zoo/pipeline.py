@@ -1,0 +1,178 @@
+"""One model, one task: fine-tune and/or evaluate, writing a run folder with provenance.
+
+A run folder holds the checkpoint (safetensors + config + tokenizer), `predictions.json`
+and `metrics.json`. It is assembled under a temporary name and renamed into place last,
+so an interrupted run never leaves a folder that looks finished.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from datasets import Dataset
+from rich.progress import Progress
+
+from tasks import get_adapter
+from tasks.base import TaskAdapter
+from zoo import provenance
+from zoo.data import data_root
+from zoo.io import replace_dir, sha256_file, write_json
+from zoo.models import resolve_model
+from zoo.predict import predict
+from zoo.profiles import Profile, load_profile, parse_task_config
+from zoo.train import batch_plan, train
+
+
+@dataclass
+class Run:
+    """Everything resolved before any work starts, so bad input fails fast."""
+
+    task: str
+    model_ref: str
+    model_path: str
+    profile: Profile
+    adapter: TaskAdapter
+
+    @property
+    def pad_id(self) -> int:
+        return self.adapter.tokenizer.pad_token_id or 0
+
+
+def open_run(task: str, model_ref: str, profile_name: str, data_dir: str | None = None) -> Run:
+    from transformers import AutoTokenizer
+
+    adapter_cls = get_adapter(task)
+    profile = load_profile(task, profile_name)
+    config = parse_task_config(adapter_cls.config_schema, profile, f"recipes/{task}.yaml")
+    root = data_root(data_dir)
+    model_path = resolve_model(model_ref)
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    adapter = adapter_cls(config, tokenizer, root)
+    for split in ("train", "dev"):
+        adapter.data_files(split)  # a missing local file fails here, before any work
+    return Run(task, model_ref, model_path, profile, adapter)
+
+
+class Phases:
+    """Wall time per phase, in seconds."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, name: str):
+        started = time.perf_counter()
+        yield
+        self.seconds[name] = round(time.perf_counter() - started, 2)
+
+
+def bar(progress: Progress, label: str, total: int):
+    task_id = progress.add_task(label, total=total)
+    return lambda n=1: progress.advance(task_id, n)
+
+
+def subset(examples: Dataset, limit: int | None, seed: int) -> Dataset:
+    """A seeded random subset (not the first N, which would cover only a few articles)."""
+    if limit is None or limit >= len(examples):
+        return examples
+    return examples.shuffle(seed=seed).select(range(limit)).flatten_indices()
+
+
+def _load(run: Run, split: str, limit: int | None, seed: int, record: dict) -> Dataset:
+    examples, report = run.adapter.load(split)
+    record["data"][split] = {
+        "source": "local" if run.adapter.data_root else "hub",
+        "files": {p.name: sha256_file(p) for p in run.adapter.data_files(split)},
+        "load_report": report.as_dict(),
+        "available_examples": len(examples),
+    }
+    examples = subset(examples, limit, seed)
+    record["data"][split]["used_examples"] = len(examples)
+    return examples
+
+
+def _evaluate(run: Run, model, limit: int | None, progress: Progress, phases: Phases, record: dict) -> dict:
+    cfg = run.profile.eval
+    with phases("load_dev"):
+        examples = _load(run, "dev", limit, cfg.seed, record)
+    with phases("tokenize_dev"):
+        features = run.adapter.eval_features(examples, bar(progress, "tokenise dev", len(examples)))
+    with phases("evaluate"):
+        outputs = predict(
+            model, features, run.adapter.output_names, cfg.batch_size, run.adapter.per_token_outputs,
+            pad_id=run.pad_id, on_batch=bar(progress, "evaluate", len(features.rows)),
+        )
+        metrics, predictions = run.adapter.score(examples, features, outputs)
+    record["eval"] = {"examples": len(examples), "features": len(features.rows), "max_examples": limit}
+    record["metrics"] = metrics
+    return predictions
+
+
+def _new_record(run: Run, kind: str) -> dict:
+    return {
+        "kind": kind,
+        "task": run.task,
+        "model": run.model_ref,
+        "profile": run.profile.name,
+        "config": run.profile.model_dump(),
+        "data": {},
+    }
+
+
+def _finish(run_dir: Path, staging: Path, record: dict, predictions: dict, phases: Phases, started: float) -> dict:
+    phases.seconds["total"] = round(time.perf_counter() - started, 2)
+    record["timings_s"] = phases.seconds
+    record["provenance"] = provenance.collect()
+    write_json(staging / "predictions.json", predictions)
+    write_json(staging / "metrics.json", record)  # written last: its presence marks a complete folder
+    replace_dir(staging, run_dir)
+    return record
+
+
+def _staging(run_dir: Path) -> Path:
+    staging = run_dir.with_name(f".{run_dir.name}.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    return staging
+
+
+def finetune(run: Run, run_dir: Path, progress: Progress, eval_limit: int | None) -> dict:
+    """Train the task model from `run.model_path`, save it, evaluate it."""
+    started, phases = time.perf_counter(), Phases()
+    record = _new_record(run, "finetune")
+    cfg = run.profile.train
+    with phases("load_train"):
+        examples = _load(run, "train", cfg.max_examples, cfg.seed, record)
+    with phases("tokenize_train"):
+        features = run.adapter.train_features(examples, bar(progress, "tokenise train", len(examples)))
+    with phases("load_model"):
+        model = run.adapter.build_model(run.model_path)
+    plan = batch_plan(features, cfg)
+    task_id = progress.add_task("train", total=len(plan))
+    with phases("train"):
+        model, stats = train(
+            model, features, cfg, plan=plan, pad_id=run.pad_id,
+            on_step=lambda step, loss: progress.update(task_id, completed=step, description=f"train loss {loss:.3f}"),
+        )
+    record["train"] = {"examples": len(examples), "features": len(features.rows), **stats.summary()}
+    staging = _staging(run_dir)
+    with phases("save"):
+        model.save_pretrained(staging)  # safetensors: transformers 5 writes nothing else
+        run.adapter.tokenizer.save_pretrained(staging)
+    predictions = _evaluate(run, model, eval_limit, progress, phases, record)
+    return _finish(run_dir, staging, record, predictions, phases, started)
+
+
+def evaluate(run: Run, run_dir: Path, progress: Progress, eval_limit: int | None) -> dict:
+    """Score an already fine-tuned checkpoint on the dev set."""
+    started, phases = time.perf_counter(), Phases()
+    record = _new_record(run, "evaluate")
+    with phases("load_model"):
+        model = run.adapter.build_model(run.model_path)
+    staging = _staging(run_dir)
+    predictions = _evaluate(run, model, eval_limit, progress, phases, record)
+    return _finish(run_dir, staging, record, predictions, phases, started)

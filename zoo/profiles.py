@@ -1,0 +1,83 @@
+"""Profiles: how big a run is (data subset, epochs, batch sizes), declared as YAML in recipes/.
+
+A profile file holds one section per profile name. The `train` and `eval` sections are the
+engine's and validated here; the `task` section belongs to the task adapter, which validates
+it with its own schema, so the engine never needs to know task-specific knobs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from zoo.errors import ZooError
+
+RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TrainConfig(Strict):
+    max_examples: int | None = Field(None, gt=0, description="seeded random subset of training examples; null = all")
+    epochs: float = Field(gt=0)
+    batch_size: int = Field(gt=0)
+    learning_rate: float = Field(gt=0)
+    weight_decay: float = Field(0.01, ge=0)
+    warmup_ratio: float = Field(0.1, ge=0, lt=1)
+    max_grad_norm: float = Field(1.0, gt=0)
+    seed: int = 42
+    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    group_by_length: bool = True
+
+
+class EvalConfig(Strict):
+    max_examples: int | None = Field(None, gt=0, description="seeded random subset of dev examples; null = all")
+    batch_size: int = Field(64, gt=0)
+    seed: int = 42
+
+
+class Profile(Strict):
+    name: str
+    description: str = ""
+    train: TrainConfig
+    eval: EvalConfig
+    task: dict = Field(default_factory=dict)
+
+
+def _describe(err: ValidationError, prefix: str = "") -> str:
+    first = err.errors()[0]
+    key = ".".join(str(p) for p in first["loc"])
+    return f"key '{prefix}{key}': {first['msg']}"
+
+
+def load_profile(task: str, name: str, path: str | Path | None = None) -> Profile:
+    path = Path(path) if path else RECIPES_DIR / f"{task}.yaml"
+    if not path.is_file():
+        raise ZooError(f"profile file {path} not found; task '{task}' needs recipes/{task}.yaml")
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise ZooError(f"{path}: not valid YAML ({e.__class__.__name__}: {str(e).splitlines()[0]})") from e
+    profiles = doc.get("profiles") if isinstance(doc, dict) else None
+    if not isinstance(profiles, dict):
+        raise ZooError(f"{path}: top-level key 'profiles' (a mapping of profile name -> settings) is missing")
+    if name not in profiles:
+        raise ZooError(f"{path}: no profile '{name}'; allowed: {', '.join(sorted(profiles))}")
+    try:
+        return Profile(name=name, **(profiles[name] or {}))
+    except ValidationError as e:
+        raise ZooError(f"{path}: profile '{name}', {_describe(e)}") from e
+    except TypeError as e:
+        raise ZooError(f"{path}: profile '{name}' must be a mapping of settings") from e
+
+
+def parse_task_config(schema: type[BaseModel], profile: Profile, where: str) -> BaseModel:
+    try:
+        return schema(**profile.task)
+    except ValidationError as e:
+        raise ZooError(f"{where}: profile '{profile.name}', {_describe(e, 'task.')}") from e

@@ -1,0 +1,66 @@
+"""Provenance recorded with every result: code, command, data, libraries, machine."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import platform
+import shlex
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+
+LIBRARIES = ("zoo", "torch", "transformers", "tokenizers", "datasets", "accelerate", "huggingface-hub", "numpy")
+
+
+def git_state() -> dict:
+    root = Path(__file__).resolve().parent.parent
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=False).stdout.strip()
+
+    sha = git("rev-parse", "HEAD")
+    return {"sha": sha or None, "dirty": bool(git("status", "--porcelain", "--untracked-files=no")) if sha else None}
+
+
+def library_versions() -> dict:
+    versions = {}
+    for name in LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def machine() -> dict:
+    import torch
+
+    info = {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "device": "cpu",
+    }
+    if torch.cuda.is_available():
+        info["device"] = f"cuda: {torch.cuda.get_device_name(0)}"
+    return info
+
+
+def command_line() -> str:
+    argv = list(sys.argv)
+    argv[0] = Path(argv[0]).name
+    return shlex.join(argv)
+
+
+def collect(**extra) -> dict:
+    return {
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "command": command_line(),
+        "git": git_state(),
+        "libraries": library_versions(),
+        "machine": machine(),
+        **extra,
+    }

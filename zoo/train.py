@@ -1,0 +1,106 @@
+"""The training loop: a plain accelerate loop the compression engine can step into.
+
+Why not `transformers.Trainer`: compression needs to own the step (mask enforcement after
+every optimizer step, a distillation loss from cached teacher outputs). A short explicit
+loop shows that order plainly, where a Trainer would need a subclass plus callbacks.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from accelerate import Accelerator
+from transformers import get_linear_schedule_with_warmup, set_seed
+
+from tasks.base import FeatureSet
+from zoo.batching import collate, length_grouped_batches, random_batches
+from zoo.profiles import TrainConfig
+
+StepCallback = Callable[[int, float], None]  # (step, loss)
+
+
+@dataclass
+class TrainStats:
+    steps: int = 0
+    features_seen: int = 0
+    seconds: float = 0.0
+    losses: list[float] = field(default_factory=list)
+
+    def summary(self) -> dict:
+        tail = self.losses[-50:]
+        return {
+            "steps": self.steps,
+            "features_seen": self.features_seen,
+            "seconds": round(self.seconds, 2),
+            "features_per_second": round(self.features_seen / self.seconds, 3) if self.seconds else None,
+            "first_loss": round(self.losses[0], 4) if self.losses else None,
+            "final_loss_mean50": round(sum(tail) / len(tail), 4) if tail else None,
+        }
+
+
+def batch_plan(features: FeatureSet, cfg: TrainConfig) -> list[list[int]]:
+    """Row indices of every optimizer step, epochs concatenated (a fractional epoch is cut)."""
+    plan: list[list[int]] = []
+    for epoch in range(math.ceil(cfg.epochs)):
+        seed = cfg.seed + epoch
+        if cfg.group_by_length:
+            plan += length_grouped_batches(features.lengths, cfg.batch_size, seed)
+        else:
+            plan += random_batches(len(features.rows), cfg.batch_size, seed)
+    steps_per_epoch = math.ceil(len(features.rows) / cfg.batch_size)
+    return plan[: max(1, round(cfg.epochs * steps_per_epoch))]
+
+
+def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """No weight decay on biases and LayerNorm weights (standard BERT fine-tuning)."""
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        (no_decay if param.ndim < 2 else decay).append(param)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def train(
+    model: torch.nn.Module,
+    features: FeatureSet,
+    cfg: TrainConfig,
+    plan: list[list[int]] | None = None,
+    pad_to: int | None = None,
+    pad_id: int = 0,
+    on_step: StepCallback | None = None,
+) -> tuple[torch.nn.Module, TrainStats]:
+    """Train on `features` following `plan` (default: `batch_plan`); returns the unwrapped model.
+
+    `pad_to` pads every batch to a fixed length instead of the batch's longest row: only
+    the throughput benchmark uses it, as the run_qa-style baseline.
+    """
+    set_seed(cfg.seed)
+    plan = plan if plan is not None else batch_plan(features, cfg)
+    accelerator = Accelerator(mixed_precision=cfg.mixed_precision)
+    optimizer = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.learning_rate)
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * len(plan)), len(plan))
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    model.train()
+    stats = TrainStats()
+    started = time.perf_counter()
+    for indices in plan:
+        batch = collate([features.rows[i] for i in indices], pad_to=pad_to, pad_id=pad_id)
+        batch = {k: v.to(accelerator.device) for k, v in batch.items()}
+        loss = model(**batch).loss
+        accelerator.backward(loss)
+        accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        stats.steps += 1
+        stats.features_seen += len(indices)
+        stats.losses.append(loss.item())
+        if on_step:
+            on_step(stats.steps, stats.losses[-1])
+    stats.seconds = time.perf_counter() - started
+    return accelerator.unwrap_model(model), stats
