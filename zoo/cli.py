@@ -103,9 +103,11 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
         os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        from huggingface_hub.utils import logging as hub_logging
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
+        hub_logging.set_verbosity_error()  # retries against an unreachable Hub are not the user's error line
     try:
         args.func(args)
     except ZooError as e:

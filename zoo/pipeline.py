@@ -45,10 +45,10 @@ class Run:
 def open_run(task: str, model_ref: str, profile_name: str, data_dir: str | None = None) -> Run:
     from transformers import AutoTokenizer
 
+    root = data_root(data_dir)
     adapter_cls = get_adapter(task)
     profile = load_profile(task, profile_name)
     config = parse_task_config(adapter_cls.config_schema, profile, f"recipes/{task}.yaml")
-    root = data_root(data_dir)
     model_path = resolve_model(model_ref)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     adapter = adapter_cls(config, tokenizer, root)

@@ -51,8 +51,8 @@ class Profile(Strict):
 
 def _describe(err: ValidationError, prefix: str = "") -> str:
     first = err.errors()[0]
-    key = ".".join(str(p) for p in first["loc"])
-    return f"key '{prefix}{key}': {first['msg']}"
+    key = (prefix + ".".join(str(p) for p in first["loc"])).rstrip(".")
+    return f"key '{key}': {first['msg']}"
 
 
 def load_profile(task: str, name: str, path: str | Path | None = None) -> Profile:

@@ -1,0 +1,80 @@
+"""Shared fixtures: a tiny random BERT QA model (built here, never downloaded) and data roots."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from zoo.models import embedded_model_dir
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(embedded_model_dir())
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_dir(tmp_path_factory, tokenizer) -> Path:
+    """A 2-layer, 32-wide random BERT with the embedded tokenizer, saved as a checkpoint folder."""
+    import torch
+    from transformers import BertConfig, BertForQuestionAnswering
+
+    torch.manual_seed(0)
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+        intermediate_size=64, max_position_embeddings=512,
+    )
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    BertForQuestionAnswering(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def real_data_dir() -> Path:
+    """The real datasets (CI: ../shared/data); tests that need them skip cleanly without."""
+    value = os.environ.get("ZOO_DATA_DIR")
+    if not value or not Path(value).is_dir():
+        pytest.skip("ZOO_DATA_DIR not set: real-data test skipped")
+    return Path(value)
+
+
+def squad_doc(paragraphs: list[tuple[str, list[tuple[str, str, int]]]]) -> dict:
+    """Official-format SQuAD JSON from [(context, [(id, question, answer_start_or_-1)...])];
+    answer text is the first word of the context unless given as 'id|text'."""
+    out = []
+    for context, qas in paragraphs:
+        rows = []
+        for qid, question, start in qas:
+            qid, _, text = qid.partition("|")
+            text = text or context.split()[0]
+            rows.append({"id": qid, "question": question, "answers": [{"text": text, "answer_start": start}]})
+        out.append({"context": context, "qas": rows})
+    return {"version": "1.1", "data": [{"title": "fixture", "paragraphs": out}]}
+
+
+@pytest.fixture()
+def squad_data_root(tmp_path) -> Path:
+    """A local data root in the official layout with a few dozen answerable questions."""
+    facts = [
+        ("Paris is the capital of France and its largest city.", "What is the capital of France?", "Paris"),
+        ("Jupiter is the largest planet in the Solar System.", "Which planet is the largest?", "Jupiter"),
+        ("The Nile flows north through eleven countries in Africa.", "Which river flows north?", "Nile"),
+        ("Marie Curie won two Nobel Prizes for her research on radioactivity.", "Who won two Nobel Prizes?", "Marie Curie"),
+    ]
+    paragraphs = []
+    for round_ in range(6):
+        for context, question, answer in facts:
+            qid = f"q{round_}-{len(paragraphs)}|{answer}"
+            paragraphs.append((f"Note {round_}. {context}", [(qid, question, len(f"Note {round_}. ") + context.index(answer))]))
+    root = tmp_path / "data"
+    (root / "squad").mkdir(parents=True)
+    doc = squad_doc(paragraphs)
+    (root / "squad" / "train-v1.1.reconstructed.json").write_text(json.dumps(doc))
+    (root / "squad" / "dev-v1.1.json").write_text(json.dumps(doc))
+    return root

@@ -1,0 +1,60 @@
+"""End to end on a tiny random BERT and a fixture data root: train, save, reload, score."""
+
+import json
+
+import pytest
+import torch
+from rich.progress import Progress
+from safetensors.torch import load_file
+from transformers import AutoModelForQuestionAnswering
+
+from zoo import pipeline
+
+
+@pytest.fixture()
+def tiny_run(tiny_bert_dir, squad_data_root):
+    run = pipeline.open_run("squad", str(tiny_bert_dir), "cpu", str(squad_data_root))
+    run.profile.train.max_examples = None
+    run.profile.train.epochs = 2
+    run.profile.train.batch_size = 8
+    run.profile.train.learning_rate = 1e-3
+    return run
+
+
+def test_finetune_writes_a_complete_run_folder(tiny_run, tmp_path):
+    run_dir = tmp_path / "run"
+    with Progress(disable=True) as progress:
+        record = pipeline.finetune(tiny_run, run_dir, progress, eval_limit=None)
+
+    files = {p.name for p in run_dir.iterdir()}
+    assert {"model.safetensors", "config.json", "tokenizer.json", "metrics.json", "predictions.json"} <= files
+    assert not list(tmp_path.glob(".*partial*")), "the staging folder must be renamed into place"
+    assert not any(name.endswith((".bin", ".pt", ".pth")) for name in files)
+
+    saved = json.loads((run_dir / "metrics.json").read_text())
+    assert saved["metrics"] == record["metrics"]
+    assert saved["train"]["steps"] == 6  # 24 single-window questions, batch 8, 2 epochs
+    assert saved["train"]["final_loss_mean50"] < saved["train"]["first_loss"]
+    assert saved["data"]["train"]["load_report"] == {"kept": 24, "repaired": 0, "skipped": {}}
+    assert len(saved["data"]["train"]["files"]["train-v1.1.reconstructed.json"]) == 64
+    prov = saved["provenance"]
+    assert {"date", "command", "git", "libraries", "machine"} <= set(prov)
+    assert prov["libraries"]["transformers"].startswith("5.")
+    assert set(saved["timings_s"]) >= {"train", "evaluate", "total"}
+
+    predictions = json.loads((run_dir / "predictions.json").read_text())
+    assert len(predictions) == saved["eval"]["examples"] == 24
+
+    reloaded = AutoModelForQuestionAnswering.from_pretrained(run_dir, use_safetensors=True)
+    weights = load_file(run_dir / "model.safetensors")
+    name = "qa_outputs.weight"
+    assert torch.equal(reloaded.state_dict()[name], weights[name])
+
+
+def test_evaluate_rescores_a_checkpoint_identically(tiny_run, tmp_path):
+    with Progress(disable=True) as progress:
+        trained = pipeline.finetune(tiny_run, tmp_path / "run", progress, eval_limit=10)
+        rerun = pipeline.open_run("squad", str(tmp_path / "run"), "cpu", str(tiny_run.adapter.data_root))
+        again = pipeline.evaluate(rerun, tmp_path / "eval", progress, eval_limit=10)
+    assert again["metrics"] == trained["metrics"]
+    assert json.loads((tmp_path / "eval" / "predictions.json").read_text()) == json.loads((tmp_path / "run" / "predictions.json").read_text())
