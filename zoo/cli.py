@@ -65,8 +65,11 @@ def cmd_bench_train(args: argparse.Namespace) -> None:
     from zoo import bench
 
     with _progress() as progress:
-        result = bench.train_throughput(args, progress)
-    Console().print_json(data=result["comparison"])
+        result = bench.train_throughput(
+            args.model, args.data_dir, args.steps, args.warmup_steps, args.batch_size,
+            args.max_seq_length, args.doc_stride, args.output, progress,
+        )
+    Console().print_json(data={"results": result["results"], "comparison": result["comparison"]})
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,21 @@
+"""The training-throughput benchmark runs both pipelines on the same features and writes JSON."""
+
+import json
+
+from rich.progress import Progress
+
+from zoo.bench import train_throughput
+
+
+def test_train_throughput_writes_comparable_results(tiny_bert_dir, squad_data_root, tmp_path):
+    out = tmp_path / "bench.json"
+    with Progress(disable=True) as progress:
+        record = train_throughput(str(tiny_bert_dir), str(squad_data_root), steps=3, warmup_steps=1, batch_size=4,
+                                  max_seq_length=128, doc_stride=32, output=str(out), progress=progress)
+    assert json.loads(out.read_text()) == json.loads(json.dumps(record))
+    base, ours = record["results"]["baseline_pad_to_max_random"], record["results"]["zoo_dynamic_length_grouped"]
+    assert base["features"] == ours["features"] == 12
+    assert base["mean_padded_length"] == 128
+    assert ours["mean_padded_length"] < 128 and ours["real_token_fraction"] > base["real_token_fraction"]
+    assert record["comparison"]["speedup_features_per_second"] > 0
+    assert {"date", "machine", "libraries"} <= set(record["provenance"])
