@@ -20,10 +20,13 @@ from tasks import get_adapter
 from tasks.base import TaskAdapter
 from zoo import provenance
 from zoo.data import data_root
+from zoo.engine import Manager, build_teacher_source
 from zoo.io import replace_dir, sha256_file, write_json
 from zoo.models import resolve_model
 from zoo.predict import predict
 from zoo.profiles import Profile, load_profile, parse_task_config
+from zoo.recipe import DEFAULT_PRUNE_TARGETS, Recipe
+from zoo.sparsity import measure_sparsity, target_names
 from zoo.train import batch_plan, train
 
 
@@ -140,22 +143,42 @@ def _staging(run_dir: Path) -> Path:
     return staging
 
 
-def finetune(run: Run, run_dir: Path, progress: Progress, eval_limit: int | None) -> dict:
-    """Train the task model from `run.model_path`, save it, evaluate it."""
+def measure_checkpoint(run_dir: Path, targets: list[str]) -> dict:
+    """What the saved checkpoint really is, read back from disk: sparsity over the targeted
+    weights, total and non-zero parameters, encoder depth."""
+    from safetensors.torch import load_file
+    from transformers import AutoConfig
+
+    state = load_file(run_dir / "model.safetensors")
+    names = target_names(state, targets, [])
+    return {"num_hidden_layers": AutoConfig.from_pretrained(run_dir).num_hidden_layers, **measure_sparsity(state, names)}
+
+
+def finetune(run: Run, run_dir: Path, progress: Progress, eval_limit: int | None, recipe: Recipe | None = None) -> dict:
+    """Train the task model from `run.model_path` under `recipe` (none: dense), save, evaluate."""
+    from transformers import AutoConfig
+
     started, phases = time.perf_counter(), Phases()
     record = _new_record(run, "finetune")
+    manager = Manager(recipe or Recipe(), run.adapter.output_names, run.adapter.per_token_outputs)
+    manager.check(AutoConfig.from_pretrained(run.model_path).num_hidden_layers)  # bad recipe: fail before any work
     cfg = run.profile.train
     with phases("load_train"):
         examples = _load(run, "train", cfg.max_examples, cfg.seed, record)
     with phases("tokenize_train"):
         features = run.adapter.train_features(examples, bar(progress, "tokenise train", len(examples)))
     with phases("load_model"):
-        model = run.adapter.build_model(run.model_path)
+        model = manager.prepare(run.adapter.build_model(run.model_path))
+    with phases("teacher"):
+        teacher_cache = build_teacher_source(
+            manager, run.adapter, features, model.config.num_hidden_layers,
+            lambda n: bar(progress, "teacher outputs", n), run.profile.eval.batch_size, run.pad_id,
+        )
     plan = batch_plan(features, cfg)
     task_id = progress.add_task("train", total=len(plan))
     with phases("train"):
         model, stats = train(
-            model, features, cfg, plan=plan, pad_id=run.pad_id,
+            model, features, cfg, plan=plan, pad_id=run.pad_id, manager=manager,
             on_step=lambda step, loss: progress.update(task_id, completed=step, description=f"train loss {loss:.3f}"),
         )
     record["train"] = {"examples": len(examples), "features": len(features.rows), **stats.summary()}
@@ -163,6 +186,8 @@ def finetune(run: Run, run_dir: Path, progress: Progress, eval_limit: int | None
     with phases("save"):
         model.save_pretrained(staging)  # safetensors: transformers 5 writes nothing else
         run.adapter.tokenizer.save_pretrained(staging)
+    targets = manager.pruning.targets if manager.pruning else DEFAULT_PRUNE_TARGETS
+    record["compression"] = {**manager.report, "teacher_cache": teacher_cache, "measured": measure_checkpoint(staging, targets)}
     predictions = _evaluate(run, model, eval_limit, progress, phases, record)
     return _finish(run_dir, staging, record, predictions, phases, started)
 

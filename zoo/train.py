@@ -18,7 +18,9 @@ from transformers import get_linear_schedule_with_warmup, set_seed
 
 from tasks.base import FeatureSet
 from zoo.batching import collate, length_grouped_batches, random_batches
+from zoo.engine import Manager
 from zoo.profiles import TrainConfig
+from zoo.recipe import Recipe
 
 StepCallback = Callable[[int, float], None]  # (step, loss)
 
@@ -73,25 +75,34 @@ def train(
     pad_to: int | None = None,
     pad_id: int = 0,
     on_step: StepCallback | None = None,
+    manager: Manager | None = None,
 ) -> tuple[torch.nn.Module, TrainStats]:
     """Train on `features` following `plan` (default: `batch_plan`); returns the unwrapped model.
 
-    `pad_to` pads every batch to a fixed length instead of the batch's longest row: only
-    the throughput benchmark uses it, as the run_qa-style baseline.
+    `manager` is the compression engine (zoo/engine.py), already `prepare`d on the model;
+    without one this is a plain fine-tune. `pad_to` pads every batch to a fixed length
+    instead of the batch's longest row: only the throughput benchmark uses it, as the
+    run_qa-style baseline.
     """
     set_seed(cfg.seed)
+    manager = manager or Manager(Recipe(), (), per_token=False)
     plan = plan if plan is not None else batch_plan(features, cfg)
     accelerator = Accelerator(mixed_precision=cfg.mixed_precision)
     optimizer = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.learning_rate)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * len(plan)), len(plan))
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    inner_optimizer = getattr(optimizer, "optimizer", optimizer)  # accelerate's wrapper steps the inner one
+    manager.on_train_start(accelerator.unwrap_model(model), inner_optimizer, len(plan))
     model.train()
     stats = TrainStats()
     started = time.perf_counter()
-    for indices in plan:
+    extra_inputs = manager.model_kwargs()
+    for step, indices in enumerate(plan):
+        manager.before_step(step)
         batch = collate([features.rows[i] for i in indices], pad_to=pad_to, pad_id=pad_id)
         batch = {k: v.to(accelerator.device) for k, v in batch.items()}
-        loss = model(**batch).loss
+        outputs = model(**batch, **extra_inputs)
+        loss = manager.loss(outputs.loss, outputs, batch, indices)
         accelerator.backward(loss)
         accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
         optimizer.step()
@@ -103,4 +114,6 @@ def train(
         if on_step:
             on_step(stats.steps, stats.losses[-1])
     stats.seconds = time.perf_counter() - started
-    return accelerator.unwrap_model(model), stats
+    model = accelerator.unwrap_model(model)
+    manager.on_train_end(model)
+    return model, stats

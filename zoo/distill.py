@@ -1,0 +1,181 @@
+"""Distillation: losses, and teacher outputs either cached on disk or computed live.
+
+The teacher (the dense fine-tuned model of the same task) is run once over the training
+features; its outputs (task logits and the hidden states the layer map needs, in float16)
+go to `<cache_root>/<key>/`, where key = sha256(teacher weights, features, what is stored).
+A cell whose key matches trains with no teacher forward pass at all; a changed teacher or
+changed data gives a new key, so a stale cache is never read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from tasks.base import FeatureSet
+from zoo.batching import collate, sorted_batches
+from zoo.io import sha256_file, write_json
+
+CACHE_FORMAT = 1
+LOGIT_PAD = -1e4  # padded token positions get ~zero teacher probability
+
+
+def soft_logit_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+    """KL(teacher || student) over the last axis at temperature T, times T^2 (Hinton et al.),
+    averaged over the distributions in the batch."""
+    t = F.log_softmax(teacher / temperature, dim=-1)
+    s = F.log_softmax(student / temperature, dim=-1)
+    per_distribution = (t.exp() * (t - s)).sum(-1)
+    return per_distribution.mean() * temperature**2
+
+
+def hidden_mse(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """MSE between (B, T, H) hidden states over the real (unpadded) positions of `mask` (B, T)."""
+    weights = mask.to(student.dtype).unsqueeze(-1)
+    squared = (student - teacher.to(student.dtype)) ** 2 * weights
+    return squared.sum() / (weights.sum() * student.shape[-1]).clamp(min=1)
+
+
+def attention_mse(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """MSE between (B, heads, T, T) attention maps over real query/key pairs."""
+    pairs = (mask[:, None, :, None] * mask[:, None, None, :]).to(student.dtype)
+    squared = (student - teacher.to(student.dtype)) ** 2 * pairs
+    return squared.sum() / (pairs.sum() * student.shape[1]).clamp(min=1)
+
+
+def uniform_layer_map(student_layers: int, teacher_layers: int) -> list[int]:
+    """Teacher layer (1-based hidden-state index) for each student layer, evenly spaced."""
+    return [round(i * teacher_layers / student_layers) for i in range(1, student_layers + 1)]
+
+
+def features_fingerprint(features: FeatureSet) -> str:
+    digest = hashlib.sha256()
+    for row in features.rows:
+        digest.update(np.asarray(row["input_ids"], dtype=np.int32).tobytes())
+        digest.update(b"|")
+        digest.update(np.asarray(row.get("token_type_ids", []), dtype=np.int8).tobytes())
+    return digest.hexdigest()
+
+
+def cache_key(teacher_dir: Path, features: FeatureSet, output_names, hidden_layers) -> str:
+    parts = {
+        "format": CACHE_FORMAT,
+        "teacher_weights": sha256_file(Path(teacher_dir) / "model.safetensors"),
+        "features": features_fingerprint(features),
+        "outputs": list(output_names),
+        "hidden_layers": list(hidden_layers),
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def _stored_names(output_names, hidden_layers) -> list[str]:
+    return list(output_names) + [f"hidden_{layer}" for layer in hidden_layers]
+
+
+class CachedTeacher:
+    """Teacher outputs read from disk (memory-mapped), padded to each batch's width.
+
+    Token-level arrays (per-token logits, hidden states) are stored concatenated over rows
+    with shared `offsets`; row-level arrays (a classifier's logits) have one entry per row.
+    """
+
+    def __init__(self, folder: Path, names: list[str], per_token: bool):
+        self.arrays = {n: np.load(folder / f"{n}.npy", mmap_mode="r") for n in names}
+        self.offsets = np.load(folder / "offsets.npy")
+        self.per_token = per_token
+
+    def _token_level(self, name: str) -> bool:
+        return self.per_token or name.startswith("hidden_")
+
+    @classmethod
+    def build(cls, teacher, teacher_dir: Path, features: FeatureSet, output_names, hidden_layers, per_token: bool,
+              cache_root: Path, batch_size: int, pad_id: int, on_batch: Callable[[int], None] | None = None) -> tuple[CachedTeacher, dict]:
+        key = cache_key(teacher_dir, features, output_names, hidden_layers)
+        folder = Path(cache_root) / key
+        names = _stored_names(output_names, hidden_layers)
+        info = {"key": key, "folder": str(folder), "hit": (folder / "meta.json").is_file()}
+        if not info["hit"]:
+            staging = folder.with_name(f".{key}.partial")
+            shutil.rmtree(staging, ignore_errors=True)
+            staging.mkdir(parents=True)
+            per_row = _teacher_forward(teacher, features, output_names, hidden_layers, per_token, batch_size, pad_id, on_batch)
+            np.save(staging / "offsets.npy", np.concatenate([[0], np.cumsum(features.lengths)]))
+            for name in names:
+                dtype = np.float16 if name.startswith("hidden_") else np.float32
+                rows = per_row[name]
+                np.save(staging / f"{name}.npy", (np.concatenate(rows) if per_token or name.startswith("hidden_") else np.stack(rows)).astype(dtype))
+            write_json(staging / "meta.json", {"names": names, "rows": len(features.rows), "teacher": str(teacher_dir)})  # marks completion
+            shutil.rmtree(folder, ignore_errors=True)
+            staging.rename(folder)
+        return cls(folder, names, per_token), info
+
+    def outputs(self, indices: list[int], batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        width = batch["input_ids"].shape[1]
+        out = {}
+        for name, array in self.arrays.items():
+            if self._token_level(name):
+                fill = 0.0 if name.startswith("hidden_") else LOGIT_PAD
+                padded = np.full((len(indices), width, *array.shape[1:]), fill, dtype=np.float32)
+                for j, i in enumerate(indices):
+                    row = array[self.offsets[i] : self.offsets[i + 1]]
+                    padded[j, : len(row)] = row
+            else:
+                padded = np.asarray(array[indices], dtype=np.float32)
+            out[name] = torch.from_numpy(padded).to(batch["input_ids"].device)
+        return out
+
+
+class LiveTeacher:
+    """The teacher run forward on every batch (the baseline the cache is measured against,
+    and the only way to get attention maps)."""
+
+    def __init__(self, teacher, output_names, hidden_layers, per_token: bool, attentions: bool):
+        self.teacher = teacher.eval()
+        self.per_token = per_token
+        self.output_names = list(output_names)
+        self.hidden_layers = list(hidden_layers)
+        self.attentions = attentions
+
+    @torch.no_grad()
+    def outputs(self, indices: list[int], batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        inputs = {k: v for k, v in batch.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
+        result = self.teacher(**inputs, output_hidden_states=bool(self.hidden_layers), output_attentions=self.attentions)
+        out = {}
+        for name in self.output_names:
+            logits = result[name].float()
+            if self.per_token and logits.ndim == 2:  # one score per token: padding gets ~zero probability, as in the cache
+                logits = logits.masked_fill(batch["attention_mask"] == 0, LOGIT_PAD)
+            out[name] = logits
+        for layer in self.hidden_layers:
+            out[f"hidden_{layer}"] = result.hidden_states[layer].float()
+        if self.attentions:
+            out["attentions"] = result.attentions
+        return out
+
+
+@torch.no_grad()
+def _teacher_forward(teacher, features: FeatureSet, output_names, hidden_layers, per_token, batch_size, pad_id, on_batch):
+    teacher.eval()
+    device = next(teacher.parameters()).device
+    names = _stored_names(output_names, hidden_layers)
+    per_row: dict[str, list] = {n: [None] * len(features.rows) for n in names}
+    lengths = features.lengths
+    model_keys = ("input_ids", "token_type_ids")
+    for indices in sorted_batches(lengths, batch_size):
+        batch = collate([{k: features.rows[i][k] for k in model_keys if k in features.rows[i]} for i in indices], pad_id=pad_id)
+        result = teacher(**{k: v.to(device) for k, v in batch.items()}, output_hidden_states=bool(hidden_layers))
+        values = {n: result[n] for n in output_names} | {f"hidden_{l}": result.hidden_states[l] for l in hidden_layers}
+        for name, tensor in values.items():
+            array = tensor.float().cpu().numpy()
+            for j, i in enumerate(indices):
+                per_row[name][i] = array[j, : lengths[i]] if per_token or name.startswith("hidden_") else array[j]
+        if on_batch:
+            on_batch(len(indices))
+    return per_row

@@ -1,0 +1,158 @@
+"""The compression engine: one manager composes a recipe's modifiers into the training loop.
+
+The training loop (zoo/train.py) calls the manager at fixed points and knows nothing about
+pruning or distillation; the manager knows nothing about tasks beyond the adapter's
+`output_names` / `per_token_outputs`. Order within a step:
+
+    before_step(step)        -> GMP: update masks when the schedule says so
+    forward(**model_kwargs)  -> hidden states / attentions only when distillation needs them
+    loss(hard, outputs, ...) -> (1 - alpha) * hard + alpha * soft-logit KL + hidden/attention MSE
+    optimizer.step()         -> the MaskSet's post-step hook re-zeroes pruned weights
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from zoo.distill import CachedTeacher, LiveTeacher, attention_mse, hidden_mse, soft_logit_loss, uniform_layer_map
+from zoo.errors import ZooError
+from zoo.layers import drop_layers, encoder_layers
+from zoo.recipe import Distillation, LayerDrop, MagnitudePruning, Recipe
+from zoo.sparsity import MaskSet, gmp_sparsity, target_names
+
+TEACHER_CACHE = Path(".cache") / "teacher"
+
+
+class Manager:
+    def __init__(self, recipe: Recipe, output_names: tuple[str, ...], per_token: bool):
+        self.recipe = recipe
+        self.output_names = output_names
+        self.per_token = per_token
+        self.pruning: MagnitudePruning | None = _at_most_one(recipe.of_type(MagnitudePruning), "magnitude_pruning")
+        self.layer_drop: LayerDrop | None = _at_most_one(recipe.of_type(LayerDrop), "layer_drop")
+        self.distillation: Distillation | None = _at_most_one(recipe.of_type(Distillation), "distillation")
+        self.masks: MaskSet | None = None
+        self.teacher = None
+        self.layer_map: list[int] = []
+        self._schedule: tuple[int, int] = (0, 0)
+        self.report: dict = {"recipe": recipe.model_dump(mode="json")}
+
+    # ---- before training -------------------------------------------------------------
+    def check(self, num_layers: int) -> None:
+        """Validate the recipe against the model before any work (layer indices, teacher)."""
+        if self.layer_drop:
+            self.layer_drop.kept_layers(num_layers)
+        if self.distillation and not (Path(self.distillation.teacher) / "model.safetensors").is_file():
+            raise ZooError(
+                f"distillation teacher {self.distillation.teacher} has no model.safetensors; "
+                f"fine-tune it first (zoo finetune ...) or fix 'teacher' in the recipe"
+            )
+
+    def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
+        """Structural changes, before the optimizer sees the parameters."""
+        num_layers = len(encoder_layers(model)) if self.layer_drop else model.config.num_hidden_layers
+        self.check(num_layers)
+        if self.layer_drop:
+            keep = self.layer_drop.kept_layers(num_layers)
+            drop_layers(model, keep)
+            self.report["layers_kept"] = keep
+        if self.distillation and self.distillation.attention_mse > 0:
+            model.set_attn_implementation("eager")  # sdpa returns no attention maps
+        return model
+
+    def attach_teacher(self, build_teacher: Callable[[list[int]], object], teacher_layers: int, student_layers: int) -> None:
+        """`build_teacher(hidden_layers)` returns a CachedTeacher or LiveTeacher."""
+        if not self.distillation:
+            return
+        d = self.distillation
+        if d.hidden_mse > 0 or d.attention_mse > 0:
+            self.layer_map = d.layer_map or uniform_layer_map(student_layers, teacher_layers)
+            if len(self.layer_map) != student_layers or max(self.layer_map) > teacher_layers or min(self.layer_map) < 0:
+                raise ZooError(f"distillation.layer_map {self.layer_map} must give one teacher layer in 0..{teacher_layers} per student layer ({student_layers})")
+        self.teacher = build_teacher(self.layer_map if d.hidden_mse > 0 else [])
+        self.report["distillation"] = {"teacher": d.teacher, "layer_map": self.layer_map, "temperature": d.temperature,
+                                       "alpha": d.alpha, "hidden_mse": d.hidden_mse, "attention_mse": d.attention_mse}
+
+    def on_train_start(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, total_steps: int) -> None:
+        if not self.pruning:
+            return
+        p = self.pruning
+        names = target_names([n for n, _ in model.named_parameters()], p.targets, p.exclude)
+        if not names:
+            raise ZooError(f"magnitude_pruning.targets {p.targets} match no parameter of {type(model).__name__}")
+        self.masks = MaskSet(model, names)
+        self.masks.attach(optimizer)
+        self._schedule = (p.step_of(p.start, total_steps), p.step_of(p.end, total_steps))
+        self.report["pruning"] = {"targets": sorted(self.masks.weights), "scope": p.scope, "final_sparsity": p.final_sparsity,
+                                  "start_step": self._schedule[0], "end_step": self._schedule[1]}
+
+    # ---- each step -----------------------------------------------------------------
+    def before_step(self, step: int) -> None:
+        if not self.masks:
+            return
+        start, end = self._schedule
+        p = self.pruning
+        on_update = step == start or step == end or (start < step < end and (step - start) % p.update_every == 0)
+        if on_update:
+            self.masks.prune_to(gmp_sparsity(step, start, end, p.init_sparsity, p.final_sparsity), p.scope)
+
+    def model_kwargs(self) -> dict:
+        d = self.distillation
+        if not d:
+            return {}
+        return {"output_hidden_states": d.hidden_mse > 0, "output_attentions": d.attention_mse > 0}
+
+    def loss(self, hard: torch.Tensor, outputs, batch: dict[str, torch.Tensor], indices: list[int]) -> torch.Tensor:
+        d = self.distillation
+        if not d:
+            return hard
+        teacher = self.teacher.outputs(indices, batch)
+        soft = sum(soft_logit_loss(outputs[n], teacher[n], d.temperature) for n in self.output_names) / len(self.output_names)
+        loss = (1 - d.alpha) * hard + d.alpha * soft
+        mask = batch["attention_mask"]
+        if d.hidden_mse > 0:
+            terms = [hidden_mse(outputs.hidden_states[i + 1], teacher[f"hidden_{t}"], mask) for i, t in enumerate(self.layer_map)]
+            loss = loss + d.hidden_mse * sum(terms) / len(terms)
+        if d.attention_mse > 0:
+            terms = [attention_mse(outputs.attentions[i], teacher["attentions"][t - 1], mask) for i, t in enumerate(self.layer_map) if t > 0]
+            loss = loss + d.attention_mse * sum(terms) / max(len(terms), 1)
+        return loss
+
+    # ---- after training --------------------------------------------------------------
+    def on_train_end(self, model: torch.nn.Module) -> None:
+        if self.masks:
+            self.masks.apply()
+            self.masks.detach(model)
+
+
+def _at_most_one(items: list, name: str):
+    if len(items) > 1:
+        raise ZooError(f"recipe: at most one '{name}' modifier is supported, found {len(items)}")
+    return items[0] if items else None
+
+
+def build_teacher_source(manager: Manager, adapter, features, student_layers: int, progress_bar, batch_size: int, pad_id: int) -> dict:
+    """Load the teacher and give the manager a cached (default) or live teacher."""
+    d = manager.distillation
+    if not d:
+        return {}
+    teacher = adapter.build_model(d.teacher)
+    info: dict = {}
+
+    def build(hidden_layers: list[int]):
+        if d.cache:
+            cached, cache_info = CachedTeacher.build(
+                teacher, Path(d.teacher), features, adapter.output_names, hidden_layers, adapter.per_token_outputs,
+                TEACHER_CACHE, batch_size, pad_id, progress_bar(len(features.rows)),
+            )
+            info.update(cache_info)
+            return cached
+        if d.attention_mse > 0:
+            teacher.set_attn_implementation("eager")
+        return LiveTeacher(teacher, adapter.output_names, hidden_layers, adapter.per_token_outputs, d.attention_mse > 0)
+
+    manager.attach_teacher(build, teacher.config.num_hidden_layers, student_layers)
+    return info

@@ -1,0 +1,149 @@
+"""Compression recipes: declarative modifiers with start/end points, validated before any work.
+
+A recipe is a YAML list of modifiers (SparseML style). Start/end points are fractions of
+the training run (`0.0` = first step, `1.0` = last) or absolute steps (`unit: step`).
+
+    modifiers:
+      - type: magnitude_pruning      # unstructured, one-shot (start == end) or gradual (GMP)
+        final_sparsity: 0.9
+        start: 0.0
+        end: 0.6
+      - type: layer_drop
+        keep: [0, 2, 5]
+      - type: distillation
+        teacher: runs/squad/dense-cpu
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from zoo.errors import ZooError
+
+DEFAULT_PRUNE_TARGETS = [r"encoder\.layer\.\d+\..*(query|key|value|dense)\.weight$"]  # the encoder's Linear weights
+
+
+class Modifier(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    unit: Literal["fraction", "step"] = "fraction"
+
+    def step_of(self, point: float, total_steps: int) -> int:
+        return int(point) if self.unit == "step" else round(point * total_steps)
+
+
+class MagnitudePruning(Modifier):
+    type: Literal["magnitude_pruning"]
+    final_sparsity: float = Field(ge=0, lt=1)
+    init_sparsity: float = Field(0.0, ge=0, lt=1)
+    start: float = Field(0.0, ge=0)
+    end: float = Field(0.0, ge=0)
+    update_every: int = Field(10, gt=0, description="steps between mask updates during the ramp")
+    scope: Literal["uniform", "global"] = "uniform"
+    targets: list[str] = Field(default_factory=lambda: list(DEFAULT_PRUNE_TARGETS), min_length=1)
+    exclude: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _order(self):
+        if self.end < self.start:
+            raise ValueError(f"end ({self.end}) is before start ({self.start})")
+        if self.init_sparsity > self.final_sparsity:
+            raise ValueError("init_sparsity must not exceed final_sparsity")
+        if self.unit == "fraction" and self.end > 1:
+            raise ValueError("with unit 'fraction', start and end must lie in [0, 1]")
+        return self
+
+
+class LayerDrop(Modifier):
+    type: Literal["layer_drop"]
+    keep: list[int] | None = Field(None, min_length=1, description="explicit encoder layer indices to keep")
+    strategy: Literal["every_k", "first_n", "spread"] | None = None
+    n: int | None = Field(None, gt=0, description="layers kept (first_n, spread) or k (every_k)")
+
+    @model_validator(mode="after")
+    def _one_way(self):
+        if (self.keep is None) == (self.strategy is None):
+            raise ValueError("give exactly one of 'keep' (a list of layer indices) or 'strategy' (every_k, first_n, spread) with 'n'")
+        if self.strategy and self.n is None:
+            raise ValueError(f"strategy '{self.strategy}' needs 'n'")
+        if self.keep is not None and (sorted(set(self.keep)) != self.keep or min(self.keep) < 0):
+            raise ValueError("keep must list distinct, non-negative layer indices in increasing order")
+        return self
+
+    def kept_layers(self, num_layers: int) -> list[int]:
+        if self.keep is not None:
+            keep = self.keep
+        elif self.strategy == "first_n":
+            keep = list(range(self.n))
+        elif self.strategy == "every_k":
+            keep = list(range(0, num_layers, self.n))
+        else:  # spread: n layers evenly over the depth, always keeping the first and the last
+            keep = sorted({round(i * (num_layers - 1) / max(self.n - 1, 1)) for i in range(self.n)})
+        if max(keep) >= num_layers or len(keep) > num_layers:
+            raise ZooError(f"layer_drop: layer index {max(keep)} is out of range for a model with {num_layers} layers (0..{num_layers - 1})")
+        return keep
+
+
+class Distillation(Modifier):
+    type: Literal["distillation"]
+    teacher: str = Field(description="the dense fine-tuned model of the same task (a run folder)")
+    temperature: float = Field(2.0, gt=0)
+    alpha: float = Field(0.5, ge=0, le=1, description="weight of the soft-logit loss; 1 - alpha on the hard-label loss")
+    hidden_mse: float = Field(0.0, ge=0, description="weight of the hidden-state MSE")
+    layer_map: list[int] | None = Field(None, description="teacher layer for each student layer (1-based; 0 = embeddings)")
+    attention_mse: float = Field(0.0, ge=0, description="weight of the attention MSE (live teacher, eager attention)")
+    cache: bool = Field(True, description="cache teacher outputs on disk (not possible with attention_mse)")
+
+    @model_validator(mode="after")
+    def _cacheable(self):
+        if self.attention_mse > 0 and self.cache:
+            raise ValueError("attention_mse needs a live teacher: set cache: false (attention maps are too large to cache)")
+        return self
+
+
+AnyModifier = Annotated[MagnitudePruning | LayerDrop | Distillation, Field(discriminator="type")]
+MODIFIER_TYPES = ("magnitude_pruning", "layer_drop", "distillation")
+
+
+class Recipe(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    modifiers: list[AnyModifier] = Field(default_factory=list)
+
+    def of_type(self, kind: type[Modifier]) -> list:
+        return [m for m in self.modifiers if isinstance(m, kind)]
+
+
+def _explain(err: ValidationError, source: str) -> ZooError:
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"] if p not in MODIFIER_TYPES)  # drop the union's tag from the path
+    message = first["msg"]
+    if first["type"] in ("union_tag_invalid", "union_tag_not_found"):
+        message = f"unknown or missing modifier type; allowed: {', '.join(MODIFIER_TYPES)}"
+    return ZooError(f"{source}: key '{loc}': {message}")
+
+
+def parse_recipe(doc: dict, source: str) -> Recipe:
+    if not isinstance(doc, dict):
+        raise ZooError(f"{source}: a recipe is a mapping with a 'modifiers' list")
+    try:
+        return Recipe(**doc)
+    except ValidationError as e:
+        raise _explain(e, source) from e
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    path = Path(path)
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as e:
+        raise ZooError(f"recipe {path} not found") from e
+    except yaml.YAMLError as e:
+        raise ZooError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from e
+    return parse_recipe(doc, str(path))
+
+
+def dump_recipe(recipe: Recipe) -> str:
+    return yaml.safe_dump(recipe.model_dump(mode="json", exclude_defaults=False), sort_keys=False)

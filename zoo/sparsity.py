@@ -1,0 +1,105 @@
+"""Unstructured magnitude pruning: the GMP schedule, masks, and sparsity read back from weights.
+
+Like torch.nn.utils.prune, each mask lives beside its weight (a non-persistent buffer
+`<name>_mask` on the weight's module, so checkpoints never carry it). Unlike it, the weight
+is not re-parametrised: ONE optimizer post-step hook multiplies every weight by its mask,
+so pruned weights are exactly zero after every step and the saved tensors are plain dense
+tensors with exact zeros that stock `from_pretrained` loads.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+import torch
+
+
+def gmp_sparsity(step: int, start: int, end: int, init: float, final: float) -> float:
+    """Sparsity at `step` under the cubic schedule of Zhu & Gupta (2017): 0 before `start`,
+    `init` at `start`, rising as s_f + (s_i - s_f)(1 - t)^3 over t in [0, 1], `final` from `end`
+    on. start == end is one-shot pruning."""
+    if step < start:
+        return 0.0
+    if step >= end:
+        return final
+    progress = (step - start) / (end - start)
+    return final + (init - final) * (1.0 - progress) ** 3
+
+
+def target_names(names, targets: list[str], exclude: list[str]) -> list[str]:
+    include = [re.compile(p) for p in targets]
+    skip = [re.compile(p) for p in exclude]
+    return [n for n in names if any(p.search(n) for p in include) and not any(p.search(n) for p in skip)]
+
+
+class MaskSet:
+    def __init__(self, model: torch.nn.Module, names: list[str]):
+        self.weights: dict[str, torch.nn.Parameter] = {}
+        self.masks: dict[str, torch.Tensor] = {}
+        self._handle = None
+        for name in names:
+            module_name, _, param_name = name.rpartition(".")
+            module = model.get_submodule(module_name)
+            weight = getattr(module, param_name)
+            if weight.ndim < 2:
+                continue  # biases and LayerNorm weights are never pruned
+            module.register_buffer(f"{param_name}_mask", torch.ones_like(weight, dtype=torch.bool), persistent=False)
+            self.weights[name] = weight
+            self.masks[name] = getattr(module, f"{param_name}_mask")
+
+    @torch.no_grad()
+    def prune_to(self, sparsity: float, scope: str) -> None:
+        """Zero the smallest-magnitude weights: per tensor ('uniform') or over all targets ('global').
+        Pruned weights are already zero, hence still the smallest: masks only ever grow."""
+        if scope == "uniform":
+            for name, weight in self.weights.items():
+                self._set_mask(self.masks[name], weight.abs().flatten(), sparsity)
+        else:
+            scores = torch.cat([w.abs().flatten() for w in self.weights.values()])
+            flat = torch.ones_like(scores, dtype=torch.bool)
+            self._set_mask(flat, scores, sparsity)
+            offset = 0
+            for name, mask in self.masks.items():
+                mask.copy_(flat[offset : offset + mask.numel()].view_as(mask))
+                offset += mask.numel()
+        self.apply()
+
+    @staticmethod
+    def _set_mask(mask: torch.Tensor, scores: torch.Tensor, sparsity: float) -> None:
+        k = round(sparsity * scores.numel())
+        flat = torch.ones(scores.numel(), dtype=torch.bool, device=scores.device)
+        if k:
+            flat[torch.argsort(scores, stable=True)[:k]] = False
+        mask.copy_(flat.view_as(mask))
+
+    @torch.no_grad()
+    def apply(self) -> None:
+        for name, weight in self.weights.items():
+            weight.mul_(self.masks[name])
+
+    def attach(self, optimizer: torch.optim.Optimizer) -> None:
+        """The one enforcement point: re-apply every mask after every optimizer step."""
+        self._handle = optimizer.register_step_post_hook(lambda *_: self.apply())
+
+    def detach(self, model: torch.nn.Module) -> None:
+        if self._handle:
+            self._handle.remove()
+        for name in self.weights:
+            module_name, _, param_name = name.rpartition(".")
+            delattr(model.get_submodule(module_name), f"{param_name}_mask")
+
+
+def measure_sparsity(state: Mapping[str, torch.Tensor], names: list[str]) -> dict:
+    """Sparsity over `names` read from a state dict (e.g. a checkpoint loaded back from disk)."""
+    total = sum(state[n].numel() for n in names)
+    zeros = sum(int((state[n] == 0).sum()) for n in names)
+    all_params = sum(t.numel() for t in state.values())
+    all_zeros = sum(int((t == 0).sum()) for t in state.values())
+    return {
+        "targeted_params": total,
+        "targeted_zeros": zeros,
+        "sparsity": zeros / total if total else 0.0,
+        "total_params": all_params,
+        "nonzero_params": all_params - all_zeros,
+    }
