@@ -72,6 +72,43 @@ def cmd_bench_train(args: argparse.Namespace) -> None:
     Console().print_json(data={"results": result["results"], "comparison": result["comparison"]})
 
 
+def cmd_matrix(args: argparse.Namespace) -> None:
+    from zoo import matrix
+
+    with _progress() as progress:
+        result = matrix.run(args.task, args.profile, progress, matrix_file=args.matrix, data_dir=args.data_dir,
+                            root=args.root, patterns=args.cells, dry_run=args.dry_run)
+    table = Table(title=f"{args.task} matrix · profile {args.profile} · {result['root']}")
+    table.add_column("cell")
+    if args.dry_run:
+        table.add_column("modifiers")
+        table.add_column("status")
+        table.add_column("estimate", justify="right")
+        for c in result["cells"]:
+            estimate = f"{c['estimate_s'] / 60:.1f} min" if c["estimate_s"] is not None else "n/a"
+            table.add_row(c["cell"], ", ".join(c["modifiers"]) or "(none)", "done" if c["done"] else "to run", estimate)
+        known = [c["estimate_s"] for c in result["cells"] if c["estimate_s"] is not None and not c["done"]]
+        table.caption = f"teacher {result['teacher']}: {'ready' if result['teacher_ready'] else 'will be fine-tuned first'}; " + (
+            f"estimated {sum(known) / 60:.0f} min for the cells to run" if known else "estimates need the dense run's timings")
+    else:
+        table.add_column("outcome")
+        table.add_column("wall time", justify="right")
+        for name, outcome in result["cells"].items():
+            seconds = result["wall_time_s"].get(name)
+            table.add_row(name, outcome, f"{seconds:.0f} s" if seconds else "")
+        table.caption = "phases: " + ", ".join(f"{k} {v:.0f} s" for k, v in result["wall_time_s"].items() if k in ("teacher", "total"))
+    Console(width=max(Console().width, 120)).print(table)
+
+
+def cmd_tables(args: argparse.Namespace) -> None:
+    from zoo import results
+
+    root = Path(args.root or Path("runs") / f"{args.task}-matrix" / args.profile)
+    archive = Path(args.archive) if args.archive else Path("results") / args.task / f"matrix-{args.profile}"
+    summary = results.build(args.task, root, Path(args.out), Path(args.readme) if args.readme else None, archive)
+    Console().print(f"{summary['rows']} rows -> {summary['csv']}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="zoo", description=__doc__)
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -85,6 +122,23 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--data-dir", help="local data root (default $ZOO_DATA_DIR; unset = Hub)")
         p.add_argument("--eval-examples", help="dev examples to score: N or 'all' (default: the profile's)")
         p.set_defaults(func=cmd_run)
+    p = sub.add_parser("matrix", help="run a compression matrix (recipes/TASK-matrix.yaml)")
+    p.add_argument("task")
+    p.add_argument("--profile", default="cpu")
+    p.add_argument("--matrix", help="matrix file (default recipes/TASK-matrix.yaml)")
+    p.add_argument("--root", help="folder for the cells (default runs/TASK-matrix/PROFILE)")
+    p.add_argument("--cells", nargs="+", help="only cells matching these names/globs")
+    p.add_argument("--dry-run", action="store_true", help="list the cells with an estimated cost, run nothing")
+    p.add_argument("--data-dir")
+    p.set_defaults(func=cmd_matrix)
+    p = sub.add_parser("tables", help="build results/TASK.{csv,md,png} and the README table from matrix cells")
+    p.add_argument("task")
+    p.add_argument("--profile", default="cpu")
+    p.add_argument("--root", help="folder of cell folders (default runs/TASK-matrix/PROFILE)")
+    p.add_argument("--out", default="results")
+    p.add_argument("--readme", default="README.md", help="README to update between results markers ('' to skip)")
+    p.add_argument("--archive", help="where cell metrics are copied for git (default results/TASK/matrix-PROFILE)")
+    p.set_defaults(func=cmd_tables)
     bench = sub.add_parser("bench", help="benchmarks writing JSON under results/bench/")
     bench_sub = bench.add_subparsers(dest="bench", required=True)
     p = bench_sub.add_parser("train", help="training throughput: dynamic padding + length grouping vs pad-to-max")

@@ -25,7 +25,7 @@ from zoo.io import replace_dir, sha256_file, write_json
 from zoo.models import resolve_model
 from zoo.predict import predict
 from zoo.profiles import Profile, load_profile, parse_task_config
-from zoo.recipe import DEFAULT_PRUNE_TARGETS, Recipe
+from zoo.recipe import DEFAULT_PRUNE_TARGETS, Recipe, dump_recipe
 from zoo.sparsity import measure_sparsity, target_names
 from zoo.train import batch_plan, train
 
@@ -154,12 +154,16 @@ def measure_checkpoint(run_dir: Path, targets: list[str]) -> dict:
     return {"num_hidden_layers": AutoConfig.from_pretrained(run_dir).num_hidden_layers, **measure_sparsity(state, names)}
 
 
-def finetune(run: Run, run_dir: Path, progress: Progress, eval_limit: int | None, recipe: Recipe | None = None) -> dict:
-    """Train the task model from `run.model_path` under `recipe` (none: dense), save, evaluate."""
+def finetune(run: Run, run_dir: Path, progress: Progress, eval_limit: int | None,
+             recipe: Recipe | None = None, cell: dict | None = None) -> dict:
+    """Train the task model from `run.model_path` under `recipe` (none: dense), save, evaluate.
+    `cell` labels the run as a matrix cell (its name and target settings)."""
     from transformers import AutoConfig
 
     started, phases = time.perf_counter(), Phases()
     record = _new_record(run, "finetune")
+    if cell:
+        record["cell"] = cell
     manager = Manager(recipe or Recipe(), run.adapter.output_names, run.adapter.per_token_outputs)
     manager.check(AutoConfig.from_pretrained(run.model_path).num_hidden_layers)  # bad recipe: fail before any work
     cfg = run.profile.train
@@ -186,6 +190,8 @@ def finetune(run: Run, run_dir: Path, progress: Progress, eval_limit: int | None
     with phases("save"):
         model.save_pretrained(staging)  # safetensors: transformers 5 writes nothing else
         run.adapter.tokenizer.save_pretrained(staging)
+        if recipe:
+            (staging / "recipe.yaml").write_text(dump_recipe(recipe), encoding="utf-8")
     targets = manager.pruning.targets if manager.pruning else DEFAULT_PRUNE_TARGETS
     record["compression"] = {**manager.report, "teacher_cache": teacher_cache, "measured": measure_checkpoint(staging, targets)}
     predictions = _evaluate(run, model, eval_limit, progress, phases, record)

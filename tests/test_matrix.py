@@ -1,0 +1,115 @@
+"""The matrix runner on a tiny model: cells, skip/redo, interruption, tables."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+from rich.progress import Progress
+
+from zoo import matrix, results
+from zoo.errors import ZooError
+
+COMPARED = [c for c in results.COLUMNS if c != "wall_time_s"]
+
+
+@pytest.fixture()
+def tiny_matrix(tmp_path, tiny_bert_dir, squad_data_root, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # teacher cache (./.cache) stays inside the test folder
+    doc = {"task": "squad", "profiles": {"tiny": {
+        "model": str(tiny_bert_dir), "finetune_profile": "cpu", "teacher": str(tmp_path / "teacher"), "init": "teacher",
+        "cell_train": {"epochs": 1, "batch_size": 8, "learning_rate": 1e-3, "seed": 1},
+        "eval_examples": 8,
+        "axes": {"sparsity": [0.5], "layers": [2, 1], "distill": [False, True]},
+        "pruning": {"start": 0.0, "end": 0.5, "update_every": 1},
+        "distillation": {"temperature": 2.0, "alpha": 0.5, "hidden_mse": 1.0},
+    }}}
+    path = tmp_path / "tiny-matrix.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path, squad_data_root
+
+
+def run_matrix(path, data, root, **kw):
+    with Progress(disable=True) as progress:
+        return matrix.run("squad", "tiny", progress, matrix_file=str(path), data_dir=str(data), root=str(root), **kw)
+
+
+def test_cells_names_and_recipes(tiny_matrix):
+    path, data = tiny_matrix
+    listing = run_matrix(path, data, "unused", dry_run=True)
+    names = [c["cell"] for c in listing["cells"]]
+    assert names == ["tiny-bert0-l2-squad-s50-l2", "tiny-bert0-l2-squad-s50-l2-kd", "tiny-bert0-l2-squad-s50-l1", "tiny-bert0-l2-squad-s50-l1-kd"]
+    assert listing["cells"][3]["modifiers"] == ["magnitude_pruning", "layer_drop", "distillation"]
+    assert listing["teacher_ready"] is False and listing["cells"][0]["estimate_s"] is None
+
+
+def test_bad_matrix_fails_before_training(tiny_matrix, tmp_path):
+    path, data = tiny_matrix
+    doc = yaml.safe_load(path.read_text())
+    doc["profiles"]["tiny"]["axes"]["layers"] = [2, 7]
+    path.write_text(yaml.safe_dump(doc))
+    with pytest.raises(ZooError, match="axes.layers value 7 is out of range"):
+        run_matrix(path, data, tmp_path / "cells")
+    doc["profiles"]["tiny"]["axes"]["sparsity"] = [1.5]
+    doc["profiles"]["tiny"]["axes"]["layers"] = [2]
+    path.write_text(yaml.safe_dump(doc))
+    with pytest.raises(ZooError, match="final_sparsity"):
+        run_matrix(path, data, tmp_path / "cells")
+    assert not (tmp_path / "teacher").exists() and not (tmp_path / "cells").exists()
+
+
+def test_interrupted_matrix_resumes_to_the_same_table(tiny_matrix, tmp_path):
+    path, data = tiny_matrix
+    complete = run_matrix(path, data, tmp_path / "uninterrupted")
+    assert set(complete["cells"].values()) == {"ran"}
+    expected = results.table(results.load_records(tmp_path / "uninterrupted"))
+
+    root = tmp_path / "interrupted"
+    command = [sys.executable, "-m", "zoo.cli", "matrix", "squad", "--profile", "tiny", "--matrix", str(path),
+               "--data-dir", str(data), "--root", str(root)]
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and not list(root.glob("*/metrics.json")):
+        assert proc.poll() is None, "the runner finished before it could be interrupted"
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGKILL)  # mid-run: the next cell is under way
+    proc.wait()
+    done_before = len(list(root.glob("*/metrics.json")))
+    assert 1 <= done_before < 4
+
+    resumed = run_matrix(path, data, root)
+    assert list(resumed["cells"].values()).count("skipped (complete)") == done_before
+    assert not list(root.glob(".*partial"))
+    got = results.table(results.load_records(root))
+    assert len(got) == 4 and got.cell.is_unique
+    assert got[COMPARED].equals(expected[COMPARED])
+
+    again = run_matrix(path, data, root)
+    assert set(again["cells"].values()) == {"skipped (complete)"}
+    log = json.loads((root / "matrix-runs.json").read_text())
+    assert len(log) == 2
+
+
+def test_tables_csv_markdown_plot_readme(tiny_matrix, tmp_path):
+    path, data = tiny_matrix
+    run_matrix(path, data, tmp_path / "cells")
+    readme = tmp_path / "README.md"
+    readme.write_text("# x\n<!-- results:squad:start -->\nold\n<!-- results:squad:end -->\ntail\n")
+    summary = results.build("squad", tmp_path / "cells", tmp_path / "out", readme, tmp_path / "archive")
+    assert summary["rows"] == 4
+    csv = (tmp_path / "out" / "squad.csv").read_text().splitlines()
+    assert csv[0] == ",".join(results.COLUMNS) and len(csv) == 5
+    md = (tmp_path / "out" / "squad.md").read_text()
+    assert "Produced by" in md and "| cell" in md
+    assert (tmp_path / "out" / "squad.png").stat().st_size > 1000
+    text = readme.read_text()
+    assert "old" not in text and "tiny-bert0-l2-squad-s50-l1-kd" in text and text.endswith("tail\n")
+    df = results.table(results.load_records(tmp_path / "cells"))
+    assert (abs(df.measured_sparsity - df.target_sparsity) < 0.005).all()
+    assert sorted(df.layers.tolist()) == [1, 1, 2, 2]
+    rebuilt = results.table(results.load_records(tmp_path / "archive"))
+    assert rebuilt.equals(df)
