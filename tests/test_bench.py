@@ -19,3 +19,16 @@ def test_train_throughput_writes_comparable_results(tiny_bert_dir, squad_data_ro
     assert ours["mean_padded_length"] < 128 and ours["real_token_fraction"] > base["real_token_fraction"]
     assert record["comparison"]["speedup_features_per_second"] > 0
     assert {"date", "machine", "libraries"} <= set(record["provenance"])
+
+
+def test_compression_step_cost_compares_three_variants(tiny_bert_dir, squad_data_root, tmp_path, monkeypatch):
+    from zoo.bench import compression_step_cost
+
+    monkeypatch.chdir(tmp_path)
+    with Progress(disable=True) as progress:
+        record = compression_step_cost(str(tiny_bert_dir), str(tiny_bert_dir), str(squad_data_root), steps=3, warmup_steps=1,
+                                       batch_size=4, max_seq_length=128, doc_stride=32, output=str(tmp_path / "c.json"), progress=progress)
+    assert set(record["results"]) == {"plain_finetune", "prune_kd_cached_teacher", "prune_kd_live_teacher"}
+    assert record["results"]["prune_kd_cached_teacher"]["teacher_cache_hit"] is False
+    assert record["comparison"]["cached_kd_step_over_plain_step"] > 0
+    assert (tmp_path / "c.json").is_file()

@@ -12,16 +12,23 @@ from tasks.squad import SquadAdapter, SquadConfig
 from zoo import provenance
 from zoo.batching import length_grouped_batches, random_batches
 from zoo.data import data_root
+from zoo.engine import Manager, build_teacher_source
 from zoo.io import write_json
 from zoo.models import resolve_model
 from zoo.pipeline import bar, subset
 from zoo.profiles import TrainConfig
+from zoo.recipe import Recipe, parse_recipe
 from zoo.train import train
 
 
-def _timed_training(adapter, model_path, pool: FeatureSet, cfg: TrainConfig, plan, pad_to, warmup: int, progress, label) -> dict:
-    """Train through `plan`; time only the steps after the first `warmup` ones."""
-    model = adapter.build_model(model_path)
+def _timed_training(adapter, model_path, pool: FeatureSet, cfg: TrainConfig, plan, pad_to, warmup: int, progress, label,
+                    recipe: Recipe | None = None) -> dict:
+    """Train through `plan` (under `recipe`, if any); time only the steps after the first `warmup` ones."""
+    manager = Manager(recipe or Recipe(), adapter.output_names, adapter.per_token_outputs)
+    model = manager.prepare(adapter.build_model(model_path))
+    setup_started = time.perf_counter()
+    cache = build_teacher_source(manager, adapter, pool, model.config.num_hidden_layers, lambda n: None, 64, adapter.tokenizer.pad_token_id)
+    setup_seconds = time.perf_counter() - setup_started
     ticks: list[float] = []
     task_id = progress.add_task(label, total=len(plan))
 
@@ -29,7 +36,7 @@ def _timed_training(adapter, model_path, pool: FeatureSet, cfg: TrainConfig, pla
         ticks.append(time.perf_counter())
         progress.update(task_id, completed=step)
 
-    train(model, pool, cfg, plan=plan, pad_to=pad_to, pad_id=adapter.tokenizer.pad_token_id, on_step=on_step)
+    train(model, pool, cfg, plan=plan, pad_to=pad_to, pad_id=adapter.tokenizer.pad_token_id, on_step=on_step, manager=manager)
     measured = plan[warmup:]
     seconds = ticks[-1] - ticks[warmup - 1]
     lengths = pool.lengths
@@ -44,7 +51,33 @@ def _timed_training(adapter, model_path, pool: FeatureSet, cfg: TrainConfig, pla
         "seconds_per_step": round(seconds / len(measured), 3),
         "mean_padded_length": round(padded_tokens / features, 1),
         "real_token_fraction": round(real_tokens / padded_tokens, 3),
+        "setup_seconds": round(setup_seconds, 3),  # teacher load + cache build (once per teacher and data)
+        **({"teacher_cache_hit": cache["hit"]} if "hit" in cache else {}),
     }
+
+
+def _squad_adapter(model_ref: str, data_dir: str | None, max_seq_length: int, doc_stride: int):
+    from transformers import AutoTokenizer
+
+    root = data_root(data_dir)
+    model_path = resolve_model(model_ref)
+    config = SquadConfig(max_seq_length=max_seq_length, doc_stride=doc_stride)
+    return SquadAdapter(config, AutoTokenizer.from_pretrained(model_path), root), model_path, root
+
+
+def _feature_pool(adapter: SquadAdapter, n_features: int, progress: Progress) -> FeatureSet:
+    """The first n_features training features of a seeded random sample of SQuAD questions."""
+    examples, _ = adapter.load("train")
+    examples = subset(examples, n_features, seed=0)  # >= 1 feature per example, so enough features
+    features = adapter.train_features(examples, bar(progress, "tokenise train", len(examples)))
+    return FeatureSet(features.rows[:n_features])
+
+
+def _record(name: str, what: str, settings: dict, results: dict, comparison: dict, output: str) -> dict:
+    record = {"benchmark": name, "what": what, "settings": settings, "results": results, "comparison": comparison,
+              "provenance": provenance.collect()}
+    write_json(Path(output), record)
+    return record
 
 
 def train_throughput(model_ref: str, data_dir: str | None, steps: int, warmup_steps: int, batch_size: int,
@@ -52,16 +85,9 @@ def train_throughput(model_ref: str, data_dir: str | None, steps: int, warmup_st
     """zoo's training input pipeline (dynamic padding + length-grouped batches) against
     run_qa's default (every feature padded to max_seq_length, random batches): same model,
     same SQuAD training features, same number of steps."""
-    root = data_root(data_dir)
-    model_path = resolve_model(model_ref)
-    from transformers import AutoTokenizer
-
-    adapter = SquadAdapter(SquadConfig(max_seq_length=max_seq_length, doc_stride=doc_stride), AutoTokenizer.from_pretrained(model_path), root)
+    adapter, model_path, root = _squad_adapter(model_ref, data_dir, max_seq_length, doc_stride)
     n_features = (warmup_steps + steps) * batch_size
-    examples, _ = adapter.load("train")
-    examples = subset(examples, n_features, seed=0)  # >= 1 feature per example, so enough features
-    features = adapter.train_features(examples, bar(progress, "tokenise train", len(examples)))
-    pool = FeatureSet(features.rows[:n_features])
+    pool = _feature_pool(adapter, n_features, progress)
     cfg = TrainConfig(epochs=1, batch_size=batch_size, learning_rate=3e-5, seed=0)
     results = {
         "baseline_pad_to_max_random": _timed_training(
@@ -70,16 +96,41 @@ def train_throughput(model_ref: str, data_dir: str | None, steps: int, warmup_st
             adapter, model_path, pool, cfg, length_grouped_batches(pool.lengths, batch_size, seed=0), None, warmup_steps, progress, "zoo"),
     }
     speedup = results["zoo_dynamic_length_grouped"]["features_per_second"] / results["baseline_pad_to_max_random"]["features_per_second"]
-    record = {
-        "benchmark": "train-throughput",
-        "what": "SQuAD training steps/s of zoo's pipeline vs a pad-to-max_seq_length baseline, same features and steps",
-        "settings": {
-            "model": model_ref, "max_seq_length": max_seq_length, "doc_stride": doc_stride, "batch_size": batch_size,
-            "warmup_steps_excluded": warmup_steps, "measured_steps": steps, "data": "squad train (local)" if root else "squad train (hub)",
-        },
-        "results": results,
-        "comparison": {"speedup_features_per_second": round(speedup, 3), "target": 2.0, "met": speedup >= 2.0},
-        "provenance": provenance.collect(),
+    settings = {"model": model_ref, "max_seq_length": max_seq_length, "doc_stride": doc_stride, "batch_size": batch_size,
+                "warmup_steps_excluded": warmup_steps, "measured_steps": steps, "data": "squad train (local)" if root else "squad train (hub)"}
+    comparison = {"speedup_features_per_second": round(speedup, 3), "target": 2.0, "met": speedup >= 2.0}
+    return _record("train-throughput", "SQuAD training features/s of zoo's pipeline vs a pad-to-max_seq_length baseline, same features and steps",
+                   settings, results, comparison, output)
+
+
+def compression_step_cost(model_ref: str, teacher: str, data_dir: str | None, steps: int, warmup_steps: int, batch_size: int,
+                          max_seq_length: int, doc_stride: int, output: str, progress: Progress) -> dict:
+    """Cost of a compression training step against a plain fine-tune step, same features and
+    plan: gradual pruning + distillation (logits + hidden states) from cached teacher
+    outputs, and the same with the teacher run live on every step."""
+    adapter, model_path, root = _squad_adapter(model_ref, data_dir, max_seq_length, doc_stride)
+    n_features = (warmup_steps + steps) * batch_size
+    pool = _feature_pool(adapter, n_features, progress)
+    cfg = TrainConfig(epochs=1, batch_size=batch_size, learning_rate=3e-5, seed=0)
+    plan = length_grouped_batches(pool.lengths, batch_size, seed=0)
+
+    def recipe(cache: bool) -> Recipe:
+        return parse_recipe({"modifiers": [
+            {"type": "magnitude_pruning", "final_sparsity": 0.8, "start": 0.0, "end": 1.0, "update_every": 4},
+            {"type": "distillation", "teacher": teacher, "hidden_mse": 1.0, "cache": cache},
+        ]}, "benchmark recipe")
+
+    variants = {"plain_finetune": None, "prune_kd_cached_teacher": recipe(True), "prune_kd_live_teacher": recipe(False)}
+    results = {name: _timed_training(adapter, model_path, pool, cfg, plan, None, warmup_steps, progress, name, r)
+               for name, r in variants.items()}
+    per_step = {name: r["seconds_per_step"] for name, r in results.items()}
+    ratio = per_step["prune_kd_cached_teacher"] / per_step["plain_finetune"]
+    comparison = {
+        "cached_kd_step_over_plain_step": round(ratio, 3), "target": 1.10, "met": ratio <= 1.10,
+        "live_over_cached_teacher_step": round(per_step["prune_kd_live_teacher"] / per_step["prune_kd_cached_teacher"], 3),
     }
-    write_json(Path(output), record)
-    return record
+    settings = {"student": model_ref, "teacher": teacher, "max_seq_length": max_seq_length, "doc_stride": doc_stride,
+                "batch_size": batch_size, "warmup_steps_excluded": warmup_steps, "measured_steps": steps,
+                "recipe": recipe(True).model_dump(mode="json"), "data": "squad train (local)" if root else "squad train (hub)"}
+    return _record("compression-step-cost", "seconds per training step: plain fine-tune vs pruning+KD with cached or live teacher",
+                   settings, results, comparison, output)

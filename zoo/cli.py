@@ -109,6 +109,17 @@ def cmd_tables(args: argparse.Namespace) -> None:
     Console().print(f"{summary['rows']} rows -> {summary['csv']}")
 
 
+def cmd_bench_compression(args: argparse.Namespace) -> None:
+    from zoo import bench
+
+    with _progress() as progress:
+        result = bench.compression_step_cost(
+            args.model, args.teacher, args.data_dir, args.steps, args.warmup_steps, args.batch_size,
+            args.max_seq_length, args.doc_stride, args.output, progress,
+        )
+    Console().print_json(data={"results": result["results"], "comparison": result["comparison"]})
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="zoo", description=__doc__)
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -151,6 +162,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--doc-stride", type=int, default=128)
     p.add_argument("--output", default="results/bench/train-throughput.json")
     p.set_defaults(func=cmd_bench_train)
+    p = bench_sub.add_parser("compression", help="pruning+KD step (cached / live teacher) vs a plain fine-tune step")
+    p.add_argument("--model", default="runs/squad/dense-cpu", help="student start point")
+    p.add_argument("--teacher", default="runs/squad/dense-cpu")
+    p.add_argument("--data-dir")
+    p.add_argument("--steps", type=int, default=16)
+    p.add_argument("--warmup-steps", type=int, default=2)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--max-seq-length", type=int, default=256)
+    p.add_argument("--doc-stride", type=int, default=128)
+    p.add_argument("--output", default="results/bench/compression-step.json")
+    p.set_defaults(func=cmd_bench_compression)
     return parser
 
 
