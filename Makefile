@@ -5,14 +5,17 @@ BIN    := $(VENV)/bin
 ZOO    := $(BIN)/zoo
 PROFILE ?= cpu
 
-.PHONY: help setup test squad squad-fulldev bench-train clean
+.PHONY: help setup test squad squad-fulldev squad-matrix tables bench-train bench-compression clean
 
 help:
 	@echo "make setup          venv in $(VENV); CPU torch 2.13.0 only if no torch is importable"
 	@echo "make test           the test suite (uses \$$ZOO_DATA_DIR when set)"
 	@echo "make squad          dense MiniLM fine-tune + eval on SQuAD (PROFILE=cpu|full)"
 	@echo "make squad-fulldev  re-score that checkpoint on all 10,570 dev questions"
+	@echo "make squad-matrix   the SQuAD compression matrix (PROFILE=cpu|full), then the tables"
+	@echo "make tables         results/squad.{csv,md,png} + README table from the matrix cells"
 	@echo "make bench-train    training throughput vs pad-to-max baseline -> results/bench/"
+	@echo "make bench-compression  pruning+KD step (cached/live teacher) vs plain step -> results/bench/"
 
 # --system-site-packages: a machine that already has torch (e.g. a CUDA build) keeps it.
 setup: $(VENV)/.installed
@@ -35,8 +38,20 @@ squad-fulldev: setup
 	mkdir -p results/squad/dense-$(PROFILE)-fulldev
 	cp runs/squad/dense-$(PROFILE)-fulldev/metrics.json runs/squad/dense-$(PROFILE)-fulldev/predictions.json results/squad/dense-$(PROFILE)-fulldev/
 
+# The runner fine-tunes the dense teacher first when it is missing, skips finished cells
+# and redoes interrupted ones.
+squad-matrix: setup
+	$(ZOO) matrix squad --profile $(PROFILE)
+	$(MAKE) tables
+
+tables: setup
+	$(ZOO) tables squad --profile $(PROFILE)
+
 bench-train: setup
 	$(ZOO) bench train --model minilm
+
+bench-compression: setup
+	$(ZOO) bench compression
 
 clean:
 	rm -rf runs

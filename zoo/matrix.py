@@ -173,11 +173,9 @@ def run(task: str, profile_name: str, progress, *, matrix_file: str | None = Non
 
     started = time.perf_counter()
     phases: dict[str, float] = {}
-    # Every cell must be runnable before the first one starts (teacher, data, model).
-    pipeline.open_run(task, matrix.model, matrix.finetune_profile, data_dir)
+    base_run = pipeline.open_run(task, matrix.model, matrix.finetune_profile, data_dir)  # data and model checked up front
     if not teacher_metrics:
-        teacher_run = pipeline.open_run(task, matrix.model, matrix.finetune_profile, data_dir)
-        pipeline.finetune(teacher_run, teacher_dir, progress, teacher_run.profile.eval.max_examples)
+        pipeline.finetune(base_run, teacher_dir, progress, base_run.profile.eval.max_examples)
         phases["teacher"] = round(time.perf_counter() - started, 1)
     init = str(teacher_dir) if matrix.init == "teacher" else matrix.model
     outcome: dict[str, str] = {}
