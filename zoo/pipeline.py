@@ -123,13 +123,14 @@ def _new_record(run: Run, kind: str) -> dict:
         "profile": run.profile.name,
         "config": run.profile.model_dump(),
         "data": {},
+        "provenance": provenance.collect(),  # at the start: the code that ran, not the code at the end
     }
 
 
 def _finish(run_dir: Path, staging: Path, record: dict, predictions: dict, phases: Phases, started: float) -> dict:
     phases.seconds["total"] = round(time.perf_counter() - started, 2)
     record["timings_s"] = phases.seconds
-    record["provenance"] = provenance.collect()
+    record["provenance"]["finished"] = provenance.now()
     write_json(staging / "predictions.json", predictions)
     write_json(staging / "metrics.json", record)  # written last: its presence marks a complete folder
     replace_dir(staging, run_dir)

@@ -55,12 +55,15 @@ def command_line() -> str:
     return shlex.join(argv)
 
 
-def collect(**extra) -> dict:
+def now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def collect() -> dict:
     return {
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "date": now(),
         "command": command_line(),
         "git": git_state(),
         "libraries": library_versions(),
         "machine": machine(),
-        **extra,
     }
