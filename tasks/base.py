@@ -53,6 +53,7 @@ class TaskAdapter(ABC):
     config_schema: ClassVar[type[BaseModel]]
     output_names: ClassVar[tuple[str, ...]]  # model outputs `score` needs, e.g. ("logits",)
     per_token_outputs: ClassVar[bool]  # outputs have a token axis: the engine trims each row's padding
+    hub_card: ClassVar[dict]  # model-card facts: task_type, pipeline_tag, dataset_type/name/config/split, metrics
 
     def __init__(self, config: BaseModel, tokenizer, data_root: Path | None):
         self.config = config

@@ -225,6 +225,10 @@ class SquadAdapter(TaskAdapter):
     config_schema = SquadConfig
     output_names = ("start_logits", "end_logits")
     per_token_outputs = True
+    hub_card = {
+        "task_type": "question-answering", "pipeline_tag": "question-answering", "dataset_type": "rajpurkar/squad",
+        "dataset_name": "SQuAD v1.1", "dataset_config": "plain_text", "dataset_split": "validation", "metrics": ("exact_match", "f1"),
+    }
     config: SquadConfig
 
     def data_files(self, split: str) -> list[Path]:

@@ -155,6 +155,15 @@ def measure_checkpoint(run_dir: Path, targets: list[str]) -> dict:
     return {"num_hidden_layers": AutoConfig.from_pretrained(run_dir).num_hidden_layers, **measure_sparsity(state, names)}
 
 
+def prune_targets(recipe: dict) -> list[str]:
+    """Weight-name patterns whose sparsity a checkpoint is measured over: the recipe's pruning
+    targets, else the default (so dense cells report the same quantity)."""
+    for modifier in recipe.get("modifiers", []):
+        if modifier["type"] == "magnitude_pruning":
+            return modifier["targets"]
+    return DEFAULT_PRUNE_TARGETS
+
+
 def finetune(run: Run, run_dir: Path, progress: Progress, eval_limit: int | None,
              recipe: Recipe | None = None, cell: dict | None = None) -> dict:
     """Train the task model from `run.model_path` under `recipe` (none: dense), save, evaluate.
@@ -193,7 +202,7 @@ def finetune(run: Run, run_dir: Path, progress: Progress, eval_limit: int | None
         run.adapter.tokenizer.save_pretrained(staging)
         if recipe:
             (staging / "recipe.yaml").write_text(dump_recipe(recipe), encoding="utf-8")
-    targets = manager.pruning.targets if manager.pruning else DEFAULT_PRUNE_TARGETS
+    targets = prune_targets(manager.recipe.model_dump(mode="json"))
     record["compression"] = {**manager.report, "teacher_cache": teacher_cache, "measured": measure_checkpoint(staging, targets)}
     predictions = _evaluate(run, model, eval_limit, progress, phases, record)
     return _finish(run_dir, staging, record, predictions, phases, started)

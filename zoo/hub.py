@@ -1,0 +1,263 @@
+"""The zoo on the Hub: one model repo per matrix cell, and the tables re-derived from them.
+
+Publishing targets the real Hub (`HfApi`: create_repo, then ONE `upload_folder` commit) or a
+local folder of git repos laid out as `models/ORG/NAME`, which `olah` serves over the Hub
+protocol (`make hub-serve`). Each repo's model card carries a `model-index` built from the
+same results row as the README table, so `reproduce` can hold every card to account.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+from tasks import get_adapter
+from zoo import results
+from zoo.errors import ZooError
+from zoo.io import write_json
+
+REPO_FILES = ("model.safetensors", "config.json", "tokenizer.json", "tokenizer_config.json", "recipe.yaml", "metrics.json")
+INDEX_REPO = "zoo-index"  # lists an org's zoo repos where the server cannot (olah has no /api/models listing)
+LICENSE = "apache-2.0"
+
+
+def check_org(org: str) -> None:
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(f"{org}/x")
+        if "/" in org or not org:
+            raise HFValidationError("org must be a single name")
+    except HFValidationError as e:
+        raise ZooError(f"--org {org!r} is not a valid Hub namespace: letters, digits, '-', '_', '.' only ({e})") from e
+
+
+def recipe_hash(cell_dir: Path) -> str:
+    return hashlib.sha256((cell_dir / "recipe.yaml").read_bytes()).hexdigest()[:12]
+
+
+def eval_results(row: dict, card: dict) -> list[EvalResult]:
+    return [
+        EvalResult(task_type=card["task_type"], dataset_type=card["dataset_type"], dataset_name=card["dataset_name"],
+                   dataset_config=card["dataset_config"], dataset_split=card["dataset_split"], metric_type=metric,
+                   metric_value=float(row[metric]))
+        for metric in card["metrics"]
+    ]
+
+
+def model_card(record: dict, row: dict, table_md: str, org: str) -> ModelCard:
+    """The card: metadata (license, base model, datasets, tags, model-index from `row`) and a
+    body saying what was done, the sibling table, how to load it, how to reproduce it, its limits."""
+    hub = get_adapter(record["task"]).hub_card
+    cell, compression = record["cell"], record["compression"]
+    name = cell["name"]
+    data = ModelCardData(
+        license=LICENSE, base_model=_hub_base(cell["base_model"]), datasets=[hub["dataset_type"]],
+        tags=["zoo", record["task"], "pruned" if cell["target_sparsity"] else "dense", *(["distilled"] if cell["distilled"] else [])],
+        pipeline_tag=hub["pipeline_tag"], library_name="transformers", model_name=name, eval_results=eval_results(row, hub),
+    )
+    distill = compression.get("distillation")
+    measured = compression["measured"]
+    lines = [
+        f"# {name}", "",
+        f"A {record['task']} model from the zoo matrix (profile `{cell['matrix_profile']}`): {cell['base_model']} "
+        f"({cell['base_layers']} layers), {'started from the dense fine-tuned teacher' if cell['init'] == 'teacher' else 'fine-tuned from the base model'}, then compressed.",
+        "",
+        f"- measured sparsity over the pruned encoder weights: {100 * measured['sparsity']:.2f}% (target {100 * cell['target_sparsity']:.0f}%)",
+        f"- layers kept: {compression.get('layers_kept', 'all')} → {measured['num_hidden_layers']} layers",
+        f"- parameters: {measured['total_params']:,} total, {measured['nonzero_params']:,} non-zero",
+        f"- distillation: " + (f"from `{distill['teacher']}`, KL at T={distill['temperature']} (alpha {distill['alpha']}), "
+                                f"hidden-state MSE x{distill['hidden_mse']} with layer map {distill['layer_map']}" if distill else "none"),
+        f"- {', '.join(f'{m}: {row[m]:.2f}' for m in hub['metrics'])} on {row['dev_questions']} {hub['dataset_name']} {hub['dataset_split']} questions", "",
+        "## Use", "", "```python", "from transformers import pipeline", "",
+        f'qa = pipeline("{hub["pipeline_tag"]}", model="{org}/{name}")', "```", "",
+        "## Reproduce", "", "Trained by", "", f"```bash\n{record['provenance']['command']}\n```", "",
+        f"(zoo git {str(record['provenance']['git']['sha'])[:10]}, recipe `recipe.yaml` in this repo), "
+        f"and re-scored from the Hub by `zoo reproduce --org {org} --task {record['task']}`.", "",
+        "## Limits", "",
+        f"Profile `{cell['matrix_profile']}`: trained on {record['train']['examples']} training examples for {record['train']['steps']} steps "
+        f"and scored on {row['dev_questions']} dev questions, as the table says; numbers from other profiles are not comparable.", "",
+        "## The matrix", "", table_md,
+    ]
+    return ModelCard(f"---\n{data.to_yaml()}\n---\n" + "\n".join(lines) + "\n")
+
+
+def _hub_base(model: str) -> str:
+    return "sentence-transformers/all-MiniLM-L6-v2" if model == "minilm" else model
+
+
+def _linked_table(df, org: str, endpoint: str) -> str:
+    linked = df.assign(cell=[f"[{c}]({endpoint}/{org}/{c})" for c in df.cell])
+    return linked.drop(columns=["wall_time_s"]).to_markdown(index=False)
+
+
+def stage_repo(cell_dir: Path, card: ModelCard, into: Path) -> Path:
+    for name in REPO_FILES:
+        shutil.copy2(cell_dir / name, into / name)
+    card.save(into / "README.md")
+    return into
+
+
+def check_cells(root: Path) -> list[tuple[Path, dict]]:
+    """Every cell must be complete and carry every file before anything is published."""
+    records = results.load_records(root)
+    cells = []
+    for record in records:
+        cell_dir = Path(root) / record["cell"]["name"]
+        missing = [n for n in REPO_FILES if not (cell_dir / n).is_file()]
+        if missing:
+            raise ZooError(f"cell {cell_dir} lacks {', '.join(missing)}; re-run the matrix for it (nothing was published)")
+        cells.append((cell_dir, record))
+    return cells
+
+
+def push_local(staged: Path, hub_root: Path, org: str, name: str, message: str) -> bool:
+    """Commit the staged files to the git repo hub_root/models/ORG/NAME; False when unchanged."""
+    repo = Path(hub_root) / "models" / org / name
+
+    def git(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, check=True)
+
+    if not (repo / ".git").is_dir():
+        repo.mkdir(parents=True, exist_ok=True)
+        git("init", "-q", "-b", "main")
+    git("config", "user.name", "zoo")
+    git("config", "user.email", "zoo@localhost")
+    for entry in repo.iterdir():
+        if entry.name != ".git":
+            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+    for file in staged.iterdir():
+        shutil.copy2(file, repo / file.name)
+    git("add", "-A")
+    if subprocess.run(["git", "-C", str(repo), "diff", "--cached", "--quiet"]).returncode == 0:
+        return False
+    git("commit", "-q", "-m", message)
+    return True
+
+
+def push_hub(api, staged: Path, org: str, name: str, message: str) -> bool:
+    """create_repo(exist_ok) then ONE commit with every file; False when the Hub already had
+    them all (huggingface_hub then skips the empty commit and returns the current head)."""
+    from huggingface_hub.utils import HfHubHTTPError
+
+    repo_id = f"{org}/{name}"
+    try:
+        api.create_repo(repo_id, exist_ok=True)
+        head = api.repo_info(repo_id).sha
+        info = api.upload_folder(repo_id=repo_id, folder_path=str(staged), commit_message=message)
+    except HfHubHTTPError as e:
+        status = e.response.status_code if e.response is not None else "?"
+        raise ZooError(f"the Hub refused {repo_id} (HTTP {status}); nothing of it was committed. Check the token's write access to '{org}'") from e
+    return info.oid != head
+
+
+def publish(task: str, root: Path, org: str, to: Path | None = None, api=None) -> dict:
+    """Publish every cell under `root`, then the org's index repo. Returns {repo: committed?}."""
+    check_org(org)
+    cells = check_cells(root)
+    df = results.table([r for _, r in cells])
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
+    table_md = _linked_table(df, org, endpoint)
+    rows = {row["cell"]: row for row in df.to_dict("records")}
+    if to is None and api is None:
+        from huggingface_hub import HfApi
+
+        api = HfApi()  # token from HF_TOKEN or the login cache; zoo never reads, prints or stores it
+    outcome = {}
+    for cell_dir, record in cells:
+        name = record["cell"]["name"]
+        message = f"zoo: {name} (recipe {recipe_hash(cell_dir)})"
+        card = model_card(record, rows[name], table_md, org)
+        with tempfile.TemporaryDirectory() as tmp:
+            staged = stage_repo(cell_dir, card, Path(tmp))
+            outcome[name] = push_local(staged, to, org, name, message) if to else push_hub(api, staged, org, name, message)
+    with tempfile.TemporaryDirectory() as tmp:
+        write_json(Path(tmp) / "index.json", {"repos": [{"name": n, "task": task} for n in rows]})
+        message = f"zoo: index of {len(rows)} {task} repos"
+        outcome[INDEX_REPO] = push_local(Path(tmp), to, org, INDEX_REPO, message) if to else push_hub(api, Path(tmp), org, INDEX_REPO, message)
+    return outcome
+
+
+HUB_CACHE = Path("runs") / "hub-cache"
+
+
+def list_repos(org: str, task: str) -> list[str]:
+    """The org's repos for `task`: the Hub's listing API, else the org's index repo (a mirror
+    such as olah serves repos but has no listing endpoint)."""
+    from huggingface_hub import HfApi, hf_hub_download
+    from huggingface_hub.utils import HfHubHTTPError
+
+    try:
+        names = [m.id.split("/", 1)[1] for m in HfApi().list_models(author=org)]
+        names = [n for n in names if f"-{task}-" in n]
+        if names:
+            return sorted(names)
+    except (HfHubHTTPError, OSError, ValueError):
+        pass
+    try:
+        index = json.loads(Path(hf_hub_download(f"{org}/{INDEX_REPO}", "index.json", cache_dir=HUB_CACHE)).read_text())
+    except Exception as e:
+        endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+        raise ZooError(f"cannot list the repos of '{org}' at {endpoint} ({type(e).__name__}); is the server up and HF_ENDPOINT set?") from e
+    return sorted(r["name"] for r in index["repos"] if r["task"] == task)
+
+
+def reproduce(task: str, org: str, out_dir: Path, progress, data_dir: str | None = None, tolerance: float = 0.1) -> dict:
+    """Download every checkpoint of `org` for `task`, re-evaluate it with the task adapter on
+    the same dev questions, rebuild the table in `out_dir`, and compare each metric with the
+    model card's model-index. Raises ZooError naming repo and metric past `tolerance`."""
+    from huggingface_hub import snapshot_download
+
+    from zoo import pipeline
+
+    out_dir = Path(out_dir)
+    records, comparisons = [], []
+    for name in list_repos(org, task):
+        local = Path(snapshot_download(f"{org}/{name}", cache_dir=HUB_CACHE))
+        card = ModelCard.load(local / "README.md")
+        original = json.loads((local / "metrics.json").read_text())
+        run = pipeline.open_run(task, str(local), original["profile"], data_dir)
+        scored = pipeline.evaluate(run, out_dir / "cells" / name, progress, original["eval"]["max_examples"])
+        measured = pipeline.measure_checkpoint(local, pipeline.prune_targets(original["compression"]["recipe"]))
+        records.append({**original, "metrics": scored["metrics"], "timings_s": scored["timings_s"],
+                        "compression": {**original["compression"], "measured": measured}})
+        for result in card.data.eval_results or []:
+            value = scored["metrics"][result.metric_type]
+            comparisons.append({"repo": f"{org}/{name}", "metric": result.metric_type, "card": result.metric_value,
+                                "reproduced": round(value, 4), "abs_diff": round(abs(value - result.metric_value), 4)})
+    if not records:
+        raise ZooError(f"'{org}' has no {task} repos to reproduce")
+    df = results.table(records)
+    df.to_csv(out_dir / f"{task}.csv", index=False)
+    (out_dir / f"{task}.md").write_text(results.markdown(df, records), encoding="utf-8")
+    worst = max(comparisons, key=lambda c: c["abs_diff"]) if comparisons else None
+    summary = {"org": org, "task": task, "repos": len(records), "metrics_compared": len(comparisons),
+               "tolerance": tolerance, "largest_difference": worst, "comparisons": comparisons}
+    write_json(out_dir / "comparison.json", summary)
+    failures = [c for c in comparisons if c["abs_diff"] > tolerance]
+    if failures:
+        listing = "; ".join(f"{c['repo']} {c['metric']}: card {c['card']} vs reproduced {c['reproduced']:.2f}" for c in failures)
+        raise ZooError(f"{len(failures)} metric(s) differ from the model cards by more than {tolerance}: {listing}")
+    return summary
+
+
+def olah_config(hub_dir: Path, port: int, path: Path) -> Path:
+    """An olah config serving the git repos under hub_dir offline on loopback."""
+    hub_dir, cache = Path(hub_dir).resolve(), (Path("runs") / "olah-cache").resolve()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        "[basic]\n"
+        f'host = "127.0.0.1"\nport = {port}\n'
+        f'mirror-netloc = "127.0.0.1:{port}"\nmirror-lfs-netloc = "127.0.0.1:{port}"\n'
+        f'mirrors-path = ["{hub_dir}"]\nrepos-path = "{cache}"\n'
+        "[accessibility]\noffline = true\n",
+        encoding="utf-8",
+    )
+    return path
