@@ -5,7 +5,10 @@ BIN    := $(VENV)/bin
 ZOO    := $(BIN)/zoo
 PROFILE ?= cpu
 
-.PHONY: help setup test squad squad-fulldev squad-matrix tables bench-train bench-compression clean
+.PHONY: help setup test squad squad-fulldev squad-matrix tables publish-local hub-serve reproduce bench-train bench-compression clean
+ORG      ?= zoo-local
+HUB_DIR  ?= hub
+HUB_PORT ?= 8090
 
 help:
 	@echo "make setup          venv in $(VENV); CPU torch 2.13.0 only if no torch is importable"
@@ -14,6 +17,9 @@ help:
 	@echo "make squad-fulldev  re-score that checkpoint on all 10,570 dev questions"
 	@echo "make squad-matrix   the SQuAD compression matrix (PROFILE=cpu|full), then the tables"
 	@echo "make tables         results/squad.{csv,md,png} + README table from the matrix cells"
+	@echo "make publish-local  publish the matrix cells to the local hub folder $(HUB_DIR)/ as ORG=$(ORG)"
+	@echo "make hub-serve      serve $(HUB_DIR)/ over the Hub protocol (olah) on 127.0.0.1:$(HUB_PORT)"
+	@echo "make reproduce      (with hub-serve running) re-derive the tables from the served checkpoints"
 	@echo "make bench-train    training throughput vs pad-to-max baseline -> results/bench/"
 	@echo "make bench-compression  pruning+KD step (cached/live teacher) vs plain step -> results/bench/"
 
@@ -46,6 +52,15 @@ squad-matrix: setup
 
 tables: setup
 	$(ZOO) tables squad --profile $(PROFILE)
+
+publish-local: setup
+	$(ZOO) publish squad --org $(ORG) --to $(HUB_DIR) --profile $(PROFILE)
+
+hub-serve: setup
+	$(ZOO) hub-serve --dir $(HUB_DIR) --port $(HUB_PORT)
+
+reproduce: setup
+	HF_ENDPOINT=http://127.0.0.1:$(HUB_PORT) $(ZOO) reproduce --org $(ORG) --task squad
 
 bench-train: setup
 	$(ZOO) bench train --model minilm

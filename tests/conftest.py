@@ -7,6 +7,10 @@ import os
 from pathlib import Path
 
 import pytest
+import yaml
+from rich.progress import Progress
+
+from zoo import matrix
 
 from zoo.models import embedded_model_dir
 
@@ -78,3 +82,24 @@ def squad_data_root(tmp_path) -> Path:
     (root / "squad" / "train-v1.1.reconstructed.json").write_text(json.dumps(doc))
     (root / "squad" / "dev-v1.1.json").write_text(json.dumps(doc))
     return root
+
+
+@pytest.fixture()
+def tiny_matrix(tmp_path, tiny_bert_dir, squad_data_root, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # teacher cache (./.cache) stays inside the test folder
+    doc = {"task": "squad", "profiles": {"tiny": {
+        "model": str(tiny_bert_dir), "finetune_profile": "cpu", "teacher": str(tmp_path / "teacher"), "init": "teacher",
+        "cell_train": {"epochs": 1, "batch_size": 8, "learning_rate": 1e-3, "seed": 1},
+        "eval_examples": 8,
+        "axes": {"sparsity": [0.5], "layers": [2, 1], "distill": [False, True]},
+        "pruning": {"start": 0.0, "end": 0.5, "update_every": 1},
+        "distillation": {"temperature": 2.0, "alpha": 0.5, "hidden_mse": 1.0},
+    }}}
+    path = tmp_path / "tiny-matrix.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path, squad_data_root
+
+
+def run_matrix(path, data, root, **kw):
+    with Progress(disable=True) as progress:
+        return matrix.run("squad", "tiny", progress, matrix_file=str(path), data_dir=str(data), root=str(root), **kw)

@@ -9,33 +9,12 @@ import time
 
 import pytest
 import yaml
-from rich.progress import Progress
 
-from zoo import matrix, results
+from tests.conftest import run_matrix
+from zoo import results
 from zoo.errors import ZooError
 
 COMPARED = [c for c in results.COLUMNS if c != "wall_time_s"]
-
-
-@pytest.fixture()
-def tiny_matrix(tmp_path, tiny_bert_dir, squad_data_root, monkeypatch):
-    monkeypatch.chdir(tmp_path)  # teacher cache (./.cache) stays inside the test folder
-    doc = {"task": "squad", "profiles": {"tiny": {
-        "model": str(tiny_bert_dir), "finetune_profile": "cpu", "teacher": str(tmp_path / "teacher"), "init": "teacher",
-        "cell_train": {"epochs": 1, "batch_size": 8, "learning_rate": 1e-3, "seed": 1},
-        "eval_examples": 8,
-        "axes": {"sparsity": [0.5], "layers": [2, 1], "distill": [False, True]},
-        "pruning": {"start": 0.0, "end": 0.5, "update_every": 1},
-        "distillation": {"temperature": 2.0, "alpha": 0.5, "hidden_mse": 1.0},
-    }}}
-    path = tmp_path / "tiny-matrix.yaml"
-    path.write_text(yaml.safe_dump(doc))
-    return path, squad_data_root
-
-
-def run_matrix(path, data, root, **kw):
-    with Progress(disable=True) as progress:
-        return matrix.run("squad", "tiny", progress, matrix_file=str(path), data_dir=str(data), root=str(root), **kw)
 
 
 def test_cells_names_and_recipes(tiny_matrix):

@@ -120,6 +120,38 @@ def cmd_bench_compression(args: argparse.Namespace) -> None:
     Console().print_json(data={"results": result["results"], "comparison": result["comparison"]})
 
 
+def cmd_publish(args: argparse.Namespace) -> None:
+    from zoo import hub
+
+    root = Path(args.root or Path("runs") / f"{args.task}-matrix" / args.profile)
+    outcome = hub.publish(args.task, root, args.org, Path(args.to) if args.to else None)
+    table = Table(title=f"published to {args.to or 'the Hub'} as {args.org}/...")
+    table.add_column("repo")
+    table.add_column("commit")
+    for name, committed in outcome.items():
+        table.add_row(f"{args.org}/{name}", "new commit" if committed else "unchanged, no commit")
+    Console(width=max(Console().width, 100)).print(table)
+
+
+def cmd_reproduce(args: argparse.Namespace) -> None:
+    from zoo import hub
+
+    out = Path(args.out or Path("results") / "reproduced" / f"{args.task}-{args.org}")
+    with _progress() as progress:
+        summary = hub.reproduce(args.task, args.org, out, progress, args.data_dir, args.tolerance)
+    worst = summary["largest_difference"]
+    Console().print(f"{summary['repos']} repos, {summary['metrics_compared']} metrics within {args.tolerance} of their cards; "
+                    f"largest difference {worst['abs_diff']} ({worst['repo']} {worst['metric']}); tables in {out}")
+
+
+def cmd_hub_serve(args: argparse.Namespace) -> None:
+    from zoo import hub
+
+    config = hub.olah_config(Path(args.dir), args.port, Path("runs") / "olah.toml")
+    console.print(f"serving {Path(args.dir).resolve()} — use: export HF_ENDPOINT=http://127.0.0.1:{args.port}")
+    os.execv(sys.executable, [sys.executable, "-m", "olah.server", "-c", str(config)])  # the server keeps this pid
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="zoo", description=__doc__)
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -150,6 +182,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--readme", default="README.md", help="README to update between results markers ('' to skip)")
     p.add_argument("--archive", help="where cell metrics are copied for git (default results/TASK/matrix-PROFILE)")
     p.set_defaults(func=cmd_tables)
+    p = sub.add_parser("publish", help="publish every matrix cell as a Hub model repo")
+    p.add_argument("task")
+    p.add_argument("--org", required=True)
+    p.add_argument("--to", help="a local hub folder (models/ORG/NAME git repos) instead of the Hub")
+    p.add_argument("--profile", default="cpu")
+    p.add_argument("--root", help="folder of cell folders (default runs/TASK-matrix/PROFILE)")
+    p.set_defaults(func=cmd_publish)
+    p = sub.add_parser("reproduce", help="download ORG's checkpoints, re-evaluate, rebuild the tables, check the cards")
+    p.add_argument("--org", required=True)
+    p.add_argument("--task", required=True)
+    p.add_argument("--out", help="folder for the rebuilt tables (default results/reproduced/TASK-ORG)")
+    p.add_argument("--data-dir")
+    p.add_argument("--tolerance", type=float, default=0.1)
+    p.set_defaults(func=cmd_reproduce)
+    p = sub.add_parser("hub-serve", help="serve a local hub folder with olah on loopback")
+    p.add_argument("--dir", default="hub")
+    p.add_argument("--port", type=int, default=8090)
+    p.set_defaults(func=cmd_hub_serve)
     bench = sub.add_parser("bench", help="benchmarks writing JSON under results/bench/")
     bench_sub = bench.add_subparsers(dest="bench", required=True)
     p = bench_sub.add_parser("train", help="training throughput: dynamic padding + length grouping vs pad-to-max")

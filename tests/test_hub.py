@@ -1,0 +1,209 @@
+"""Publishing to a local hub served by olah, reproducing from it, and the real-Hub contract."""
+
+import base64
+import hashlib
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pandas as pd
+import pytest
+from huggingface_hub import HfApi, ModelCard
+from huggingface_hub.repocard_data import model_index_to_eval_results
+
+from tests.conftest import run_matrix
+from zoo import hub, results
+from zoo.errors import ZooError
+
+COMPARED = ["cell", "target_sparsity", "measured_sparsity", "layers", "distilled", "total_params", "nonzero_params", "exact_match", "f1", "dev_questions"]
+
+
+@pytest.fixture()
+def two_cells(tiny_matrix, tmp_path):
+    path, data = tiny_matrix
+    run_matrix(path, data, tmp_path / "cells", patterns=["*-s50-l2", "*-s50-l1-kd"])
+    return tmp_path / "cells", data
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_cards_round_trip_to_the_results_row(two_cells, tmp_path):
+    root, _ = two_cells
+    hub.publish("squad", root, "zoo-test", to=tmp_path / "hub")
+    rows = {r["cell"]: r for r in results.table(results.load_records(root)).to_dict("records")}
+    for name, row in rows.items():
+        card = ModelCard.load(tmp_path / "hub" / "models" / "zoo-test" / name / "README.md")
+        model_name, evals = model_index_to_eval_results(card.data.to_dict()["model-index"])
+        assert model_name == name
+        assert {e.metric_type: e.metric_value for e in evals} == {"exact_match": row["exact_match"], "f1": row["f1"]}
+        assert all(e.dataset_type == "rajpurkar/squad" and e.dataset_split == "validation" for e in evals)
+        assert card.data.license == "apache-2.0" and card.data.base_model and "zoo" in card.data.tags
+        assert "pipeline(" in card.text and "zoo reproduce --org zoo-test" in card.text
+        assert all(f"zoo-test/{sibling}" in card.text for sibling in rows)
+
+
+def test_publish_serve_reproduce_and_catch_an_altered_card(two_cells, tmp_path):
+    root, data = two_cells
+    hub_dir = tmp_path / "hub"
+    first = hub.publish("squad", root, "zoo-test", to=hub_dir)
+    assert all(first.values()) and len(first) == 3  # two cells + the index repo
+    assert not any(hub.publish("squad", root, "zoo-test", to=hub_dir).values()), "unchanged cells must make no commit"
+
+    port = free_port()
+    config = hub.olah_config(hub_dir, port, tmp_path / "olah.toml")
+    server = subprocess.Popen([sys.executable, "-m", "olah.server", "-c", str(config)], cwd=tmp_path,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert server.poll() is None, "olah exited"
+                time.sleep(0.3)
+        env = {**os.environ, "HF_ENDPOINT": f"http://127.0.0.1:{port}", "HF_HOME": str(tmp_path / "hf-home")}
+        env.pop("HF_HUB_OFFLINE", None)
+        command = [sys.executable, "-m", "zoo.cli", "reproduce", "--org", "zoo-test", "--task", "squad",
+                   "--data-dir", str(data), "--out", str(tmp_path / "reproduced")]
+        ok = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+        assert ok.returncode == 0, ok.stderr
+        original = results.table(results.load_records(root))
+        rebuilt = pd.read_csv(tmp_path / "reproduced" / "squad.csv")
+        assert rebuilt[COMPARED].equals(original[COMPARED])
+        comparison = json.loads((tmp_path / "reproduced" / "comparison.json").read_text())
+        assert comparison["metrics_compared"] == 4 and comparison["largest_difference"]["abs_diff"] <= 0.1
+
+        # Alter one card's F1 in the served repo: reproduce must fail, naming repo and metric.
+        name = "tiny-bert0-l2-squad-s50-l1-kd"
+        repo = hub_dir / "models" / "zoo-test" / name
+        card = ModelCard.load(repo / "README.md")
+        card.data.eval_results[1].metric_value += 5.0
+        card.save(repo / "README.md")
+        subprocess.run(["git", "-C", str(repo), "commit", "-qam", "tamper"], check=True)
+        bad = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+        assert bad.returncode == 2
+        assert f"zoo-test/{name} f1" in bad.stderr and "Traceback" not in bad.stderr
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def test_publish_bad_input(two_cells, tmp_path):
+    root, _ = two_cells
+    with pytest.raises(ZooError, match="not a valid Hub namespace"):
+        hub.publish("squad", root, "bad org!", to=tmp_path / "hub")
+    with pytest.raises(ZooError, match="no cell results"):
+        hub.publish("squad", tmp_path / "empty", "zoo-test", to=tmp_path / "hub")
+    (root / "tiny-bert0-l2-squad-s50-l2" / "model.safetensors").unlink()
+    with pytest.raises(ZooError, match="lacks model.safetensors"):
+        hub.publish("squad", root, "zoo-test", to=tmp_path / "hub")
+    assert not (tmp_path / "hub").exists(), "nothing may be published when one cell is incomplete"
+
+
+class FakeHub(BaseHTTPRequestHandler):
+    """Just enough of the Hub's HTTP API for create_repo + upload_folder, recording requests."""
+
+    requests: list = []
+    refuse_commits = False
+
+    def log_message(self, *args):  # keep the test output clean
+        pass
+
+    def _reply(self, status, body):
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self):
+        self.requests.append(("GET", self.path, self.headers.get("authorization"), b""))
+        repo = self.path.split("/api/models/", 1)[-1].split("/revision")[0].split("?")[0]
+        self._reply(200, {"id": repo, "sha": "0" * 40, "siblings": [], "private": False})
+
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("content-length", 0)))
+        self.requests.append(("POST", self.path, self.headers.get("authorization"), body))
+        if self.path == "/api/repos/create":
+            payload = json.loads(body)
+            self._reply(200, {"url": f"http://hub/{payload.get('organization')}/{payload['name']}"})
+        elif "/preupload/" in self.path:
+            files = json.loads(body)["files"]
+            self._reply(200, {"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False} for f in files]})
+        elif "/commit/" in self.path:
+            if self.refuse_commits:
+                self._reply(403, {"error": "You don't have the rights to create a model under this namespace"})
+            else:
+                self._reply(200, {"commitUrl": "http://hub/commit/1", "commitOid": "1" * 40, "pullRequestUrl": None})
+        else:
+            self._reply(404, {"error": "not found"})
+
+
+@pytest.fixture()
+def fake_hub():
+    FakeHub.requests = []
+    FakeHub.refuse_commits = False
+    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeHub)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def commits(requests):
+    """Decode each commit request's ndjson: (summary, {path: bytes})."""
+    out = {}
+    for method, path, _, body in requests:
+        if "/commit/" not in path:
+            continue
+        lines = [json.loads(l) for l in body.decode().splitlines() if l.strip()]
+        header = next(l["value"] for l in lines if l["key"] == "header")
+        files = {l["value"]["path"]: base64.b64decode(l["value"]["content"]) for l in lines if l["key"] == "file"}
+        out[path.split("/api/models/")[1].split("/commit/")[0]] = (header["summary"], files)
+    return out
+
+
+def test_real_hub_contract(two_cells, fake_hub, caplog, capsys):
+    root, _ = two_cells
+    token = "hf_zooTESTtoken1234567890"
+    caplog.set_level(logging.DEBUG)
+    api = HfApi(endpoint=fake_hub, token=token)
+    outcome = hub.publish("squad", root, "zoo-org", api=api)
+    assert set(outcome) == {"tiny-bert0-l2-squad-s50-l2", "tiny-bert0-l2-squad-s50-l1-kd", "zoo-index"}
+
+    creates = [json.loads(b) for m, p, _, b in FakeHub.requests if p == "/api/repos/create"]
+    assert sorted(c["name"] for c in creates) == sorted(outcome)
+    assert all(c.get("organization") == "zoo-org" for c in creates)
+    by_repo = commits(FakeHub.requests)
+    assert len(by_repo) == 3, "exactly one commit per repo"
+    for name in ("tiny-bert0-l2-squad-s50-l2", "tiny-bert0-l2-squad-s50-l1-kd"):
+        summary, files = by_repo[f"zoo-org/{name}"]
+        assert set(files) == set(hub.REPO_FILES) | {"README.md"}
+        assert hub.recipe_hash(root / name) in summary
+        for file_name in hub.REPO_FILES:
+            local = (root / name / file_name).read_bytes()
+            assert len(files[file_name]) == len(local)
+            assert hashlib.sha256(files[file_name]).hexdigest() == hashlib.sha256(local).hexdigest()
+        assert "model-index" in files["README.md"].decode()
+    assert all(auth == f"Bearer {token}" for _, _, auth, _ in FakeHub.requests)
+    logged = caplog.text + "".join(capsys.readouterr())
+    assert token not in logged
+
+
+def test_refused_upload_is_one_clear_error(two_cells, fake_hub):
+    root, _ = two_cells
+    FakeHub.refuse_commits = True
+    with pytest.raises(ZooError, match=r"the Hub refused zoo-org/\S+ \(HTTP 403\); nothing of it was committed"):
+        hub.publish("squad", root, "zoo-org", api=HfApi(endpoint=fake_hub, token="hf_x"))
