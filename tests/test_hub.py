@@ -138,7 +138,7 @@ class FakeHub(BaseHTTPRequestHandler):
         self.requests.append(("POST", self.path, self.headers.get("authorization"), body))
         if self.path == "/api/repos/create":
             payload = json.loads(body)
-            self._reply(200, {"url": f"http://hub/{payload.get('organization')}/{payload['name']}"})
+            self._reply(200, {"url": f"http://{self.headers['host']}/{payload.get('organization')}/{payload['name']}"})
         elif "/preupload/" in self.path:
             files = json.loads(body)["files"]
             self._reply(200, {"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False} for f in files]})
@@ -146,7 +146,7 @@ class FakeHub(BaseHTTPRequestHandler):
             if self.refuse_commits:
                 self._reply(403, {"error": "You don't have the rights to create a model under this namespace"})
             else:
-                self._reply(200, {"commitUrl": "http://hub/commit/1", "commitOid": "1" * 40, "pullRequestUrl": None})
+                self._reply(200, {"commitUrl": f"http://{self.headers['host']}/commit/1", "commitOid": "1" * 40, "pullRequestUrl": None})
         else:
             self._reply(404, {"error": "not found"})
 

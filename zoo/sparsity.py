@@ -44,7 +44,8 @@ class MaskSet:
             weight = getattr(module, param_name)
             if weight.ndim < 2:
                 continue  # biases and LayerNorm weights are never pruned
-            module.register_buffer(f"{param_name}_mask", torch.ones_like(weight, dtype=torch.bool), persistent=False)
+            # same dtype as the weight: the per-step multiply then needs no conversion
+            module.register_buffer(f"{param_name}_mask", torch.ones_like(weight), persistent=False)
             self.weights[name] = weight
             self.masks[name] = getattr(module, f"{param_name}_mask")
 
@@ -57,7 +58,7 @@ class MaskSet:
                 self._set_mask(self.masks[name], weight.abs().flatten(), sparsity)
         else:
             scores = torch.cat([w.abs().flatten() for w in self.weights.values()])
-            flat = torch.ones_like(scores, dtype=torch.bool)
+            flat = torch.ones_like(scores)
             self._set_mask(flat, scores, sparsity)
             offset = 0
             for name, mask in self.masks.items():
@@ -67,11 +68,14 @@ class MaskSet:
 
     @staticmethod
     def _set_mask(mask: torch.Tensor, scores: torch.Tensor, sparsity: float) -> None:
+        """Keep the weights scoring above the k-th smallest score (kthvalue is O(n); a full
+        sort of every matrix at every GMP update would dominate the step time)."""
         k = round(sparsity * scores.numel())
-        flat = torch.ones(scores.numel(), dtype=torch.bool, device=scores.device)
-        if k:
-            flat[torch.argsort(scores, stable=True)[:k]] = False
-        mask.copy_(flat.view_as(mask))
+        if k == 0:
+            mask.fill_(1)
+            return
+        threshold = scores.kthvalue(k).values
+        mask.copy_((scores > threshold).view_as(mask))
 
     @torch.no_grad()
     def apply(self) -> None:
