@@ -1,7 +1,6 @@
 """Doc-stride windows, training labels and n-best post-processing."""
 
 import numpy as np
-import pytest
 from datasets import Dataset
 
 from tasks.base import FeatureSet

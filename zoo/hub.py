@@ -73,7 +73,7 @@ def model_card(record: dict, row: dict, table_md: str, org: str) -> ModelCard:
         f"- measured sparsity over the pruned encoder weights: {100 * measured['sparsity']:.2f}% (target {100 * cell['target_sparsity']:.0f}%)",
         f"- layers kept: {compression.get('layers_kept', 'all')} → {measured['num_hidden_layers']} layers",
         f"- parameters: {measured['total_params']:,} total, {measured['nonzero_params']:,} non-zero",
-        f"- distillation: " + (f"from `{distill['teacher']}`, KL at T={distill['temperature']} (alpha {distill['alpha']}), "
+        "- distillation: " + (f"from `{distill['teacher']}`, KL at T={distill['temperature']} (alpha {distill['alpha']}), "
                                 f"hidden-state MSE x{distill['hidden_mse']} with layer map {distill['layer_map']}" if distill else "none"),
         f"- {', '.join(f'{m}: {row[m]:.2f}' for m in hub['metrics'])} on {row['dev_questions']} {hub['dataset_name']} {hub['dataset_split']} questions", "",
         "## Use", "", "```python", "from transformers import pipeline", "",

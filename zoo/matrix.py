@@ -16,12 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from zoo.errors import ZooError
 from zoo.io import write_json
-from zoo.profiles import RECIPES_DIR, TrainConfig
+from zoo.profiles import RECIPES_DIR, TrainConfig, describe, profile_section
 from zoo.recipe import Recipe, parse_recipe
 
 
@@ -70,21 +69,10 @@ def cell_name(tag: str, task: str, sparsity: float, layers: int, distill: bool) 
 
 def load_matrix(task: str, profile_name: str, path: str | Path | None = None) -> tuple[MatrixProfile, Path]:
     path = Path(path) if path else RECIPES_DIR / f"{task}-matrix.yaml"
-    if not path.is_file():
-        raise ZooError(f"matrix file {path} not found")
     try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as e:
-        raise ZooError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from e
-    profiles = doc.get("profiles") if isinstance(doc, dict) else None
-    if not isinstance(profiles, dict) or profile_name not in profiles:
-        allowed = ", ".join(sorted(profiles)) if isinstance(profiles, dict) else "none"
-        raise ZooError(f"{path}: no matrix profile '{profile_name}' under 'profiles'; allowed: {allowed}")
-    try:
-        return MatrixProfile(**profiles[profile_name]), path
+        return MatrixProfile(**profile_section(path, profile_name)), path
     except ValidationError as e:
-        first = e.errors()[0]
-        raise ZooError(f"{path}: profile '{profile_name}', key '{'.'.join(map(str, first['loc']))}': {first['msg']}") from e
+        raise ZooError(f"{path}: profile '{profile_name}', {describe(e)}") from e
 
 
 def build_cells(task: str, matrix: MatrixProfile, base_layers: int, source: str) -> list[Cell]:

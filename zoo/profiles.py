@@ -49,16 +49,17 @@ class Profile(Strict):
     task: dict = Field(default_factory=dict)
 
 
-def _describe(err: ValidationError, prefix: str = "") -> str:
+def describe(err: ValidationError, prefix: str = "") -> str:
+    """The first validation error as "key 'a.b': message"."""
     first = err.errors()[0]
     key = (prefix + ".".join(str(p) for p in first["loc"])).rstrip(".")
     return f"key '{key}': {first['msg']}"
 
 
-def load_profile(task: str, name: str, path: str | Path | None = None) -> Profile:
-    path = Path(path) if path else RECIPES_DIR / f"{task}.yaml"
+def profile_section(path: Path, name: str) -> dict:
+    """`profiles.<name>` of a YAML file, or one ZooError saying what is wrong with the file."""
     if not path.is_file():
-        raise ZooError(f"profile file {path} not found; task '{task}' needs recipes/{task}.yaml")
+        raise ZooError(f"{path} not found")
     try:
         doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as e:
@@ -68,16 +69,21 @@ def load_profile(task: str, name: str, path: str | Path | None = None) -> Profil
         raise ZooError(f"{path}: top-level key 'profiles' (a mapping of profile name -> settings) is missing")
     if name not in profiles:
         raise ZooError(f"{path}: no profile '{name}'; allowed: {', '.join(sorted(profiles))}")
+    if not isinstance(profiles[name], dict):
+        raise ZooError(f"{path}: profile '{name}' must be a mapping of settings")
+    return profiles[name]
+
+
+def load_profile(task: str, name: str, path: str | Path | None = None) -> Profile:
+    path = Path(path) if path else RECIPES_DIR / f"{task}.yaml"
     try:
-        return Profile(name=name, **(profiles[name] or {}))
+        return Profile(name=name, **profile_section(path, name))
     except ValidationError as e:
-        raise ZooError(f"{path}: profile '{name}', {_describe(e)}") from e
-    except TypeError as e:
-        raise ZooError(f"{path}: profile '{name}' must be a mapping of settings") from e
+        raise ZooError(f"{path}: profile '{name}', {describe(e)}") from e
 
 
 def parse_task_config(schema: type[BaseModel], profile: Profile, where: str) -> BaseModel:
     try:
         return schema(**profile.task)
     except ValidationError as e:
-        raise ZooError(f"{where}: profile '{profile.name}', {_describe(e, 'task.')}") from e
+        raise ZooError(f"{where}: profile '{profile.name}', {describe(e, 'task.')}") from e
