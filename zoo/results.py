@@ -60,7 +60,8 @@ def provenance_line(records: list[dict]) -> str:
     machine = first["machine"]
     span = dates[0] if dates[0] == dates[-1] else f"{dates[0]} to {dates[-1]}"
     return (f"Produced by `{first['command']}` (matrix profile `{records[0]['cell']['matrix_profile']}`) on "
-            f"{machine['device']}, {machine['cpu_count']} CPU cores, torch {first['libraries']['torch']}, {span}; git {str(first['git']['sha'])[:10]}.")
+            f"{machine['device']}, {machine['cpu_count']} CPU cores, torch {first['libraries']['torch']}, {span}; git {str(first['git']['sha'])[:10]}"
+            f"{' (with uncommitted changes)' if first['git']['dirty'] else ''}.")
 
 
 def markdown(df: pd.DataFrame, records: list[dict]) -> str:
@@ -84,7 +85,7 @@ def plot(df: pd.DataFrame, path: Path, title: str) -> None:
     for distilled, marker in ((False, "o"), (True, "^")):
         part = df[df.distilled == distilled]
         ax.scatter(part.nonzero_params / 1e6, part.f1, marker=marker, label=f"KD {'on' if distilled else 'off'}", s=50)
-        for _, r in part.iterrows():
+        for _, r in part[~part.distilled].iterrows():  # one label per setting; KD on sits beside it
             ax.annotate(f"s{round(r.target_sparsity * 100)} l{r.layers}", (r.nonzero_params / 1e6, r.f1), fontsize=7, xytext=(3, 3), textcoords="offset points")
     ax.set_xlabel("non-zero parameters (millions)")
     ax.set_ylabel("F1")
@@ -106,7 +107,8 @@ def replace_between_markers(text: str, key: str, body: str) -> str:
 
 def build(task: str, root: Path, out_dir: Path, readme: Path | None, archive: Path | None) -> dict:
     """Write {task}.csv/.md/.png into out_dir, update the README section, and copy each cell's
-    metrics.json (and recipe) into `archive` so the tables can be rebuilt from git alone."""
+    metrics.json, recipe and predictions (and the runner's wall-time log) into `archive`, so the tables can
+    be rebuilt from git alone."""
     records = load_records(root)
     df = table(records)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -115,10 +117,13 @@ def build(task: str, root: Path, out_dir: Path, readme: Path | None, archive: Pa
     (out_dir / f"{task}.md").write_text(md, encoding="utf-8")
     plot(df, out_dir / f"{task}.png", f"{task}: F1 vs non-zero parameters ({records[0]['cell']['matrix_profile']} profile)")
     if archive and Path(archive).resolve() != Path(root).resolve():
+        if (Path(root) / "matrix-runs.json").is_file():  # wall time per phase of each matrix invocation
+            Path(archive).mkdir(parents=True, exist_ok=True)
+            shutil.copy2(Path(root) / "matrix-runs.json", Path(archive) / "matrix-runs.json")
         for record_path in sorted(Path(root).glob("*/metrics.json")):
             target = Path(archive) / record_path.parent.name
             target.mkdir(parents=True, exist_ok=True)
-            for name in ("metrics.json", "recipe.yaml"):
+            for name in ("metrics.json", "recipe.yaml", "predictions.json"):
                 if (record_path.parent / name).is_file():
                     shutil.copy2(record_path.parent / name, target / name)
     if readme:
