@@ -29,6 +29,7 @@ def test_compression_step_cost_compares_three_variants(tiny_bert_dir, squad_data
         record = compression_step_cost(str(tiny_bert_dir), str(tiny_bert_dir), str(squad_data_root), steps=3, warmup_steps=1,
                                        batch_size=4, max_seq_length=128, doc_stride=32, output=str(tmp_path / "c.json"), progress=progress)
     assert set(record["results"]) == {"plain_finetune", "prune_kd_cached_teacher", "prune_kd_live_teacher"}
-    assert record["results"]["prune_kd_cached_teacher"]["teacher_cache_hit"] is False
+    assert len(record["results"]["plain_finetune"]["seconds_per_step_by_round"]) == 2
+    assert "teacher_cache_hit" in record["results"]["prune_kd_cached_teacher"]["best_round"]
     assert record["comparison"]["cached_kd_step_over_plain_step"] > 0
     assert (tmp_path / "c.json").is_file()

@@ -221,6 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--max-seq-length", type=int, default=256)
     p.add_argument("--doc-stride", type=int, default=128)
+    p.add_argument("--rounds", type=int, default=2, help="alternating rounds; each variant's best round counts")
     p.add_argument("--output", default="results/bench/compression-step.json")
     p.set_defaults(func=cmd_bench_compression)
     return parser
