@@ -136,7 +136,9 @@ class FakeHub(BaseHTTPRequestHandler):
     def do_POST(self):
         body = self.rfile.read(int(self.headers.get("content-length", 0)))
         self.requests.append(("POST", self.path, self.headers.get("authorization"), body))
-        if self.path == "/api/repos/create":
+        if self.path == "/api/validate-yaml":  # the Hub checks a README's metadata before the commit
+            self._reply(200, {"errors": [], "warnings": []})
+        elif self.path == "/api/repos/create":
             payload = json.loads(body)
             self._reply(200, {"url": f"http://{self.headers['host']}/{payload.get('organization')}/{payload['name']}"})
         elif "/preupload/" in self.path:
@@ -146,7 +148,8 @@ class FakeHub(BaseHTTPRequestHandler):
             if self.refuse_commits:
                 self._reply(403, {"error": "You don't have the rights to create a model under this namespace"})
             else:
-                self._reply(200, {"commitUrl": f"http://{self.headers['host']}/commit/1", "commitOid": "1" * 40, "pullRequestUrl": None})
+                repo_id = self.path.split("/api/models/", 1)[1].split("/commit/")[0]
+                self._reply(200, {"commitUrl": f"http://{self.headers['host']}/{repo_id}/commit/{'1' * 40}", "commitOid": "1" * 40, "pullRequestUrl": None})
         else:
             self._reply(404, {"error": "not found"})
 
@@ -197,6 +200,8 @@ def test_real_hub_contract(two_cells, fake_hub, caplog, capsys):
             assert len(files[file_name]) == len(local)
             assert hashlib.sha256(files[file_name]).hexdigest() == hashlib.sha256(local).hexdigest()
         assert "model-index" in files["README.md"].decode()
+    validated = [json.loads(b)["content"] for _, p, _, b in FakeHub.requests if p == "/api/validate-yaml"]
+    assert any("model-index" in card for card in validated), "the card's metadata goes through the Hub's validator"
     assert all(auth == f"Bearer {token}" for _, _, auth, _ in FakeHub.requests)
     logged = caplog.text + "".join(capsys.readouterr())
     assert token not in logged
