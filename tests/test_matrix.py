@@ -71,6 +71,8 @@ def test_interrupted_matrix_resumes_to_the_same_table(tiny_matrix, tmp_path):
     assert set(again["cells"].values()) == {"skipped (complete)"}
     log = json.loads((root / "matrix-runs.json").read_text())
     assert len(log) == 2
+    listing = run_matrix(path, data, root, dry_run=True)
+    assert all(c["done"] and c["estimate_s"] > 0 for c in listing["cells"])  # timed from the dense run
 
 
 def test_tables_csv_markdown_plot_readme(tiny_matrix, tmp_path):

@@ -24,7 +24,7 @@ from zoo.train import train
 def _timed_training(adapter, model_path, pool: FeatureSet, cfg: TrainConfig, plan, pad_to, warmup: int, progress, label,
                     recipe: Recipe | None = None) -> dict:
     """Train through `plan` (under `recipe`, if any); time only the steps after the first `warmup` ones."""
-    manager = Manager(recipe or Recipe(), adapter.output_names, adapter.per_token_outputs)
+    manager = Manager(recipe or Recipe(), adapter.output_names)
     model = manager.prepare(adapter.build_model(model_path))
     setup_started = time.perf_counter()
     cache = build_teacher_source(manager, adapter, pool, model.config.num_hidden_layers, lambda n: None, 64, adapter.tokenizer.pad_token_id)

@@ -87,9 +87,14 @@ def cmd_matrix(args: argparse.Namespace) -> None:
         for c in result["cells"]:
             estimate = f"{c['estimate_s'] / 60:.1f} min" if c["estimate_s"] is not None else "n/a"
             table.add_row(c["cell"], ", ".join(c["modifiers"]) or "(none)", "done" if c["done"] else "to run", estimate)
-        known = [c["estimate_s"] for c in result["cells"] if c["estimate_s"] is not None and not c["done"]]
-        table.caption = f"teacher {result['teacher']}: {'ready' if result['teacher_ready'] else 'will be fine-tuned first'}; " + (
-            f"estimated {sum(known) / 60:.0f} min for the cells to run" if known else "estimates need the dense run's timings")
+        todo = [c for c in result["cells"] if not c["done"]]
+        if not todo:
+            cost = "every selected cell is done"
+        elif result["teacher_ready"]:
+            cost = f"estimated {sum(c['estimate_s'] for c in todo) / 60:.0f} min for the {len(todo)} cells to run"
+        else:
+            cost = "estimates need the dense run's timings"
+        table.caption = f"teacher {result['teacher']}: {'ready' if result['teacher_ready'] else 'will be fine-tuned first'}; {cost}"
     else:
         table.add_column("outcome")
         table.add_column("wall time", justify="right")

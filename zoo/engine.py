@@ -27,10 +27,9 @@ TEACHER_CACHE = Path(".cache") / "teacher"
 
 
 class Manager:
-    def __init__(self, recipe: Recipe, output_names: tuple[str, ...], per_token: bool):
+    def __init__(self, recipe: Recipe, output_names: tuple[str, ...]):
         self.recipe = recipe
         self.output_names = output_names
-        self.per_token = per_token
         self.pruning: MagnitudePruning | None = _at_most_one(recipe.of_type(MagnitudePruning), "magnitude_pruning")
         self.layer_drop: LayerDrop | None = _at_most_one(recipe.of_type(LayerDrop), "layer_drop")
         self.distillation: Distillation | None = _at_most_one(recipe.of_type(Distillation), "distillation")

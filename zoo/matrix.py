@@ -16,16 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
 from zoo.errors import ZooError
 from zoo.io import write_json
-from zoo.profiles import RECIPES_DIR, TrainConfig, describe, profile_section
+from zoo.profiles import RECIPES_DIR, Strict, TrainConfig, describe, profile_section
 from zoo.recipe import Recipe, parse_recipe
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class Axes(Strict):
@@ -110,16 +106,16 @@ def select(cells: list[Cell], patterns: list[str] | None) -> list[Cell]:
     return chosen
 
 
-def estimate_seconds(cell: Cell, matrix: MatrixProfile, base_layers: int, teacher_metrics: dict | None, train_features: int) -> float | None:
+def estimate_seconds(cell: Cell, matrix: MatrixProfile, base_layers: int, teacher: dict | None) -> float | None:
     """Rough cost from the dense run's own timings, scaled by depth (None before that run exists)."""
-    if not teacher_metrics:
+    if not teacher:
         return None
-    train = teacher_metrics["train"]
-    per_feature = train["seconds"] / max(train["features_seen"], 1)
-    per_question = teacher_metrics["timings_s"]["evaluate"] / max(teacher_metrics["eval"]["examples"], 1)
+    per_example_epoch = teacher["train"]["seconds"] / (teacher["train"]["examples"] * teacher["config"]["train"]["epochs"])
+    per_question = teacher["timings_s"]["evaluate"] / teacher["eval"]["examples"]
+    train_examples = matrix.cell_train.max_examples or teacher["data"]["train"]["available_examples"]
+    eval_questions = matrix.eval_examples or teacher["data"]["dev"]["available_examples"]
     depth = cell.layers / base_layers
-    eval_questions = matrix.eval_examples or teacher_metrics["eval"]["examples"]
-    return depth * (per_feature * train_features * matrix.cell_train.epochs + per_question * eval_questions)
+    return depth * (per_example_epoch * train_examples * matrix.cell_train.epochs + per_question * eval_questions)
 
 
 def is_complete(cell_dir: Path) -> bool:
@@ -154,10 +150,9 @@ def run(task: str, profile_name: str, progress, *, matrix_file: str | None = Non
     teacher_dir = Path(matrix.teacher)
     teacher_metrics = read_metrics(teacher_dir)
     if dry_run:
-        n_train = matrix.cell_train.max_examples or 0
         return {"root": str(root_dir), "teacher": str(teacher_dir), "teacher_ready": bool(teacher_metrics), "cells": [
             {"cell": c.name, "done": is_complete(root_dir / c.name), "modifiers": [m.type for m in c.recipe.modifiers],
-             "estimate_s": estimate_seconds(c, matrix, base_layers, teacher_metrics, n_train)} for c in cells]}
+             "estimate_s": estimate_seconds(c, matrix, base_layers, teacher_metrics)} for c in cells]}
 
     started = time.perf_counter()
     phases: dict[str, float] = {}

@@ -174,7 +174,7 @@ def finetune(run: Run, run_dir: Path, progress: Progress, eval_limit: int | None
     record = _new_record(run, "finetune")
     if cell:
         record["cell"] = cell
-    manager = Manager(recipe or Recipe(), run.adapter.output_names, run.adapter.per_token_outputs)
+    manager = Manager(recipe or Recipe(), run.adapter.output_names)
     manager.check(AutoConfig.from_pretrained(run.model_path).num_hidden_layers)  # bad recipe: fail before any work
     cfg = run.profile.train
     with phases("load_train"):

@@ -85,7 +85,7 @@ def train(
     run_qa-style baseline.
     """
     set_seed(cfg.seed)
-    manager = manager or Manager(Recipe(), (), per_token=False)
+    manager = manager or Manager(Recipe(), ())
     plan = plan if plan is not None else batch_plan(features, cfg)
     accelerator = Accelerator(mixed_precision=cfg.mixed_precision)
     optimizer = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.learning_rate)
