@@ -236,7 +236,13 @@ def reproduce(task: str, org: str, out_dir: Path, progress, data_dir: str | None
         raise ZooError(f"'{org}' has no {task} repos to reproduce")
     df = results.table(records)
     df.to_csv(out_dir / f"{task}.csv", index=False)
-    (out_dir / f"{task}.md").write_text(results.markdown(df, records), encoding="utf-8")
+    from zoo import provenance
+
+    now = provenance.collect()
+    header = (f"Re-derived by `{now['command']}` on {now['machine']['device']}, {now['machine']['cpu_count']} CPU cores, {now['date'][:10]} "
+              f"(HF_ENDPOINT {os.environ.get('HF_ENDPOINT', 'https://huggingface.co')}): every row re-scored from the checkpoint downloaded "
+              f"from {org}; the trained rows came from `{records[0]['provenance']['command']}`.")
+    (out_dir / f"{task}.md").write_text(results.markdown(df, records, header), encoding="utf-8")
     worst = max(comparisons, key=lambda c: c["abs_diff"]) if comparisons else None
     summary = {"org": org, "task": task, "repos": len(records), "metrics_compared": len(comparisons),
                "tolerance": tolerance, "largest_difference": worst, "comparisons": comparisons}

@@ -64,7 +64,7 @@ def provenance_line(records: list[dict]) -> str:
             f"{' (with uncommitted changes)' if first['git']['dirty'] else ''}.")
 
 
-def markdown(df: pd.DataFrame, records: list[dict]) -> str:
+def markdown(df: pd.DataFrame, records: list[dict], header: str | None = None) -> str:
     shown = df.assign(
         target_sparsity=(df.target_sparsity * 100).round(0).astype(int),
         measured_sparsity=(df.measured_sparsity * 100).round(2),
@@ -72,7 +72,7 @@ def markdown(df: pd.DataFrame, records: list[dict]) -> str:
     ).rename(columns={"target_sparsity": "target sparsity %", "measured_sparsity": "measured sparsity %", "nonzero_params": "non-zero params",
                       "total_params": "total params", "exact_match": "EM", "f1": "F1", "dev_questions": "dev questions",
                       "train_steps": "train steps", "wall_time_s": "wall time s"})
-    return provenance_line(records) + "\n\n" + shown.to_markdown(index=False) + "\n"
+    return (header or provenance_line(records)) + "\n\n" + shown.to_markdown(index=False) + "\n"
 
 
 def plot(df: pd.DataFrame, path: Path, title: str) -> None:
