@@ -75,6 +75,15 @@ def test_unknown_task_and_profile(capsys, monkeypatch):
     assert_one_clear_line(*run_cli(capsys, "finetune", "squad", "--profile", "huge"), "no profile 'huge'", "cpu, full")
 
 
+def test_bad_recipe_file(capsys, tmp_path, tiny_bert_dir, squad_data_root):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("modifiers:\n  - type: magnitude_pruning\n    final_sparsity: 0.5\n    start: 0.8\n    end: 0.2\n")
+    code, err = run_cli(capsys, "finetune", "squad", "--model", str(tiny_bert_dir), "--data-dir", str(squad_data_root),
+                        "--recipe", str(recipe), "--output", str(tmp_path / "run"))
+    assert_one_clear_line(code, err, str(recipe), "modifiers.0", "end (0.2) is before start (0.8)")
+    assert not (tmp_path / "run").exists()
+
+
 def test_debug_shows_the_traceback(monkeypatch):
     monkeypatch.setenv("ZOO_DATA_DIR", "/nonexistent/zoo-data")
     with pytest.raises(ZooError):

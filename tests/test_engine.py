@@ -200,3 +200,13 @@ def test_compressed_cell_end_to_end(tiny_bert_dir, squad_data_root, tmp_path, mo
     assert reloaded.config.num_hidden_layers == 1
     saved = json.loads((tmp_path / "cell" / "metrics.json").read_text())
     assert saved["compression"]["recipe"]["modifiers"][0]["final_sparsity"] == 0.8
+
+
+def test_shipped_example_recipes_validate():
+    from zoo.profiles import RECIPES_DIR
+    from zoo.recipe import load_recipe
+
+    examples = sorted((RECIPES_DIR / "examples").glob("*.yaml"))
+    assert examples
+    for path in examples:
+        assert load_recipe(path).modifiers

@@ -55,9 +55,14 @@ def cmd_run(args: argparse.Namespace) -> None:
     eval_limit = _eval_limit(args.eval_examples, run.profile.eval.max_examples)
     default_name = f"{Path(args.model).name if args.command == 'finetune' else 'eval'}-{args.profile}"
     run_dir = Path(args.output or Path("runs") / args.task / default_name)
-    job = pipeline.finetune if args.command == "finetune" else pipeline.evaluate
     with _progress() as progress:
-        record = job(run, run_dir, progress, eval_limit)
+        if args.command == "finetune":
+            from zoo.recipe import load_recipe
+
+            recipe = load_recipe(args.recipe) if args.recipe else None
+            record = pipeline.finetune(run, run_dir, progress, eval_limit, recipe=recipe)
+        else:
+            record = pipeline.evaluate(run, run_dir, progress, eval_limit)
     _summary(record, run_dir)
 
 
@@ -169,6 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--output", help="run folder (default runs/TASK/NAME-PROFILE)")
         p.add_argument("--data-dir", help="local data root (default $ZOO_DATA_DIR; unset = Hub)")
         p.add_argument("--eval-examples", help="dev examples to score: N or 'all' (default: the profile's)")
+        if name == "finetune":
+            p.add_argument("--recipe", help="compression recipe YAML (zoo/recipe.py modifiers); none: dense")
         p.set_defaults(func=cmd_run)
     p = sub.add_parser("matrix", help="run a compression matrix (recipes/TASK-matrix.yaml)")
     p.add_argument("task")
