@@ -60,7 +60,7 @@ def batch_plan(features: FeatureSet, cfg: TrainConfig) -> list[list[int]]:
 def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     """No weight decay on biases and LayerNorm weights (standard BERT fine-tuning)."""
     decay, no_decay = [], []
-    for name, param in model.named_parameters():
+    for param in model.parameters():
         if not param.requires_grad:
             continue
         (no_decay if param.ndim < 2 else decay).append(param)
