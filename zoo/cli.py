@@ -112,8 +112,9 @@ def cmd_matrix(args: argparse.Namespace) -> None:
 
 def cmd_tables(args: argparse.Namespace) -> None:
     from zoo import results
+    from zoo.matrix import default_root
 
-    root = Path(args.root or Path("runs") / f"{args.task}-matrix" / args.profile)
+    root = Path(args.root) if args.root else default_root(args.task, args.profile)
     archive = Path(args.archive) if args.archive else Path("results") / args.task / f"matrix-{args.profile}"
     summary = results.build(args.task, root, Path(args.out), Path(args.readme) if args.readme else None, archive)
     Console().print(f"{summary['rows']} rows -> {summary['csv']}")
@@ -132,8 +133,9 @@ def cmd_bench_compression(args: argparse.Namespace) -> None:
 
 def cmd_publish(args: argparse.Namespace) -> None:
     from zoo import hub
+    from zoo.matrix import default_root
 
-    root = Path(args.root or Path("runs") / f"{args.task}-matrix" / args.profile)
+    root = Path(args.root) if args.root else default_root(args.task, args.profile)
     outcome = hub.publish(args.task, root, args.org, Path(args.to) if args.to else None)
     table = Table(title=f"published to {args.to or 'the Hub'} as {args.org}/...")
     table.add_column("repo")
@@ -216,27 +218,26 @@ def build_parser() -> argparse.ArgumentParser:
     bench_sub = bench.add_subparsers(dest="bench", required=True)
     p = bench_sub.add_parser("train", help="training throughput: dynamic padding + length grouping vs pad-to-max")
     p.add_argument("--model", default="minilm")
-    p.add_argument("--data-dir")
-    p.add_argument("--steps", type=int, default=24)
-    p.add_argument("--warmup-steps", type=int, default=2)
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--max-seq-length", type=int, default=384)
-    p.add_argument("--doc-stride", type=int, default=128)
-    p.add_argument("--output", default="results/bench/train-throughput.json")
+    _bench_arguments(p, steps=24, max_seq_length=384, output="results/bench/train-throughput.json")
     p.set_defaults(func=cmd_bench_train)
     p = bench_sub.add_parser("compression", help="pruning+KD step (cached / live teacher) vs a plain fine-tune step")
     p.add_argument("--model", default="runs/squad/dense-cpu", help="student start point")
     p.add_argument("--teacher", default="runs/squad/dense-cpu")
-    p.add_argument("--data-dir")
-    p.add_argument("--steps", type=int, default=16)
-    p.add_argument("--warmup-steps", type=int, default=2)
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--max-seq-length", type=int, default=256)
-    p.add_argument("--doc-stride", type=int, default=128)
     p.add_argument("--rounds", type=int, default=2, help="alternating rounds; each variant's best round counts")
-    p.add_argument("--output", default="results/bench/compression-step.json")
+    _bench_arguments(p, steps=16, max_seq_length=256, output="results/bench/compression-step.json")
     p.set_defaults(func=cmd_bench_compression)
     return parser
+
+
+def _bench_arguments(p: argparse.ArgumentParser, steps: int, max_seq_length: int, output: str) -> None:
+    """What every SQuAD training benchmark takes: data, step counts, feature shape, output."""
+    p.add_argument("--data-dir")
+    p.add_argument("--steps", type=int, default=steps)
+    p.add_argument("--warmup-steps", type=int, default=2)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--max-seq-length", type=int, default=max_seq_length)
+    p.add_argument("--doc-stride", type=int, default=128)
+    p.add_argument("--output", default=output)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -118,6 +118,11 @@ def estimate_seconds(cell: Cell, matrix: MatrixProfile, base_layers: int, teache
     return depth * (per_example_epoch * train_examples * matrix.cell_train.epochs + per_question * eval_questions)
 
 
+def default_root(task: str, profile_name: str) -> Path:
+    """Where a matrix's cell folders live unless --root says otherwise."""
+    return Path("runs") / f"{task}-matrix" / profile_name
+
+
 def is_complete(cell_dir: Path) -> bool:
     return (cell_dir / "metrics.json").is_file()
 
@@ -146,7 +151,7 @@ def run(task: str, profile_name: str, progress, *, matrix_file: str | None = Non
     matrix, source = load_matrix(task, profile_name, matrix_file)
     base_layers = AutoConfig.from_pretrained(resolve_model(matrix.model)).num_hidden_layers
     cells = select(build_cells(task, matrix, base_layers, str(source)), patterns)
-    root_dir = Path(root or Path("runs") / f"{task}-matrix" / profile_name)
+    root_dir = Path(root) if root else default_root(task, profile_name)
     teacher_dir = Path(matrix.teacher)
     teacher_metrics = read_metrics(teacher_dir)
     if dry_run:
