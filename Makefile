@@ -5,7 +5,8 @@ BIN    := $(VENV)/bin
 ZOO    := $(BIN)/zoo
 PROFILE ?= cpu
 
-.PHONY: help setup test squad squad-fulldev squad-matrix tables publish-local hub-serve reproduce bench-train bench-compression clean
+.PHONY: help setup test squad squad-fulldev squad-matrix glue-matrix clue-matrix ner-matrix tables publish-local hub-serve reproduce bench-train bench-compression clean
+FAMILY   ?= squad
 ORG      ?= zoo-local
 HUB_DIR  ?= hub
 HUB_PORT ?= 8090
@@ -16,8 +17,11 @@ help:
 	@echo "make squad          dense MiniLM fine-tune + eval on SQuAD (PROFILE=cpu|full)"
 	@echo "make squad-fulldev  re-score that checkpoint on all 10,570 dev questions"
 	@echo "make squad-matrix   the SQuAD compression matrix (PROFILE=cpu|full), then the tables"
-	@echo "make tables         results/squad.{csv,md,png} + README table from the matrix cells"
-	@echo "make publish-local  publish the matrix cells to the local hub folder $(HUB_DIR)/ as ORG=$(ORG)"
+	@echo "make glue-matrix    the GLUE matrix (cpu: SST-2, MRPC, RTE, CoLA, STS-B), then the tables"
+	@echo "make clue-matrix    the CLUE matrix (cpu: TNEWS on the minilm-zh transplant), then the tables"
+	@echo "make ner-matrix     the NER matrix (cpu: CoNLL-2003; MSRA NER on minilm-zh), then the tables"
+	@echo "make tables         results/FAMILY.{csv,md,png} + README table from the matrix cells (FAMILY=$(FAMILY))"
+	@echo "make publish-local  publish FAMILY's matrix cells to the local hub folder $(HUB_DIR)/ as ORG=$(ORG)"
 	@echo "make hub-serve      serve $(HUB_DIR)/ over the Hub protocol (olah) on 127.0.0.1:$(HUB_PORT)"
 	@echo "make reproduce      (with hub-serve running) re-derive the tables from the served checkpoints"
 	@echo "make bench-train    training throughput vs pad-to-max baseline -> results/bench/"
@@ -46,21 +50,21 @@ squad-fulldev: setup
 
 # The runner fine-tunes the dense teacher first when it is missing, skips finished cells
 # and redoes interrupted ones.
-squad-matrix: setup
-	$(ZOO) matrix squad --profile $(PROFILE)
-	$(MAKE) tables
+squad-matrix glue-matrix clue-matrix ner-matrix: %-matrix: setup
+	$(ZOO) matrix $* --profile $(PROFILE)
+	$(MAKE) tables FAMILY=$*
 
 tables: setup
-	$(ZOO) tables squad --profile $(PROFILE)
+	$(ZOO) tables $(FAMILY) --profile $(PROFILE)
 
 publish-local: setup
-	$(ZOO) publish squad --org $(ORG) --to $(HUB_DIR) --profile $(PROFILE)
+	$(ZOO) publish $(FAMILY) --org $(ORG) --to $(HUB_DIR) --profile $(PROFILE)
 
 hub-serve: setup
 	$(ZOO) hub-serve --dir $(HUB_DIR) --port $(HUB_PORT)
 
 reproduce: setup
-	HF_ENDPOINT=http://127.0.0.1:$(HUB_PORT) $(ZOO) reproduce --org $(ORG) --task squad
+	HF_ENDPOINT=http://127.0.0.1:$(HUB_PORT) $(ZOO) reproduce --org $(ORG) --family $(FAMILY)
 
 bench-train: setup
 	$(ZOO) bench train --model minilm

@@ -11,7 +11,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 from datasets import Dataset
@@ -44,21 +44,40 @@ class LoadReport:
     def skip(self, reason: str) -> None:
         self.skipped[reason] = self.skipped.get(reason, 0) + 1
 
+    def merge(self, other: LoadReport) -> None:
+        self.kept += other.kept
+        self.repaired += other.repaired
+        for reason, count in other.skipped.items():
+            self.skipped[reason] = self.skipped.get(reason, 0) + count
+
     def as_dict(self) -> dict:
         return {"kept": self.kept, "repaired": self.repaired, "skipped": dict(self.skipped)}
 
 
 class TaskAdapter(ABC):
-    name: ClassVar[str]
+    family: ClassVar[str]  # profiles live in recipes/<family>.yaml, matrices in recipes/<family>-matrix.yaml
+    tasks: ClassVar[tuple[str, ...]]  # the task names this adapter serves, e.g. ("sst2", "mrpc", ...)
     config_schema: ClassVar[type[BaseModel]]
     output_names: ClassVar[tuple[str, ...]]  # model outputs `score` needs, e.g. ("logits",)
     per_token_outputs: ClassVar[bool]  # outputs have a token axis: the engine trims each row's padding
-    hub_card: ClassVar[dict]  # model-card facts: task_type, pipeline_tag, dataset_type/name/config/split, metrics
 
-    def __init__(self, config: BaseModel, tokenizer, data_root: Path | None):
+    def __init__(self, task: str, config: BaseModel, tokenizer, data_root: Path | None):
+        self.task = task
         self.config = config
         self.tokenizer = tokenizer
         self.data_root = data_root
+
+    @property
+    def logit_loss(self) -> Literal["kl", "mse"]:
+        """How distillation compares student and teacher outputs: 'kl' between the softmax
+        distributions over the last axis, or 'mse' for regression outputs."""
+        return "kl"
+
+    @classmethod
+    @abstractmethod
+    def hub_card(cls, task: str) -> dict:
+        """Model-card facts: task_type, pipeline_tag, dataset_type/name/config/split, and the
+        metrics (keys of `score`'s metrics) that become the card's model-index."""
 
     @abstractmethod
     def load(self, split: str) -> tuple[Dataset, LoadReport]:

@@ -221,15 +221,18 @@ def best_answers(examples: Dataset, features: FeatureSet, start_logits, end_logi
 
 
 class SquadAdapter(TaskAdapter):
-    name = "squad"
+    family = "squad"
+    tasks = ("squad",)
     config_schema = SquadConfig
     output_names = ("start_logits", "end_logits")
     per_token_outputs = True
-    hub_card = {
-        "task_type": "question-answering", "pipeline_tag": "question-answering", "dataset_type": "rajpurkar/squad",
-        "dataset_name": "SQuAD v1.1", "dataset_config": "plain_text", "dataset_split": "validation", "metrics": ("exact_match", "f1"),
-    }
     config: SquadConfig
+
+    @classmethod
+    def hub_card(cls, task: str) -> dict:
+        return {"task_type": "question-answering", "pipeline_tag": "question-answering", "dataset_type": "rajpurkar/squad",
+                "dataset_name": "SQuAD v1.1", "dataset_config": "plain_text", "dataset_split": "validation",
+                "metrics": ("exact_match", "f1")}
 
     def data_files(self, split: str) -> list[Path]:
         if self.data_root is None:
@@ -251,7 +254,9 @@ class SquadAdapter(TaskAdapter):
     def build_model(self, model_path: str):
         from transformers import AutoModelForQuestionAnswering
 
-        return AutoModelForQuestionAnswering.from_pretrained(model_path, use_safetensors=True)
+        from zoo import width
+
+        return width.from_pretrained(AutoModelForQuestionAnswering, model_path)
 
     def train_features(self, examples: Dataset, progress: Progress) -> FeatureSet:
         windows = tokenize_windows(self.tokenizer, examples, self.config, progress)

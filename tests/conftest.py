@@ -87,8 +87,8 @@ def squad_data_root(tmp_path) -> Path:
 @pytest.fixture()
 def tiny_matrix(tmp_path, tiny_bert_dir, squad_data_root, monkeypatch):
     monkeypatch.chdir(tmp_path)  # teacher cache (./.cache) stays inside the test folder
-    doc = {"task": "squad", "profiles": {"tiny": {
-        "model": str(tiny_bert_dir), "finetune_profile": "cpu", "teacher": str(tmp_path / "teacher"), "init": "teacher",
+    doc = {"family": "squad", "profiles": {"tiny": {
+        "tasks": {"squad": str(tiny_bert_dir)}, "finetune_profile": "cpu", "teacher": str(tmp_path / "teacher-{task}"), "init": "teacher",
         "cell_train": {"epochs": 1, "batch_size": 8, "learning_rate": 1e-3, "seed": 1},
         "eval_examples": 8,
         "axes": {"sparsity": [0.5], "layers": [2, 1], "distill": [False, True]},

@@ -210,3 +210,16 @@ def test_shipped_example_recipes_validate():
     assert examples
     for path in examples:
         assert load_recipe(path).modifiers
+
+
+def test_per_token_kd_ignores_padded_positions():
+    """(B, T, C) logits: one distribution per token; with a mask, padded tokens add nothing."""
+    torch.manual_seed(0)
+    student, teacher = torch.randn(2, 4, 3), torch.randn(2, 4, 3)
+    mask = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0]])
+    changed = teacher.clone()
+    changed[1, 2:] = torch.randn(2, 3) * 10  # only padded positions differ
+    assert soft_logit_loss(student, teacher, 2.0, mask) == pytest.approx(soft_logit_loss(student, changed, 2.0, mask).item())
+    real = [(b, t) for b in range(2) for t in range(4) if mask[b, t]]
+    by_hand = sum(soft_logit_loss(student[b, t], teacher[b, t], 2.0) for b, t in real) / len(real)
+    assert soft_logit_loss(student, teacher, 2.0, mask) == pytest.approx(by_hand.item(), rel=1e-5)

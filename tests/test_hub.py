@@ -21,7 +21,7 @@ from tests.conftest import run_matrix
 from zoo import hub, results
 from zoo.errors import ZooError
 
-COMPARED = ["cell", "target_sparsity", "measured_sparsity", "layers", "distilled", "total_params", "nonzero_params", "exact_match", "f1", "dev_questions"]
+COMPARED = ["cell", "target_sparsity", "measured_sparsity", "layers", "distilled", "total_params", "nonzero_params", "exact_match", "f1", "dev_examples"]
 
 
 @pytest.fixture()
@@ -74,7 +74,7 @@ def test_publish_serve_reproduce_and_catch_an_altered_card(two_cells, tmp_path):
                 time.sleep(0.3)
         env = {**os.environ, "HF_ENDPOINT": f"http://127.0.0.1:{port}", "HF_HOME": str(tmp_path / "hf-home")}
         env.pop("HF_HUB_OFFLINE", None)
-        command = [sys.executable, "-m", "zoo.cli", "reproduce", "--org", "zoo-test", "--task", "squad",
+        command = [sys.executable, "-m", "zoo.cli", "reproduce", "--org", "zoo-test", "--family", "squad",
                    "--data-dir", str(data), "--out", str(tmp_path / "reproduced")]
         ok = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
         assert ok.returncode == 0, ok.stderr
@@ -184,7 +184,7 @@ def test_real_hub_contract(two_cells, fake_hub, caplog, capsys):
     caplog.set_level(logging.DEBUG)
     api = HfApi(endpoint=fake_hub, token=token)
     outcome = hub.publish("squad", root, "zoo-org", api=api)
-    assert set(outcome) == {"tiny-bert0-l2-squad-s50-l2", "tiny-bert0-l2-squad-s50-l1-kd", "zoo-index"}
+    assert set(outcome) == {"tiny-bert0-l2-squad-s50-l2", "tiny-bert0-l2-squad-s50-l1-kd", "zoo-index-squad"}
 
     creates = [json.loads(b) for m, p, _, b in FakeHub.requests if p == "/api/repos/create"]
     assert sorted(c["name"] for c in creates) == sorted(outcome)

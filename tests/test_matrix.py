@@ -14,7 +14,8 @@ from tests.conftest import run_matrix
 from zoo import results
 from zoo.errors import ZooError
 
-COMPARED = [c for c in results.COLUMNS if c != "wall_time_s"]
+COLUMNS = results.HEAD + ["exact_match", "f1"] + results.TAIL
+COMPARED = [c for c in COLUMNS if c != "wall_time_s"]
 
 
 def test_cells_names_and_recipes(tiny_matrix):
@@ -23,7 +24,7 @@ def test_cells_names_and_recipes(tiny_matrix):
     names = [c["cell"] for c in listing["cells"]]
     assert names == ["tiny-bert0-l2-squad-s50-l2", "tiny-bert0-l2-squad-s50-l2-kd", "tiny-bert0-l2-squad-s50-l1", "tiny-bert0-l2-squad-s50-l1-kd"]
     assert listing["cells"][3]["modifiers"] == ["magnitude_pruning", "layer_drop", "distillation"]
-    assert listing["teacher_ready"] is False and listing["cells"][0]["estimate_s"] is None
+    assert listing["teachers"]["squad"]["ready"] is False and listing["cells"][0]["estimate_s"] is None
 
 
 def test_bad_matrix_fails_before_training(tiny_matrix, tmp_path):
@@ -38,7 +39,7 @@ def test_bad_matrix_fails_before_training(tiny_matrix, tmp_path):
     path.write_text(yaml.safe_dump(doc))
     with pytest.raises(ZooError, match="final_sparsity"):
         run_matrix(path, data, tmp_path / "cells")
-    assert not (tmp_path / "teacher").exists() and not (tmp_path / "cells").exists()
+    assert not (tmp_path / "teacher-squad").exists() and not (tmp_path / "cells").exists()
 
 
 def test_interrupted_matrix_resumes_to_the_same_table(tiny_matrix, tmp_path):
@@ -83,7 +84,7 @@ def test_tables_csv_markdown_plot_readme(tiny_matrix, tmp_path):
     summary = results.build("squad", tmp_path / "cells", tmp_path / "out", readme, tmp_path / "archive")
     assert summary["rows"] == 4
     csv = (tmp_path / "out" / "squad.csv").read_text().splitlines()
-    assert csv[0] == ",".join(results.COLUMNS) and len(csv) == 5
+    assert csv[0] == ",".join(COLUMNS) and len(csv) == 5
     md = (tmp_path / "out" / "squad.md").read_text()
     assert "Produced by" in md and "| cell" in md
     assert (tmp_path / "out" / "squad.png").stat().st_size > 1000

@@ -108,7 +108,7 @@ def test_span_round_trip_on_real_dev(real_data_dir, tokenizer):
 
 
 def test_adapter_train_features_carry_labels(tokenizer):
-    adapter = SquadAdapter(CFG, tokenizer, None)
+    adapter = SquadAdapter("squad", CFG, tokenizer, None)
     features = adapter.train_features(long_example(), lambda n: None)
     assert {"input_ids", "token_type_ids", "start_positions", "end_positions"} == set(features.rows[0])
     assert any(r["start_positions"] > 0 for r in features.rows)

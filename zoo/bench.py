@@ -24,7 +24,7 @@ from zoo.train import train
 def _timed_training(adapter, model_path, pool: FeatureSet, cfg: TrainConfig, plan, pad_to, warmup: int, progress, label,
                     recipe: Recipe | None = None) -> dict:
     """Train through `plan` (under `recipe`, if any); time only the steps after the first `warmup` ones."""
-    manager = Manager(recipe or Recipe(), adapter.output_names)
+    manager = Manager(recipe or Recipe(), adapter.output_names, adapter.logit_loss)
     model = manager.prepare(adapter.build_model(model_path))
     setup_started = time.perf_counter()
     cache = build_teacher_source(manager, adapter, pool, model.config.num_hidden_layers, lambda n: None, 64, adapter.tokenizer.pad_token_id)
@@ -62,7 +62,7 @@ def _squad_adapter(model_ref: str, data_dir: str | None, max_seq_length: int, do
     root = data_root(data_dir)
     model_path = resolve_model(model_ref)
     config = SquadConfig(max_seq_length=max_seq_length, doc_stride=doc_stride)
-    return SquadAdapter(config, AutoTokenizer.from_pretrained(model_path), root), model_path, root
+    return SquadAdapter("squad", config, AutoTokenizer.from_pretrained(model_path), root), model_path, root
 
 
 def _feature_pool(adapter: SquadAdapter, n_features: int, progress: Progress) -> FeatureSet:

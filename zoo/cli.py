@@ -81,9 +81,9 @@ def cmd_matrix(args: argparse.Namespace) -> None:
     from zoo import matrix
 
     with _progress() as progress:
-        result = matrix.run(args.task, args.profile, progress, matrix_file=args.matrix, data_dir=args.data_dir,
+        result = matrix.run(args.family, args.profile, progress, matrix_file=args.matrix, data_dir=args.data_dir,
                             root=args.root, patterns=args.cells, dry_run=args.dry_run)
-    table = Table(title=f"{args.task} matrix · profile {args.profile} · {result['root']}")
+    table = Table(title=f"{args.family} matrix · profile {args.profile} · {result['root']}")
     table.add_column("cell")
     if args.dry_run:
         table.add_column("modifiers")
@@ -95,11 +95,12 @@ def cmd_matrix(args: argparse.Namespace) -> None:
         todo = [c for c in result["cells"] if not c["done"]]
         if not todo:
             cost = "every selected cell is done"
-        elif result["teacher_ready"]:
+        elif all(c["estimate_s"] is not None for c in todo):
             cost = f"estimated {sum(c['estimate_s'] for c in todo) / 60:.0f} min for the {len(todo)} cells to run"
         else:
-            cost = "estimates need the dense run's timings"
-        table.caption = f"teacher {result['teacher']}: {'ready' if result['teacher_ready'] else 'will be fine-tuned first'}; {cost}"
+            cost = "estimates need each task's dense run timings"
+        teachers = "; ".join(f"{t['folder']}: {'ready' if t['ready'] else 'will be fine-tuned first'}" for t in result["teachers"].values())
+        table.caption = f"teachers {teachers}; {cost}"
     else:
         table.add_column("outcome")
         table.add_column("wall time", justify="right")
@@ -114,9 +115,9 @@ def cmd_tables(args: argparse.Namespace) -> None:
     from zoo import results
     from zoo.matrix import default_root
 
-    root = Path(args.root) if args.root else default_root(args.task, args.profile)
-    archive = Path(args.archive) if args.archive else Path("results") / args.task / f"matrix-{args.profile}"
-    summary = results.build(args.task, root, Path(args.out), Path(args.readme) if args.readme else None, archive)
+    root = Path(args.root) if args.root else default_root(args.family, args.profile)
+    archive = Path(args.archive) if args.archive else Path("results") / args.family / f"matrix-{args.profile}"
+    summary = results.build(args.family, root, Path(args.out), Path(args.readme) if args.readme else None, archive)
     Console().print(f"{summary['rows']} rows -> {summary['csv']}")
 
 
@@ -135,8 +136,8 @@ def cmd_publish(args: argparse.Namespace) -> None:
     from zoo import hub
     from zoo.matrix import default_root
 
-    root = Path(args.root) if args.root else default_root(args.task, args.profile)
-    outcome = hub.publish(args.task, root, args.org, Path(args.to) if args.to else None)
+    root = Path(args.root) if args.root else default_root(args.family, args.profile)
+    outcome = hub.publish(args.family, root, args.org, Path(args.to) if args.to else None)
     table = Table(title=f"published to {args.to or 'the Hub'} as {args.org}/...")
     table.add_column("repo")
     table.add_column("commit")
@@ -148,9 +149,9 @@ def cmd_publish(args: argparse.Namespace) -> None:
 def cmd_reproduce(args: argparse.Namespace) -> None:
     from zoo import hub
 
-    out = Path(args.out or Path("results") / "reproduced" / f"{args.task}-{args.org}")
+    out = Path(args.out or Path("results") / "reproduced" / f"{args.family}-{args.org}")
     with _progress() as progress:
-        summary = hub.reproduce(args.task, args.org, out, progress, args.data_dir, args.tolerance)
+        summary = hub.reproduce(args.family, args.org, out, progress, args.data_dir, args.tolerance)
     worst = summary["largest_difference"]
     Console().print(f"{summary['repos']} repos, {summary['metrics_compared']} metrics within {args.tolerance} of their cards; "
                     f"largest difference {worst['abs_diff']} ({worst['repo']} {worst['metric']}); tables in {out}")
@@ -170,43 +171,43 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     for name, help_text in (("finetune", "fine-tune a model on a task, then evaluate it"), ("evaluate", "evaluate a fine-tuned checkpoint")):
         p = sub.add_parser(name, help=help_text)
-        p.add_argument("task", help="task family, e.g. squad")
-        p.add_argument("--model", default="minilm", help="'minilm' (embedded), a local folder or a Hub id")
-        p.add_argument("--profile", default="cpu", help="profile in recipes/TASK.yaml (cpu, full)")
+        p.add_argument("task", help="task, e.g. squad, sst2, tnews, conll2003")
+        p.add_argument("--model", default="minilm", help="'minilm' (embedded), 'minilm-zh' (its Chinese transplant), a local folder or a Hub id")
+        p.add_argument("--profile", default="cpu", help="profile in recipes/FAMILY.yaml (cpu, full)")
         p.add_argument("--output", help="run folder (default runs/TASK/NAME-PROFILE)")
         p.add_argument("--data-dir", help="local data root (default $ZOO_DATA_DIR; unset = Hub)")
         p.add_argument("--eval-examples", help="dev examples to score: N or 'all' (default: the profile's)")
         if name == "finetune":
             p.add_argument("--recipe", help="compression recipe YAML (zoo/recipe.py modifiers); none: dense")
         p.set_defaults(func=cmd_run)
-    p = sub.add_parser("matrix", help="run a compression matrix (recipes/TASK-matrix.yaml)")
-    p.add_argument("task")
+    p = sub.add_parser("matrix", help="run a compression matrix (recipes/FAMILY-matrix.yaml) for each of its tasks")
+    p.add_argument("family", help="squad, glue, clue or ner")
     p.add_argument("--profile", default="cpu")
-    p.add_argument("--matrix", help="matrix file (default recipes/TASK-matrix.yaml)")
-    p.add_argument("--root", help="folder for the cells (default runs/TASK-matrix/PROFILE)")
+    p.add_argument("--matrix", help="matrix file (default recipes/FAMILY-matrix.yaml)")
+    p.add_argument("--root", help="folder for the cells (default runs/FAMILY-matrix/PROFILE)")
     p.add_argument("--cells", nargs="+", help="only cells matching these names/globs")
     p.add_argument("--dry-run", action="store_true", help="list the cells with an estimated cost, run nothing")
     p.add_argument("--data-dir")
     p.set_defaults(func=cmd_matrix)
-    p = sub.add_parser("tables", help="build results/TASK.{csv,md,png} and the README table from matrix cells")
-    p.add_argument("task")
+    p = sub.add_parser("tables", help="build results/FAMILY.{csv,md,png} and the README table from matrix cells")
+    p.add_argument("family")
     p.add_argument("--profile", default="cpu")
-    p.add_argument("--root", help="folder of cell folders (default runs/TASK-matrix/PROFILE)")
+    p.add_argument("--root", help="folder of cell folders (default runs/FAMILY-matrix/PROFILE)")
     p.add_argument("--out", default="results")
     p.add_argument("--readme", default="README.md", help="README to update between results markers ('' to skip)")
-    p.add_argument("--archive", help="where cell metrics are copied for git (default results/TASK/matrix-PROFILE)")
+    p.add_argument("--archive", help="where cell metrics are copied for git (default results/FAMILY/matrix-PROFILE)")
     p.set_defaults(func=cmd_tables)
     p = sub.add_parser("publish", help="publish every matrix cell as a Hub model repo")
-    p.add_argument("task")
+    p.add_argument("family")
     p.add_argument("--org", required=True)
     p.add_argument("--to", help="a local hub folder (models/ORG/NAME git repos) instead of the Hub")
     p.add_argument("--profile", default="cpu")
-    p.add_argument("--root", help="folder of cell folders (default runs/TASK-matrix/PROFILE)")
+    p.add_argument("--root", help="folder of cell folders (default runs/FAMILY-matrix/PROFILE)")
     p.set_defaults(func=cmd_publish)
     p = sub.add_parser("reproduce", help="download ORG's checkpoints, re-evaluate, rebuild the tables, check the cards")
     p.add_argument("--org", required=True)
-    p.add_argument("--task", required=True)
-    p.add_argument("--out", help="folder for the rebuilt tables (default results/reproduced/TASK-ORG)")
+    p.add_argument("--family", required=True, help="squad, glue, clue or ner")
+    p.add_argument("--out", help="folder for the rebuilt tables (default results/reproduced/FAMILY-ORG)")
     p.add_argument("--data-dir")
     p.add_argument("--tolerance", type=float, default=0.1)
     p.set_defaults(func=cmd_reproduce)

@@ -27,12 +27,15 @@ CACHE_FORMAT = 1
 LOGIT_PAD = -1e4  # padded token positions get ~zero teacher probability
 
 
-def soft_logit_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+def soft_logit_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float, mask: torch.Tensor | None = None) -> torch.Tensor:
     """KL(teacher || student) over the last axis at temperature T, times T^2 (Hinton et al.),
-    averaged over the distributions in the batch."""
+    averaged over the distributions in the batch (only those where `mask` is 1, if given)."""
     t = F.log_softmax(teacher / temperature, dim=-1)
     s = F.log_softmax(student / temperature, dim=-1)
     per_distribution = (t.exp() * (t - s)).sum(-1)
+    if mask is not None:
+        weights = mask.to(per_distribution.dtype)
+        return (per_distribution * weights).sum() / weights.sum().clamp(min=1) * temperature**2
     return per_distribution.mean() * temperature**2
 
 

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from zoo.distill import CachedTeacher, LiveTeacher, attention_mse, hidden_mse, soft_logit_loss, uniform_layer_map
 from zoo.errors import ZooError
@@ -27,9 +28,10 @@ TEACHER_CACHE = Path(".cache") / "teacher"
 
 
 class Manager:
-    def __init__(self, recipe: Recipe, output_names: tuple[str, ...]):
+    def __init__(self, recipe: Recipe, output_names: tuple[str, ...], logit_loss: str = "kl"):
         self.recipe = recipe
         self.output_names = output_names
+        self.logit_loss = logit_loss  # the adapter's choice: "kl" (class distributions) or "mse" (regression)
         self.pruning: MagnitudePruning | None = _at_most_one(recipe.of_type(MagnitudePruning), "magnitude_pruning")
         self.layer_drop: LayerDrop | None = _at_most_one(recipe.of_type(LayerDrop), "layer_drop")
         self.distillation: Distillation | None = _at_most_one(recipe.of_type(Distillation), "distillation")
@@ -109,9 +111,9 @@ class Manager:
         if not d:
             return hard
         teacher = self.teacher.outputs(indices, batch)
-        soft = sum(soft_logit_loss(outputs[n], teacher[n], d.temperature) for n in self.output_names) / len(self.output_names)
-        loss = (1 - d.alpha) * hard + d.alpha * soft
         mask = batch["attention_mask"]
+        soft = sum(self._soft_loss(outputs[n], teacher[n], mask) for n in self.output_names) / len(self.output_names)
+        loss = (1 - d.alpha) * hard + d.alpha * soft
         if d.hidden_mse > 0:
             terms = [hidden_mse(outputs.hidden_states[i + 1], teacher[f"hidden_{t}"], mask) for i, t in enumerate(self.layer_map)]
             loss = loss + d.hidden_mse * sum(terms) / len(terms)
@@ -119,6 +121,14 @@ class Manager:
             terms = [attention_mse(outputs.attentions[i], teacher["attentions"][t - 1], mask) for i, t in enumerate(self.layer_map) if t > 0]
             loss = loss + d.attention_mse * sum(terms) / max(len(terms), 1)
         return loss
+
+    def _soft_loss(self, student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        if self.logit_loss == "mse":
+            return F.mse_loss(student.float(), teacher.float())
+        # (B, T, C): one distribution per token, so padded positions are left out; (B, C) and
+        # SQuAD's (B, T) distributions over tokens carry padding as ~zero teacher probability.
+        token_mask = mask if student.dim() == 3 else None
+        return soft_logit_loss(student, teacher, self.distillation.temperature, token_mask)
 
     # ---- after training --------------------------------------------------------------
     def on_train_end(self, model: torch.nn.Module) -> None:

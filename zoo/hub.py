@@ -18,13 +18,14 @@ from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from tasks import get_adapter
+from tasks import family_tasks, get_adapter
 from zoo import results
 from zoo.errors import ZooError
 from zoo.io import write_json
 
 REPO_FILES = ("model.safetensors", "config.json", "tokenizer.json", "tokenizer_config.json", "recipe.yaml", "metrics.json")
-INDEX_REPO = "zoo-index"  # lists an org's zoo repos where the server cannot (olah has no /api/models listing)
+INDEX_REPO = "zoo-index-{family}"  # lists an org's repos of a family where the server cannot (olah has no /api/models listing)
+TRANSPLANT = "minilm-zh"
 LICENSE = "apache-2.0"
 
 
@@ -55,7 +56,7 @@ def eval_results(row: dict, card: dict) -> list[EvalResult]:
 def model_card(record: dict, row: dict, table_md: str, org: str) -> ModelCard:
     """The card: metadata (license, base model, datasets, tags, model-index from `row`) and a
     body saying what was done, the sibling table, how to load it, how to reproduce it, its limits."""
-    hub = get_adapter(record["task"]).hub_card
+    hub = get_adapter(record["task"]).hub_card(record["task"])
     cell, compression = record["cell"], record["compression"]
     name = cell["name"]
     data = ModelCardData(
@@ -75,22 +76,24 @@ def model_card(record: dict, row: dict, table_md: str, org: str) -> ModelCard:
         f"- parameters: {measured['total_params']:,} total, {measured['nonzero_params']:,} non-zero",
         "- distillation: " + (f"from `{distill['teacher']}`, KL at T={distill['temperature']} (alpha {distill['alpha']}), "
                                 f"hidden-state MSE x{distill['hidden_mse']} with layer map {distill['layer_map']}" if distill else "none"),
-        f"- {', '.join(f'{m}: {row[m]:.2f}' for m in hub['metrics'])} on {row['dev_questions']} {hub['dataset_name']} {hub['dataset_split']} questions", "",
+        f"- {', '.join(f'{m}: {row[m]:.2f}' for m in hub['metrics'])} on {row['dev_examples']} {hub['dataset_name']} {hub['dataset_split']} examples",
+        *([f"- base model: a vocabulary transplant of all-MiniLM-L6-v2 onto the bert-base-chinese vocabulary (zoo/transplant.py), "
+           f"not a pretrained Chinese model"] if cell["base_model"] == TRANSPLANT else []), "",
         "## Use", "", "```python", "from transformers import pipeline", "",
-        f'qa = pipeline("{hub["pipeline_tag"]}", model="{org}/{name}")', "```", "",
+        f'model = pipeline("{hub["pipeline_tag"]}", model="{org}/{name}")', "```", "",
         "## Reproduce", "", "Trained by", "", f"```bash\n{record['provenance']['command']}\n```", "",
         f"(zoo git {str(record['provenance']['git']['sha'])[:10]}, recipe `recipe.yaml` in this repo), "
-        f"and re-scored from the Hub by `zoo reproduce --org {org} --task {record['task']}`.", "",
+        f"and re-scored from the Hub by `zoo reproduce --org {org} --family {get_adapter(record['task']).family}`.", "",
         "## Limits", "",
         f"Profile `{cell['matrix_profile']}`: trained on {record['train']['examples']} training examples for {record['train']['steps']} steps "
-        f"and scored on {row['dev_questions']} dev questions, as the table says; numbers from other profiles are not comparable.", "",
+        f"and scored on {row['dev_examples']} dev examples, as the table says; numbers from other profiles are not comparable.", "",
         "## The matrix", "", table_md,
     ]
     return ModelCard(f"---\n{data.to_yaml()}\n---\n" + "\n".join(lines) + "\n")
 
 
 def _hub_base(model: str) -> str:
-    return "sentence-transformers/all-MiniLM-L6-v2" if model == "minilm" else model
+    return "sentence-transformers/all-MiniLM-L6-v2" if model in ("minilm", TRANSPLANT) else model
 
 
 def _linked_table(df, org: str, endpoint: str) -> str:
@@ -158,7 +161,7 @@ def push_hub(api, staged: Path, org: str, name: str, message: str) -> bool:
     return info.oid != head
 
 
-def publish(task: str, root: Path, org: str, to: Path | None = None, api=None) -> dict:
+def publish(family: str, root: Path, org: str, to: Path | None = None, api=None) -> dict:
     """Publish every cell under `root`, then the org's index repo. Returns {repo: committed?}."""
     check_org(org)
     cells = check_cells(root)
@@ -178,39 +181,41 @@ def publish(task: str, root: Path, org: str, to: Path | None = None, api=None) -
         with tempfile.TemporaryDirectory() as tmp:
             staged = stage_repo(cell_dir, card, Path(tmp))
             outcome[name] = push_local(staged, to, org, name, message) if to else push_hub(api, staged, org, name, message)
+    index = INDEX_REPO.format(family=family)
     with tempfile.TemporaryDirectory() as tmp:
-        write_json(Path(tmp) / "index.json", {"repos": [{"name": n, "task": task} for n in rows]})
-        message = f"zoo: index of {len(rows)} {task} repos"
-        outcome[INDEX_REPO] = push_local(Path(tmp), to, org, INDEX_REPO, message) if to else push_hub(api, Path(tmp), org, INDEX_REPO, message)
+        write_json(Path(tmp) / "index.json", {"repos": [{"name": n, "task": row["task"]} for n, row in rows.items()]})
+        message = f"zoo: index of {len(rows)} {family} repos"
+        outcome[index] = push_local(Path(tmp), to, org, index, message) if to else push_hub(api, Path(tmp), org, index, message)
     return outcome
 
 
 HUB_CACHE = Path("runs") / "hub-cache"
 
 
-def list_repos(org: str, task: str) -> list[str]:
-    """The org's repos for `task`: the Hub's listing API, else the org's index repo (a mirror
-    such as olah serves repos but has no listing endpoint)."""
+def list_repos(org: str, family: str) -> list[str]:
+    """The org's repos for the family's tasks: the Hub's listing API, else the org's index repo
+    of that family (a mirror such as olah serves repos but has no listing endpoint)."""
     from huggingface_hub import HfApi, hf_hub_download
     from huggingface_hub.utils import HfHubHTTPError
 
     try:
         names = [m.id.split("/", 1)[1] for m in HfApi().list_models(author=org)]
-        names = [n for n in names if f"-{task}-" in n]
+        names = [n for n in names if any(f"-{task}-" in n for task in family_tasks(family))]
         if names:
             return sorted(names)
     except (HfHubHTTPError, OSError, ValueError):
         pass
     try:
-        index = json.loads(Path(hf_hub_download(f"{org}/{INDEX_REPO}", "index.json", cache_dir=HUB_CACHE)).read_text())
+        index_repo = f"{org}/{INDEX_REPO.format(family=family)}"
+        index = json.loads(Path(hf_hub_download(index_repo, "index.json", cache_dir=HUB_CACHE)).read_text())
     except Exception as e:
         endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
         raise ZooError(f"cannot list the repos of '{org}' at {endpoint} ({type(e).__name__}); is the server up and HF_ENDPOINT set?") from e
-    return sorted(r["name"] for r in index["repos"] if r["task"] == task)
+    return sorted(r["name"] for r in index["repos"])
 
 
-def reproduce(task: str, org: str, out_dir: Path, progress, data_dir: str | None = None, tolerance: float = 0.1) -> dict:
-    """Download every checkpoint of `org` for `task`, re-evaluate it with the task adapter on
+def reproduce(family: str, org: str, out_dir: Path, progress, data_dir: str | None = None, tolerance: float = 0.1) -> dict:
+    """Download every checkpoint of `org` for the family, re-evaluate it with its task adapter on
     the same dev questions, rebuild the table in `out_dir`, and compare each metric with the
     model card's model-index. Raises ZooError naming repo and metric past `tolerance`."""
     from huggingface_hub import snapshot_download
@@ -219,11 +224,11 @@ def reproduce(task: str, org: str, out_dir: Path, progress, data_dir: str | None
 
     out_dir = Path(out_dir)
     records, comparisons = [], []
-    for name in list_repos(org, task):
+    for name in list_repos(org, family):
         local = Path(snapshot_download(f"{org}/{name}", cache_dir=HUB_CACHE))
         card = ModelCard.load(local / "README.md")
         original = json.loads((local / "metrics.json").read_text())
-        run = pipeline.open_run(task, str(local), original["profile"], data_dir)
+        run = pipeline.open_run(original["task"], str(local), original["profile"], data_dir)
         scored = pipeline.evaluate(run, out_dir / "cells" / name, progress, original["eval"]["max_examples"])
         measured = pipeline.measure_checkpoint(local, pipeline.prune_targets(original["compression"]["recipe"]))
         records.append({**original, "metrics": scored["metrics"], "timings_s": scored["timings_s"],
@@ -233,18 +238,18 @@ def reproduce(task: str, org: str, out_dir: Path, progress, data_dir: str | None
             comparisons.append({"repo": f"{org}/{name}", "metric": result.metric_type, "card": result.metric_value,
                                 "reproduced": round(value, 4), "abs_diff": round(abs(value - result.metric_value), 4)})
     if not records:
-        raise ZooError(f"'{org}' has no {task} repos to reproduce")
+        raise ZooError(f"'{org}' has no {family} repos to reproduce")
     df = results.table(records)
-    df.to_csv(out_dir / f"{task}.csv", index=False)
+    df.to_csv(out_dir / f"{family}.csv", index=False)
     from zoo import provenance
 
     now = provenance.collect()
     header = (f"Re-derived by `{now['command']}` on {now['machine']['device']}, {now['machine']['cpu_count']} CPU cores, {now['date'][:10]} "
               f"(HF_ENDPOINT {os.environ.get('HF_ENDPOINT', 'https://huggingface.co')}): every row re-scored from the checkpoint downloaded "
               f"from {org}; the trained rows came from `{records[0]['provenance']['command']}`.")
-    (out_dir / f"{task}.md").write_text(results.markdown(df, records, header), encoding="utf-8")
+    (out_dir / f"{family}.md").write_text(results.markdown(df, records, header), encoding="utf-8")
     worst = max(comparisons, key=lambda c: c["abs_diff"]) if comparisons else None
-    summary = {"org": org, "task": task, "repos": len(records), "metrics_compared": len(comparisons),
+    summary = {"org": org, "family": family, "repos": len(records), "metrics_compared": len(comparisons),
                "tolerance": tolerance, "largest_difference": worst, "comparisons": comparisons}
     write_json(out_dir / "comparison.json", summary)
     failures = [c for c in comparisons if c["abs_diff"] > tolerance]

@@ -18,6 +18,7 @@ from typing import Literal
 
 from pydantic import Field, ValidationError
 
+from tasks import family_tasks
 from zoo.errors import ZooError
 from zoo.io import write_json
 from zoo.profiles import RECIPES_DIR, Strict, TrainConfig, describe, profile_section
@@ -32,9 +33,9 @@ class Axes(Strict):
 
 class MatrixProfile(Strict):
     description: str = ""
-    model: str
+    tasks: dict[str, str] = Field(min_length=1)  # task -> base model reference
     finetune_profile: str
-    teacher: str
+    teacher: str = Field(pattern=r"\{task\}")  # per-task folder, e.g. runs/{task}/dense-cpu
     init: Literal["teacher", "base"]
     cell_train: TrainConfig
     eval_examples: int | None = Field(None, gt=0)
@@ -47,6 +48,8 @@ class MatrixProfile(Strict):
 @dataclass(frozen=True)
 class Cell:
     name: str
+    task: str
+    model: str
     sparsity: float
     layers: int
     distill: bool
@@ -63,21 +66,31 @@ def cell_name(tag: str, task: str, sparsity: float, layers: int, distill: bool) 
     return f"{tag}-{task}-s{round(sparsity * 100)}-l{layers}" + ("-kd" if distill else "")
 
 
-def load_matrix(task: str, profile_name: str, path: str | Path | None = None) -> tuple[MatrixProfile, Path]:
-    path = Path(path) if path else RECIPES_DIR / f"{task}-matrix.yaml"
+def load_matrix(family: str, profile_name: str, path: str | Path | None = None) -> tuple[MatrixProfile, Path]:
+    path = Path(path) if path else RECIPES_DIR / f"{family}-matrix.yaml"
     try:
-        return MatrixProfile(**profile_section(path, profile_name)), path
+        matrix = MatrixProfile(**profile_section(path, profile_name))
     except ValidationError as e:
         raise ZooError(f"{path}: profile '{profile_name}', {describe(e)}") from e
+    allowed = family_tasks(family)
+    for task in matrix.tasks:
+        if task not in allowed:
+            raise ZooError(f"{path}: profile '{profile_name}', key 'tasks': '{task}' is not a {family} task ({', '.join(allowed)})")
+    return matrix, path
+
+
+def teacher_dir(matrix: MatrixProfile, task: str) -> Path:
+    return Path(matrix.teacher.format(task=task))
 
 
 def build_cells(task: str, matrix: MatrixProfile, base_layers: int, source: str) -> list[Cell]:
-    """Every cell of the grid with its recipe, validated before anything runs."""
-    tag = model_tag(matrix.model, base_layers)
+    """Every cell of one task's grid with its recipe, validated before anything runs."""
+    model = matrix.tasks[task]
+    tag = model_tag(model, base_layers)
     cells = []
     for sparsity, layers, distill in itertools.product(matrix.axes.sparsity, matrix.axes.layers, matrix.axes.distill):
         if not 0 < layers <= base_layers:
-            raise ZooError(f"{source}: axes.layers value {layers} is out of range for {matrix.model} with {base_layers} layers (1..{base_layers})")
+            raise ZooError(f"{source}: axes.layers value {layers} is out of range for {model} with {base_layers} layers (1..{base_layers})")
         modifiers = []
         if sparsity > 0:
             modifiers.append({"type": "magnitude_pruning", "final_sparsity": sparsity, **matrix.pruning})
@@ -85,7 +98,7 @@ def build_cells(task: str, matrix: MatrixProfile, base_layers: int, source: str)
             keep = matrix.layer_keep.get(layers)
             modifiers.append({"type": "layer_drop", "keep": keep} if keep else {"type": "layer_drop", "strategy": "spread", "n": layers})
         if distill:
-            modifiers.append({"type": "distillation", "teacher": matrix.teacher, **matrix.distillation})
+            modifiers.append({"type": "distillation", "teacher": str(teacher_dir(matrix, task)), **matrix.distillation})
         name = cell_name(tag, task, sparsity, layers, distill)
         recipe = parse_recipe({"modifiers": modifiers}, f"{source} (cell {name})")
         for drop in recipe.modifiers:
@@ -93,7 +106,7 @@ def build_cells(task: str, matrix: MatrixProfile, base_layers: int, source: str)
                 kept = drop.kept_layers(base_layers)
                 if len(kept) != layers:
                     raise ZooError(f"{source}: layer_keep for {layers} layers lists {len(kept)} layers")
-        cells.append(Cell(name, sparsity, layers, distill, recipe))
+        cells.append(Cell(name, task, model, sparsity, layers, distill, recipe))
     return cells
 
 
@@ -118,9 +131,9 @@ def estimate_seconds(cell: Cell, matrix: MatrixProfile, base_layers: int, teache
     return depth * (per_example_epoch * train_examples * matrix.cell_train.epochs + per_question * eval_questions)
 
 
-def default_root(task: str, profile_name: str) -> Path:
-    """Where a matrix's cell folders live unless --root says otherwise."""
-    return Path("runs") / f"{task}-matrix" / profile_name
+def default_root(family: str, profile_name: str) -> Path:
+    """Where a matrix's cell folders live unless --root says otherwise (all its tasks' cells)."""
+    return Path("runs") / f"{family}-matrix" / profile_name
 
 
 def is_complete(cell_dir: Path) -> bool:
@@ -140,32 +153,32 @@ def write_run_log(root: Path, entry: dict) -> None:
     write_json(log_path, runs)
 
 
-def run(task: str, profile_name: str, progress, *, matrix_file: str | None = None, data_dir: str | None = None,
+def run(family: str, profile_name: str, progress, *, matrix_file: str | None = None, data_dir: str | None = None,
         root: str | None = None, patterns: list[str] | None = None, dry_run: bool = False) -> dict:
-    """Run (or, with dry_run, list) the selected cells; returns what happened per cell."""
+    """Run (or, with dry_run, list) the selected cells of every task; returns what happened per cell."""
     from transformers import AutoConfig
 
     from zoo import pipeline
     from zoo.models import resolve_model
 
-    matrix, source = load_matrix(task, profile_name, matrix_file)
-    base_layers = AutoConfig.from_pretrained(resolve_model(matrix.model)).num_hidden_layers
-    cells = select(build_cells(task, matrix, base_layers, str(source)), patterns)
-    root_dir = Path(root) if root else default_root(task, profile_name)
-    teacher_dir = Path(matrix.teacher)
-    teacher_metrics = read_metrics(teacher_dir)
+    matrix, source = load_matrix(family, profile_name, matrix_file)
+    base_layers = {task: AutoConfig.from_pretrained(resolve_model(model)).num_hidden_layers for task, model in matrix.tasks.items()}
+    cells = select([c for task in matrix.tasks for c in build_cells(task, matrix, base_layers[task], str(source))], patterns)
+    root_dir = Path(root) if root else default_root(family, profile_name)
+    teachers = {task: read_metrics(teacher_dir(matrix, task)) for task in matrix.tasks}
     if dry_run:
-        return {"root": str(root_dir), "teacher": str(teacher_dir), "teacher_ready": bool(teacher_metrics), "cells": [
-            {"cell": c.name, "done": is_complete(root_dir / c.name), "modifiers": [m.type for m in c.recipe.modifiers],
-             "estimate_s": estimate_seconds(c, matrix, base_layers, teacher_metrics)} for c in cells]}
+        return {"root": str(root_dir), "teachers": {t: {"folder": str(teacher_dir(matrix, t)), "ready": bool(m)} for t, m in teachers.items()},
+                "cells": [{"cell": c.name, "done": is_complete(root_dir / c.name), "modifiers": [m.type for m in c.recipe.modifiers],
+                           "estimate_s": estimate_seconds(c, matrix, base_layers[c.task], teachers[c.task])} for c in cells]}
 
     started = time.perf_counter()
     phases: dict[str, float] = {}
-    base_run = pipeline.open_run(task, matrix.model, matrix.finetune_profile, data_dir)  # data and model checked up front
-    if not teacher_metrics:
-        pipeline.finetune(base_run, teacher_dir, progress, base_run.profile.eval.max_examples)
-        phases["teacher"] = round(time.perf_counter() - started, 1)
-    init = str(teacher_dir) if matrix.init == "teacher" else matrix.model
+    for task in dict.fromkeys(c.task for c in cells):  # data and models checked up front, for every task
+        base_run = pipeline.open_run(task, matrix.tasks[task], matrix.finetune_profile, data_dir)
+        if not teachers[task]:
+            teacher_started = time.perf_counter()
+            pipeline.finetune(base_run, teacher_dir(matrix, task), progress, base_run.profile.eval.max_examples)
+            phases[f"teacher:{task}"] = round(time.perf_counter() - teacher_started, 1)
     outcome: dict[str, str] = {}
     overall = progress.add_task("matrix", total=len(cells))
     for cell in cells:
@@ -175,9 +188,10 @@ def run(task: str, profile_name: str, progress, *, matrix_file: str | None = Non
         else:
             cell_started = time.perf_counter()
             before = set(progress.task_ids)
-            cell_run = pipeline.open_run(task, init, matrix.finetune_profile, data_dir)
+            init = str(teacher_dir(matrix, cell.task)) if matrix.init == "teacher" else cell.model
+            cell_run = pipeline.open_run(cell.task, init, matrix.finetune_profile, data_dir)
             cell_run.profile = cell_run.profile.model_copy(update={"train": matrix.cell_train})
-            labels = {"name": cell.name, "matrix_profile": profile_name, "base_model": matrix.model, "base_layers": base_layers,
+            labels = {"name": cell.name, "matrix_profile": profile_name, "base_model": cell.model, "base_layers": base_layers[cell.task],
                       "target_sparsity": cell.sparsity, "layers": cell.layers, "distilled": cell.distill, "init": matrix.init}
             pipeline.finetune(cell_run, cell_dir, progress, matrix.eval_examples, recipe=cell.recipe, cell=labels)
             for task_id in set(progress.task_ids) - before:

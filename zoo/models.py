@@ -1,10 +1,13 @@
-"""Model references: the embedded default 'minilm', a local folder, or a Hub id."""
+"""Model references: the embedded default 'minilm', its Chinese-vocabulary transplant
+'minilm-zh' (zoo/transplant.py), a local folder, or a Hub id."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
+from zoo import transplant
+from zoo.data import data_root
 from zoo.errors import ZooError
 
 EMBEDDED = "minilm"
@@ -27,6 +30,8 @@ def resolve_model(ref: str) -> str:
     """
     if ref == EMBEDDED:
         return str(embedded_model_dir())
+    if ref == transplant.NAME:
+        return str(transplant.ensure(embedded_model_dir(), data_root()))
     path = Path(ref).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():

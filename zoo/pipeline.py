@@ -50,11 +50,11 @@ def open_run(task: str, model_ref: str, profile_name: str, data_dir: str | None 
 
     root = data_root(data_dir)
     adapter_cls = get_adapter(task)
-    profile = load_profile(task, profile_name)
-    config = parse_task_config(adapter_cls.config_schema, profile, f"recipes/{task}.yaml")
+    profile = load_profile(adapter_cls.family, profile_name)
+    config = parse_task_config(adapter_cls.config_schema, profile, f"recipes/{adapter_cls.family}.yaml")
     model_path = resolve_model(model_ref)
     tokenizer = AutoTokenizer.from_pretrained(model_path)
-    adapter = adapter_cls(config, tokenizer, root)
+    adapter = adapter_cls(task, config, tokenizer, root)
     for split in ("train", "dev"):
         adapter.data_files(split)  # a missing local file fails here, before any work
     return Run(task, model_ref, model_path, profile, adapter)
@@ -174,7 +174,7 @@ def finetune(run: Run, run_dir: Path, progress: Progress, eval_limit: int | None
     record = _new_record(run, "finetune")
     if cell:
         record["cell"] = cell
-    manager = Manager(recipe or Recipe(), run.adapter.output_names)
+    manager = Manager(recipe or Recipe(), run.adapter.output_names, run.adapter.logit_loss)
     manager.check(AutoConfig.from_pretrained(run.model_path).num_hidden_layers)  # bad recipe: fail before any work
     cfg = run.profile.train
     with phases("load_train"):

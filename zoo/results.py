@@ -13,12 +13,19 @@ from pathlib import Path
 
 import pandas as pd
 
+from tasks import get_adapter
 from zoo.errors import ZooError
 
-COLUMNS = [
-    "cell", "model", "task", "target_sparsity", "measured_sparsity", "layers", "distilled", "total_params",
-    "nonzero_params", "exact_match", "f1", "dev_questions", "train_steps", "wall_time_s", "profile",
-]
+HEAD = ["cell", "model", "task", "target_sparsity", "measured_sparsity", "layers", "distilled", "total_params", "nonzero_params"]
+TAIL = ["dev_examples", "train_steps", "wall_time_s", "profile"]
+SHOWN = {"target_sparsity": "target sparsity %", "measured_sparsity": "measured sparsity %", "nonzero_params": "non-zero params",
+         "total_params": "total params", "exact_match": "EM", "f1": "F1", "accuracy": "acc", "matthews_correlation": "MCC",
+         "spearmanr": "spearman", "dev_examples": "dev examples", "train_steps": "train steps", "wall_time_s": "wall time s"}
+
+
+def metric_names(task: str) -> tuple[str, ...]:
+    """The task's reported metrics (the same list its model card's model-index carries); the first is its headline."""
+    return get_adapter(task).hub_card(task)["metrics"]
 
 
 def row_of(record: dict) -> dict:
@@ -33,9 +40,8 @@ def row_of(record: dict) -> dict:
         "distilled": cell["distilled"],
         "total_params": measured["total_params"],
         "nonzero_params": measured["nonzero_params"],
-        "exact_match": round(record["metrics"]["exact_match"], 2),
-        "f1": round(record["metrics"]["f1"], 2),
-        "dev_questions": record["metrics"]["questions"],
+        **{m: round(record["metrics"][m], 2) for m in metric_names(record["task"])},
+        "dev_examples": record["eval"]["examples"],
         "train_steps": record["train"]["steps"],
         "wall_time_s": record["timings_s"]["total"],
         "profile": cell["matrix_profile"],
@@ -50,8 +56,13 @@ def load_records(root: Path) -> list[dict]:
 
 
 def table(records: list[dict]) -> pd.DataFrame:
-    df = pd.DataFrame([row_of(r) for r in records], columns=COLUMNS)
-    return df.sort_values(["layers", "target_sparsity", "distilled"], ascending=[False, True, True]).reset_index(drop=True)
+    """One row per cell; metric columns are the union over the tasks present (empty where a task lacks one)."""
+    tasks = list(dict.fromkeys(r["task"] for r in records))
+    metrics = list(dict.fromkeys(m for t in tasks for m in metric_names(t)))
+    df = pd.DataFrame([row_of(r) for r in records], columns=HEAD + metrics + TAIL)
+    df["task_order"] = df.task.map(tasks.index)
+    df = df.sort_values(["task_order", "layers", "target_sparsity", "distilled"], ascending=[True, False, True, True])
+    return df.drop(columns="task_order").reset_index(drop=True)
 
 
 def provenance_line(records: list[dict]) -> str:
@@ -65,33 +76,42 @@ def provenance_line(records: list[dict]) -> str:
 
 
 def markdown(df: pd.DataFrame, records: list[dict], header: str | None = None) -> str:
+    """The provenance line, then one table per task (only that task's metric columns)."""
     shown = df.assign(
         target_sparsity=(df.target_sparsity * 100).round(0).astype(int),
         measured_sparsity=(df.measured_sparsity * 100).round(2),
         distilled=df.distilled.map({True: "yes", False: "no"}),
-    ).rename(columns={"target_sparsity": "target sparsity %", "measured_sparsity": "measured sparsity %", "nonzero_params": "non-zero params",
-                      "total_params": "total params", "exact_match": "EM", "f1": "F1", "dev_questions": "dev questions",
-                      "train_steps": "train steps", "wall_time_s": "wall time s"})
-    return (header or provenance_line(records)) + "\n\n" + shown.to_markdown(index=False) + "\n"
+    )
+    parts = [header or provenance_line(records)]
+    tasks = list(dict.fromkeys(df.task))
+    for task in tasks:
+        part = shown[shown.task == task].dropna(axis=1, how="all").rename(columns=SHOWN)
+        parts.append((f"**{task}** ({', '.join(metric_names(task))})\n\n" if len(tasks) > 1 else "") + part.to_markdown(index=False))
+    return "\n\n".join(parts) + "\n"
 
 
 def plot(df: pd.DataFrame, path: Path, title: str) -> None:
+    """Headline metric vs non-zero parameters, one panel per task."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for distilled, marker in ((False, "o"), (True, "^")):
-        part = df[df.distilled == distilled]
-        ax.scatter(part.nonzero_params / 1e6, part.f1, marker=marker, label=f"KD {'on' if distilled else 'off'}", s=50)
-        for _, r in part[~part.distilled].iterrows():  # one label per setting; KD on sits beside it
-            ax.annotate(f"s{round(r.target_sparsity * 100)} l{r.layers}", (r.nonzero_params / 1e6, r.f1), fontsize=7, xytext=(3, 3), textcoords="offset points")
-    ax.set_xlabel("non-zero parameters (millions)")
-    ax.set_ylabel("F1")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend()
+    tasks = list(dict.fromkeys(df.task))
+    fig, axes = plt.subplots(1, len(tasks), figsize=(5.5 * len(tasks), 4.5), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        metric = metric_names(task)[0]
+        for distilled, marker in ((False, "o"), (True, "^")):
+            part = df[(df.task == task) & (df.distilled == distilled)]
+            ax.scatter(part.nonzero_params / 1e6, part[metric], marker=marker, label=f"KD {'on' if distilled else 'off'}", s=50)
+            for _, r in part[~part.distilled].iterrows():  # one label per setting; KD on sits beside it
+                ax.annotate(f"s{round(r.target_sparsity * 100)} l{r.layers}", (r.nonzero_params / 1e6, r[metric]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        ax.set_xlabel("non-zero parameters (millions)")
+        ax.set_ylabel(SHOWN.get(metric, metric))
+        ax.set_title(task)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -105,17 +125,17 @@ def replace_between_markers(text: str, key: str, body: str) -> str:
     return pattern.sub(lambda _: f"{start}\n{body}{end}", text)
 
 
-def build(task: str, root: Path, out_dir: Path, readme: Path | None, archive: Path | None) -> dict:
-    """Write {task}.csv/.md/.png into out_dir, update the README section, and copy each cell's
+def build(family: str, root: Path, out_dir: Path, readme: Path | None, archive: Path | None) -> dict:
+    """Write {family}.csv/.md/.png into out_dir, update the README section, and copy each cell's
     metrics.json, recipe and predictions (and the runner's wall-time log) into `archive`, so the tables can
     be rebuilt from git alone."""
     records = load_records(root)
     df = table(records)
     out_dir.mkdir(parents=True, exist_ok=True)
-    df.to_csv(out_dir / f"{task}.csv", index=False)
+    df.to_csv(out_dir / f"{family}.csv", index=False)
     md = markdown(df, records)
-    (out_dir / f"{task}.md").write_text(md, encoding="utf-8")
-    plot(df, out_dir / f"{task}.png", f"{task}: F1 vs non-zero parameters ({records[0]['cell']['matrix_profile']} profile)")
+    (out_dir / f"{family}.md").write_text(md, encoding="utf-8")
+    plot(df, out_dir / f"{family}.png", f"{family}: score vs non-zero parameters ({records[0]['cell']['matrix_profile']} profile)")
     if archive and Path(archive).resolve() != Path(root).resolve():
         if (Path(root) / "matrix-runs.json").is_file():  # wall time per phase of each matrix invocation
             Path(archive).mkdir(parents=True, exist_ok=True)
@@ -127,5 +147,5 @@ def build(task: str, root: Path, out_dir: Path, readme: Path | None, archive: Pa
                 if (record_path.parent / name).is_file():
                     shutil.copy2(record_path.parent / name, target / name)
     if readme:
-        readme.write_text(replace_between_markers(readme.read_text(encoding="utf-8"), task, md), encoding="utf-8")
-    return {"rows": len(df), "csv": str(out_dir / f"{task}.csv")}
+        readme.write_text(replace_between_markers(readme.read_text(encoding="utf-8"), family, md), encoding="utf-8")
+    return {"rows": len(df), "csv": str(out_dir / f"{family}.csv")}
