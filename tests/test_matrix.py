@@ -95,3 +95,43 @@ def test_tables_csv_markdown_plot_readme(tiny_matrix, tmp_path):
     assert sorted(df.layers.tolist()) == [1, 1, 2, 2]
     rebuilt = results.table(results.load_records(tmp_path / "archive"))
     assert rebuilt.equals(df)
+
+
+def test_width_and_int8_cells_then_speed_columns(tiny_matrix, tmp_path):
+    """Grids join: a width-pruned KD cell, its int8 twin (quantising the same weights), then
+    `bench cells` speed columns in the table and the speedup-vs-FLOPs JSON."""
+    from rich.progress import Progress
+
+    from zoo import bench
+    from zoo.bench import load_checkpoint
+
+    path, data = tiny_matrix
+    doc = yaml.safe_load(path.read_text())
+    doc["profiles"]["tiny"]["axes"] = [{"layers": [2]}, {"width": [0.5], "distill": [True], "quant": ["none", "int8"]}]
+    doc["profiles"]["tiny"]["width_pruning"] = {"calibration_examples": 16}
+    path.write_text(yaml.safe_dump(doc))
+    listing = run_matrix(path, data, "unused", dry_run=True)
+    assert [c["cell"] for c in listing["cells"]] == ["tiny-bert0-l2-squad-s0-l2", "tiny-bert0-l2-squad-s0-l2-w50-kd",
+                                                     "tiny-bert0-l2-squad-s0-l2-w50-kd-int8"]
+    run_matrix(path, data, tmp_path / "cells")
+    width_dir, int8_dir = tmp_path / "cells" / "tiny-bert0-l2-squad-s0-l2-w50-kd", tmp_path / "cells" / "tiny-bert0-l2-squad-s0-l2-w50-kd-int8"
+    width_record = json.loads((width_dir / "metrics.json").read_text())
+    assert width_record["compression"]["measured"]["attention_heads"] == 2  # of 4
+    assert width_record["compression"]["measured"]["intermediate_size"] == 32  # of 64
+    assert width_record["compression"]["width"]["params_after"] < width_record["compression"]["width"]["params_before"]
+    assert load_checkpoint(width_dir).bert.encoder.layer[0].attention.self.query.out_features == 16
+    int8_record = json.loads((int8_dir / "metrics.json").read_text())
+    assert (int8_dir / "model.int8.onnx").is_file() and int8_record["compression"]["quantization"]["scheme"] == "int8_dynamic"
+    assert int8_record["train"]["trained_in"] == str(width_dir)  # not retrained
+
+    with Progress(disable=True) as progress:
+        record = bench.cells_speed(tmp_path / "cells", "squad", 1, str(tmp_path / "speed.json"), progress)
+    comparison = {c["cell"]: c for c in record["comparison"]["speedup_vs_flops"]}
+    assert comparison["tiny-bert0-l2-squad-s0-l2"]["flops_ratio"] == 1.0
+    assert comparison["tiny-bert0-l2-squad-s0-l2-w50-kd"]["flops_ratio"] > 1.3
+    assert comparison["tiny-bert0-l2-squad-s0-l2-w50-kd-int8"]["engine"] == "onnxruntime"
+    assert "score_change_vs_unquantised" in comparison["tiny-bert0-l2-squad-s0-l2-w50-kd-int8"]
+    assert "FLOPs ratio" in (tmp_path / "speed.md").read_text()
+    df = results.table(results.load_records(tmp_path / "cells"))
+    assert df.latency_b1_s128_ms.notna().all() and (df.gflops_s128 > 0).all()
+    assert df.set_index("cell").loc["tiny-bert0-l2-squad-s0-l2-w50-kd-int8", "quant"] == "int8"

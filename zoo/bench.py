@@ -9,10 +9,11 @@ from rich.progress import Progress
 
 from tasks.base import FeatureSet
 from tasks.squad import SquadAdapter, SquadConfig
-from zoo import provenance
+from zoo import provenance, results, speed
 from zoo.batching import length_grouped_batches, random_batches
 from zoo.data import data_root
 from zoo.engine import Manager, build_teacher_source
+from zoo.errors import ZooError
 from zoo.io import write_json
 from zoo.models import resolve_model
 from zoo.pipeline import bar, subset
@@ -138,3 +139,112 @@ def compression_step_cost(model_ref: str, teacher: str, data_dir: str | None, st
                 "recipe": recipe(True).model_dump(mode="json"), "data": "squad train (local)" if root else "squad train (hub)"}
     return _record("compression-step-cost", "seconds per training step: plain fine-tune vs pruning+KD with cached or live teacher",
                    settings, results, comparison, output)
+
+
+def load_checkpoint(folder: Path):
+    """A cell's task model as its config names it (width-pruned checkpoints included), safetensors only."""
+    import transformers
+
+    from zoo import width
+
+    architecture = (transformers.AutoConfig.from_pretrained(folder).architectures or [""])[0]
+    model_class = getattr(transformers, architecture, None)
+    if model_class is None:
+        raise ZooError(f"{folder}/config.json names no known architecture ({architecture!r})")
+    return width.from_pretrained(model_class, str(folder))
+
+
+def cell_speed(cell_dir: Path, threads: int) -> dict:
+    """Speed and size of one matrix cell as it is served: PyTorch for an fp32 cell, ONNX Runtime
+    for a quantised one (its model.int8.onnx). FLOPs are the fp32 graph's (int8 does the same
+    arithmetic in cheaper units)."""
+    import torch
+
+    from zoo.onnx_export import INT8_FILE, OrtModel
+
+    model = load_checkpoint(cell_dir)
+    int8 = cell_dir / INT8_FILE
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        runner = OrtModel(int8, threads=threads) if int8.is_file() else model
+        measured = speed.measure(runner, model.get_input_embeddings().num_embeddings)
+    finally:
+        torch.set_num_threads(previous)
+    return {**measured, "size_bytes": speed.size_on_disk(int8 if int8.is_file() else cell_dir / "model.safetensors"),
+            "flops": {f"b1_s{s}": speed.flops(model, s) for s in (128, 384)}, "params": speed.param_counts(model),
+            "provenance": provenance.collect()}
+
+
+def is_reference(cell: dict) -> bool:
+    """The dense, uncompressed cell of a task: what every other cell's speedup is measured against."""
+    return (cell["target_sparsity"] == 0 and cell["layers"] == cell["base_layers"] and cell.get("width", 1.0) == 1.0
+            and cell.get("quant", "none") == "none" and not cell["distilled"])
+
+
+def speed_vs_flops(rows: list[dict]) -> list[dict]:
+    """Each cell's measured latency speedup over its task's reference cell beside its FLOPs
+    ratio; the target is speedup >= 0.8 x FLOPs ratio."""
+    references = {r["task"]: r for r in rows if is_reference(r["labels"])}
+    out = []
+    for r in rows:
+        base = references.get(r["task"])
+        if base is None:
+            continue
+        entry = {"cell": r["cell"], "task": r["task"], "engine": r["engine"], "score": r["score"],
+                 "flops_ratio": round(base["flops"]["b1_s128"] / r["flops"]["b1_s128"], 3)}
+        sibling = next((x for x in rows if x["cell"] == r["cell"].removesuffix("-" + r["labels"].get("quant", "none"))), None)
+        if r["labels"].get("quant", "none") != "none" and sibling:
+            entry["score_change_vs_unquantised"] = round(r["score"] - sibling["score"], 2)
+        for seq in (128, 384):
+            key = f"latency_b1_s{seq}"
+            entry[f"speedup_s{seq}"] = round(base["runs"][key]["median_ms"] / r["runs"][key]["median_ms"], 3)
+            entry[f"speedup_over_flops_ratio_s{seq}"] = round(entry[f"speedup_s{seq}"] / entry["flops_ratio"], 3)
+        out.append(entry)
+    return out
+
+
+def cells_speed(root: Path, family: str, threads: int, output: str, progress: Progress, patterns: list[str] | None = None) -> dict:
+    """`bench.json` beside every complete cell under `root` (the tables' speed columns), and one
+    JSON under results/bench/ with every cell's speed and the speedup-vs-FLOPs table."""
+    import fnmatch
+    import json
+
+    cells = sorted(p.parent for p in Path(root).glob("*/metrics.json"))
+    if patterns:
+        cells = [c for c in cells if any(fnmatch.fnmatch(c.name, p) for p in patterns)]
+    if not cells:
+        raise ZooError(f"no complete cells under {root}; run `zoo matrix {family}` first")
+    task_id = progress.add_task("bench cells", total=len(cells))
+    rows = []
+    for cell_dir in cells:
+        record = cell_speed(cell_dir, threads)
+        write_json(cell_dir / "bench.json", record)
+        metrics = json.loads((cell_dir / "metrics.json").read_text())
+        headline = results.metric_names(metrics["task"])[0]
+        rows.append({"cell": cell_dir.name, "task": metrics["task"], "labels": metrics["cell"], "score": round(metrics["metrics"][headline], 2), **record})
+        progress.advance(task_id)
+    settings = {"root": str(root), "threads": threads,
+                "inputs": "synthetic token ids, full attention mask; batch 1 at 128 and 384 tokens, batch 32 at 128"}
+    per_cell = {r["cell"]: {k: r[k] for k in ("engine", "runs", "size_bytes", "flops", "params", "load_avg_1min")} for r in rows}
+    comparison = speed_vs_flops(rows)
+    record = _record(f"{family}-cell-speed", "CPU latency/throughput of every matrix cell as served (PyTorch fp32, ONNX Runtime int8)",
+                     settings, per_cell, {"speedup_vs_flops": comparison, "target": "speedup >= 0.8 x flops_ratio"}, output)
+    Path(output).with_suffix(".md").write_text(speed_markdown(comparison, record), encoding="utf-8")
+    return record
+
+
+def speed_markdown(comparison: list[dict], record: dict) -> str:
+    """The committed table of FLOPs ratio vs measured speedup (and int8's score change)."""
+    import pandas as pd
+
+    machine, prov = record["provenance"]["machine"], record["provenance"]
+    df = pd.DataFrame(comparison)
+    df["meets 0.8 x FLOPs (s128 / s384)"] = [
+        "n/a (same FLOPs)" if r["flops_ratio"] == 1 else
+        " / ".join("yes" if r[f"speedup_over_flops_ratio_s{s}"] >= 0.8 else "no" for s in (128, 384)) for r in comparison]
+    header = (f"Produced by `{prov['command']}` on {machine['device']}, {machine['cpu_count']} CPU cores, "
+              f"{record['settings']['threads']} thread(s), {prov['date'][:10]}, git {str(prov['git']['sha'])[:10]}"
+              f"{' (with uncommitted changes)' if prov['git']['dirty'] else ''}. Speedup = reference latency / cell latency "
+              f"(batch 1; the reference is each task's dense cell); FLOPs ratio = reference FLOPs / cell FLOPs at 128 tokens.")
+    return header + "\n\n" + df.to_markdown(index=False) + "\n"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
@@ -121,6 +122,44 @@ def cmd_tables(args: argparse.Namespace) -> None:
     Console().print(f"{summary['rows']} rows -> {summary['csv']}")
 
 
+def cmd_export(args: argparse.Namespace) -> None:
+    from zoo import pipeline
+
+    record = json.loads((Path(args.checkpoint) / "metrics.json").read_text()) if (Path(args.checkpoint) / "metrics.json").is_file() else {}
+    task = args.task or record.get("task")
+    if not task:
+        raise ZooError(f"{args.checkpoint} has no metrics.json naming its task; pass --task")
+    run = pipeline.open_run(task, args.checkpoint, args.profile or record.get("profile", "cpu"), args.data_dir)
+    output = Path(args.output or Path("results") / "bench" / f"onnx-parity-{Path(args.checkpoint).name}.json")
+    with _progress() as progress:
+        result = pipeline.onnx_parity(run, output, progress, int(args.eval_examples), args.threads)
+    Console().print(f"{result['onnx_file']} ({result['onnx_bytes'] / 1e6:.1f} MB): max |logit diff| {result['max_abs_logit_diff']}; "
+                    f"metrics identical on {result['examples']} dev examples: {result['metrics_identical']} -> {output}")
+
+
+def cmd_bench_cells(args: argparse.Namespace) -> None:
+    from zoo import bench
+    from zoo.matrix import default_root
+
+    root = Path(args.root) if args.root else default_root(args.family, args.profile)
+    output = args.output or f"results/bench/{args.family}-cells-{args.profile}.json"
+    with _progress() as progress:
+        record = bench.cells_speed(root, args.family, args.threads, output, progress, args.cells)
+    Console().print(f"{len(record['results'])} cells measured -> bench.json in each cell, {output} and {Path(output).with_suffix('.md')}")
+
+
+def cmd_bench_model(args: argparse.Namespace) -> None:
+    from zoo import bench, provenance, speed
+    from zoo.io import write_json
+
+    folder = Path(args.checkpoint)
+    record = speed.bench_folder(folder, load=bench.load_checkpoint, threads=args.threads)
+    output = Path(args.output or Path("results") / "bench" / f"model-{folder.name}.json")
+    write_json(output, {"benchmark": "model-speed", "what": "PyTorch vs ONNX Runtime fp32 (and int8 when the folder has it)",
+                        **record, "provenance": provenance.collect()})
+    Console().print(f"{', '.join(record['engines'])} measured -> {output}")
+
+
 def cmd_bench_compression(args: argparse.Namespace) -> None:
     from zoo import bench
 
@@ -211,6 +250,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir")
     p.add_argument("--tolerance", type=float, default=0.1)
     p.set_defaults(func=cmd_reproduce)
+    p = sub.add_parser("export", help="export a checkpoint to ONNX and check ONNX Runtime against PyTorch on dev examples")
+    p.add_argument("checkpoint", help="a run or cell folder")
+    p.add_argument("--task", help="default: the folder's metrics.json")
+    p.add_argument("--profile", help="profile for features (default: the folder's metrics.json, else cpu)")
+    p.add_argument("--eval-examples", default="200")
+    p.add_argument("--threads", type=int)
+    p.add_argument("--data-dir")
+    p.add_argument("--output", help="default results/bench/onnx-parity-NAME.json")
+    p.set_defaults(func=cmd_export)
     p = sub.add_parser("hub-serve", help="serve a local hub folder with olah on loopback")
     p.add_argument("--dir", default="hub")
     p.add_argument("--port", type=int, default=8090)
@@ -221,6 +269,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default="minilm")
     _bench_arguments(p, steps=24, max_seq_length=384, output="results/bench/train-throughput.json")
     p.set_defaults(func=cmd_bench_train)
+    p = bench_sub.add_parser("cells", help="latency/throughput/size/FLOPs of every matrix cell (bench.json per cell) + speedup vs FLOPs")
+    p.add_argument("family")
+    p.add_argument("--profile", default="cpu")
+    p.add_argument("--root", help="folder of cell folders (default runs/FAMILY-matrix/PROFILE)")
+    p.add_argument("--cells", nargs="+", help="only cells matching these names/globs")
+    p.add_argument("--threads", type=int, default=1, help="CPU threads for both engines (default 1: steady on a shared machine)")
+    p.add_argument("--output", help="default results/bench/FAMILY-cells-PROFILE.json (+ .md)")
+    p.set_defaults(func=cmd_bench_cells)
+    p = bench_sub.add_parser("model", help="one checkpoint under PyTorch, ONNX Runtime fp32 and (if present) int8")
+    p.add_argument("checkpoint")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--output", help="default results/bench/model-NAME.json")
+    p.set_defaults(func=cmd_bench_model)
     p = bench_sub.add_parser("compression", help="pruning+KD step (cached / live teacher) vs a plain fine-tune step")
     p.add_argument("--model", default="runs/squad/dense-cpu", help="student start point")
     p.add_argument("--teacher", default="runs/squad/dense-cpu")

@@ -2,7 +2,9 @@
 
 The training loop (zoo/train.py) calls the manager at fixed points and knows nothing about
 pruning or distillation; the manager knows nothing about tasks beyond the adapter's
-`output_names` / `per_token_outputs`. Order within a step:
+`output_names` / `per_token_outputs` / `logit_loss`. Before training, `prepare` makes the
+structural changes (layer drop, then width pruning scored on calibration batches); after
+training the pipeline applies `quantization`, if any. Order within a step:
 
     before_step(step)        -> GMP: update masks when the schedule says so
     forward(**model_kwargs)  -> hidden states / attentions only when distillation needs them
@@ -20,8 +22,9 @@ import torch.nn.functional as F
 
 from zoo.distill import CachedTeacher, LiveTeacher, attention_mse, hidden_mse, soft_logit_loss, uniform_layer_map
 from zoo.errors import ZooError
+from zoo import width
 from zoo.layers import drop_layers, encoder_layers
-from zoo.recipe import Distillation, LayerDrop, MagnitudePruning, Recipe
+from zoo.recipe import Distillation, LayerDrop, MagnitudePruning, Quantization, Recipe, WidthPruning
 from zoo.sparsity import MaskSet, gmp_sparsity, target_names
 
 TEACHER_CACHE = Path(".cache") / "teacher"
@@ -34,7 +37,9 @@ class Manager:
         self.logit_loss = logit_loss  # the adapter's choice: "kl" (class distributions) or "mse" (regression)
         self.pruning: MagnitudePruning | None = _at_most_one(recipe.of_type(MagnitudePruning), "magnitude_pruning")
         self.layer_drop: LayerDrop | None = _at_most_one(recipe.of_type(LayerDrop), "layer_drop")
+        self.width: WidthPruning | None = _at_most_one(recipe.of_type(WidthPruning), "width_pruning")
         self.distillation: Distillation | None = _at_most_one(recipe.of_type(Distillation), "distillation")
+        self.quantization: Quantization | None = _at_most_one(recipe.of_type(Quantization), "quantization")
         self.masks: MaskSet | None = None
         self.teacher = None
         self.layer_map: list[int] = []
@@ -46,20 +51,29 @@ class Manager:
         """Validate the recipe against the model before any work (layer indices, teacher)."""
         if self.layer_drop:
             self.layer_drop.kept_layers(num_layers)
+        if self.width and self.distillation and self.distillation.attention_mse > 0:
+            raise ZooError("width_pruning with distillation.attention_mse: the student keeps fewer heads than the teacher, "
+                           "so their attention maps do not pair up; use hidden_mse instead")
         if self.distillation and not (Path(self.distillation.teacher) / "model.safetensors").is_file():
             raise ZooError(
                 f"distillation teacher {self.distillation.teacher} has no model.safetensors; "
                 f"fine-tune it first (zoo finetune ...) or fix 'teacher' in the recipe"
             )
 
-    def prepare(self, model: torch.nn.Module) -> torch.nn.Module:
-        """Structural changes, before the optimizer sees the parameters."""
+    def prepare(self, model: torch.nn.Module, calibration: Callable[[int], list[dict]] | None = None) -> torch.nn.Module:
+        """Structural changes, before the optimizer sees the parameters. `calibration(n)` gives
+        labelled batches covering n training features (width pruning scores units on them)."""
         num_layers = len(encoder_layers(model)) if self.layer_drop else model.config.num_hidden_layers
         self.check(num_layers)
         if self.layer_drop:
             keep = self.layer_drop.kept_layers(num_layers)
             drop_layers(model, keep)
             self.report["layers_kept"] = keep
+        if self.width:
+            if calibration is None:
+                raise ZooError("width_pruning needs calibration batches (training features); none were given")
+            head_scores, neuron_scores = width.importance(model, calibration(self.width.calibration_examples))
+            self.report["width"] = width.prune_width(model, head_scores, neuron_scores, self.width.width)
         if self.distillation and self.distillation.attention_mse > 0:
             model.set_attn_implementation("eager")  # sdpa returns no attention maps
         return model

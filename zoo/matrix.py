@@ -26,9 +26,14 @@ from zoo.recipe import Recipe, parse_recipe
 
 
 class Axes(Strict):
-    sparsity: list[float] = Field(min_length=1)
-    layers: list[int] = Field(min_length=1)
-    distill: list[bool] = Field(min_length=1)
+    """One grid: every combination of the listed values. An axis left out takes its
+    uncompressed value (no sparsity, all layers, full width, no KD, no quantisation)."""
+
+    sparsity: list[float] = Field([0.0], min_length=1)
+    layers: list[int] | None = Field(None, min_length=1)  # None: the base model's depth
+    width: list[float] = Field([1.0], min_length=1)
+    distill: list[bool] = Field([False], min_length=1)
+    quant: list[Literal["none", "int8"]] = Field(["none"], min_length=1)
 
 
 class MatrixProfile(Strict):
@@ -39,10 +44,15 @@ class MatrixProfile(Strict):
     init: Literal["teacher", "base"]
     cell_train: TrainConfig
     eval_examples: int | None = Field(None, gt=0)
-    axes: Axes
+    axes: Axes | list[Axes]  # one grid, or several whose cells are joined (a cell named twice runs once)
     pruning: dict = Field(default_factory=dict)
     layer_keep: dict[int, list[int]] = Field(default_factory=dict)
+    width_pruning: dict = Field(default_factory=dict)  # settings for width cells besides `width` itself
     distillation: dict = Field(default_factory=dict)
+
+    @property
+    def grids(self) -> list[Axes]:
+        return self.axes if isinstance(self.axes, list) else [self.axes]
 
 
 @dataclass(frozen=True)
@@ -52,8 +62,15 @@ class Cell:
     model: str
     sparsity: float
     layers: int
+    width: float
     distill: bool
+    quant: str
     recipe: Recipe
+
+    @property
+    def fp32_sibling(self) -> str | None:
+        """The cell whose trained weights a quantised cell quantises."""
+        return self.name.removesuffix(f"-{self.quant}") if self.quant != "none" else None
 
 
 def model_tag(model: str, num_layers: int) -> str:
@@ -61,9 +78,11 @@ def model_tag(model: str, num_layers: int) -> str:
     return f"{base}-l{num_layers}"
 
 
-def cell_name(tag: str, task: str, sparsity: float, layers: int, distill: bool) -> str:
-    """Parseable repo/folder name, e.g. minilm-l6-squad-s90-l3-kd (sparsity in percent)."""
-    return f"{tag}-{task}-s{round(sparsity * 100)}-l{layers}" + ("-kd" if distill else "")
+def cell_name(tag: str, task: str, sparsity: float, layers: int, distill: bool, width: float = 1.0, quant: str = "none") -> str:
+    """Parseable repo/folder name, e.g. minilm-l6-squad-s90-l3-kd or minilm-l6-squad-s0-l6-w50-kd-int8
+    (sparsity and width in percent; full width and no quantisation are left out)."""
+    return (f"{tag}-{task}-s{round(sparsity * 100)}-l{layers}" + (f"-w{round(width * 100)}" if width < 1 else "")
+            + ("-kd" if distill else "") + (f"-{quant}" if quant != "none" else ""))
 
 
 def load_matrix(family: str, profile_name: str, path: str | Path | None = None) -> tuple[MatrixProfile, Path]:
@@ -87,8 +106,10 @@ def build_cells(task: str, matrix: MatrixProfile, base_layers: int, source: str)
     """Every cell of one task's grid with its recipe, validated before anything runs."""
     model = matrix.tasks[task]
     tag = model_tag(model, base_layers)
-    cells = []
-    for sparsity, layers, distill in itertools.product(matrix.axes.sparsity, matrix.axes.layers, matrix.axes.distill):
+    cells: dict[str, Cell] = {}
+    combos = [combo for grid in matrix.grids
+              for combo in itertools.product(grid.sparsity, grid.layers or [base_layers], grid.width, grid.distill, grid.quant)]
+    for sparsity, layers, width, distill, quant in combos:
         if not 0 < layers <= base_layers:
             raise ZooError(f"{source}: axes.layers value {layers} is out of range for {model} with {base_layers} layers (1..{base_layers})")
         modifiers = []
@@ -97,17 +118,24 @@ def build_cells(task: str, matrix: MatrixProfile, base_layers: int, source: str)
         if layers < base_layers:
             keep = matrix.layer_keep.get(layers)
             modifiers.append({"type": "layer_drop", "keep": keep} if keep else {"type": "layer_drop", "strategy": "spread", "n": layers})
+        if width < 1:
+            modifiers.append({"type": "width_pruning", "width": width, **matrix.width_pruning})
         if distill:
             modifiers.append({"type": "distillation", "teacher": str(teacher_dir(matrix, task)), **matrix.distillation})
-        name = cell_name(tag, task, sparsity, layers, distill)
+        if quant == "int8":
+            modifiers.append({"type": "quantization", "scheme": "int8_dynamic"})
+        name = cell_name(tag, task, sparsity, layers, distill, width, quant)
         recipe = parse_recipe({"modifiers": modifiers}, f"{source} (cell {name})")
         for drop in recipe.modifiers:
             if drop.type == "layer_drop":
                 kept = drop.kept_layers(base_layers)
                 if len(kept) != layers:
                     raise ZooError(f"{source}: layer_keep for {layers} layers lists {len(kept)} layers")
-        cells.append(Cell(name, task, model, sparsity, layers, distill, recipe))
-    return cells
+        cells.setdefault(name, Cell(name, task, model, sparsity, layers, width, distill, quant, recipe))
+    missing = [c.name for c in cells.values() if c.fp32_sibling and c.fp32_sibling not in cells]
+    if missing:
+        raise ZooError(f"{source}: quantised cell {missing[0]} needs its unquantised cell in the matrix too (it quantises those weights)")
+    return sorted(cells.values(), key=lambda c: c.quant != "none")  # unquantised cells first: the quantised ones reuse them
 
 
 def select(cells: list[Cell], patterns: list[str] | None) -> list[Cell]:
@@ -120,15 +148,16 @@ def select(cells: list[Cell], patterns: list[str] | None) -> list[Cell]:
 
 
 def estimate_seconds(cell: Cell, matrix: MatrixProfile, base_layers: int, teacher: dict | None) -> float | None:
-    """Rough cost from the dense run's own timings, scaled by depth (None before that run exists)."""
+    """Rough cost from the dense run's own timings, scaled by depth and width (None before that run
+    exists); a quantised cell only exports and scores."""
     if not teacher:
         return None
     per_example_epoch = teacher["train"]["seconds"] / (teacher["train"]["examples"] * teacher["config"]["train"]["epochs"])
     per_question = teacher["timings_s"]["evaluate"] / teacher["eval"]["examples"]
     train_examples = matrix.cell_train.max_examples or teacher["data"]["train"]["available_examples"]
     eval_questions = matrix.eval_examples or teacher["data"]["dev"]["available_examples"]
-    depth = cell.layers / base_layers
-    return depth * (per_example_epoch * train_examples * matrix.cell_train.epochs + per_question * eval_questions)
+    training = 0.0 if cell.fp32_sibling else per_example_epoch * train_examples * matrix.cell_train.epochs
+    return cell.layers / base_layers * cell.width * (training + per_question * eval_questions)
 
 
 def default_root(family: str, profile_name: str) -> Path:
@@ -192,8 +221,15 @@ def run(family: str, profile_name: str, progress, *, matrix_file: str | None = N
             cell_run = pipeline.open_run(cell.task, init, matrix.finetune_profile, data_dir)
             cell_run.profile = cell_run.profile.model_copy(update={"train": matrix.cell_train})
             labels = {"name": cell.name, "matrix_profile": profile_name, "base_model": cell.model, "base_layers": base_layers[cell.task],
-                      "target_sparsity": cell.sparsity, "layers": cell.layers, "distilled": cell.distill, "init": matrix.init}
-            pipeline.finetune(cell_run, cell_dir, progress, matrix.eval_examples, recipe=cell.recipe, cell=labels)
+                      "target_sparsity": cell.sparsity, "layers": cell.layers, "width": cell.width, "distilled": cell.distill,
+                      "quant": cell.quant, "init": matrix.init}
+            if cell.fp32_sibling:
+                sibling = root_dir / cell.fp32_sibling
+                if not is_complete(sibling):
+                    raise ZooError(f"cell {cell.name} quantises {sibling}, which is not complete; run that cell first")
+                pipeline.quantize_trained(cell_run, sibling, cell_dir, progress, matrix.eval_examples, cell.recipe, labels)
+            else:
+                pipeline.finetune(cell_run, cell_dir, progress, matrix.eval_examples, recipe=cell.recipe, cell=labels)
             for task_id in set(progress.task_ids) - before:
                 progress.remove_task(task_id)
             phases[cell.name] = round(time.perf_counter() - cell_started, 1)

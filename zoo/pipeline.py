@@ -7,25 +7,29 @@ so an interrupted run never leaves a folder that looks finished.
 
 from __future__ import annotations
 
+import json
 import shutil
+import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from datasets import Dataset
 from rich.progress import Progress
 
 from tasks import get_adapter
 from tasks.base import TaskAdapter
-from zoo import provenance
+from zoo import onnx_export, provenance
+from zoo.batching import collate
 from zoo.data import data_root
 from zoo.engine import Manager, build_teacher_source
 from zoo.io import replace_dir, sha256_file, write_json
 from zoo.models import resolve_model
 from zoo.predict import predict
 from zoo.profiles import Profile, load_profile, parse_task_config
-from zoo.recipe import DEFAULT_PRUNE_TARGETS, Recipe, dump_recipe
+from zoo.recipe import DEFAULT_PRUNE_TARGETS, Quantization, Recipe, dump_recipe
 from zoo.sparsity import measure_sparsity, target_names
 from zoo.train import batch_plan, train
 
@@ -146,13 +150,35 @@ def _staging(run_dir: Path) -> Path:
 
 def measure_checkpoint(run_dir: Path, targets: list[str]) -> dict:
     """What the saved checkpoint really is, read back from disk: sparsity over the targeted
-    weights, total and non-zero parameters, encoder depth."""
+    weights, total and non-zero parameters, encoder depth and width."""
     from safetensors.torch import load_file
     from transformers import AutoConfig
 
     state = load_file(run_dir / "model.safetensors")
     names = target_names(state, targets, [])
-    return {"num_hidden_layers": AutoConfig.from_pretrained(run_dir).num_hidden_layers, **measure_sparsity(state, names)}
+    config = AutoConfig.from_pretrained(run_dir)
+    heads = getattr(config, "zoo_attention_heads", None) or config.num_attention_heads
+    return {"num_hidden_layers": config.num_hidden_layers, "attention_heads": heads, "intermediate_size": config.intermediate_size,
+            **measure_sparsity(state, names)}
+
+
+def calibration_batches(features, batch_size: int, seed: int, pad_id: int):
+    """`batches(n)`: a seeded random n training features, collated with their labels."""
+    def batches(n: int) -> list[dict]:
+        chosen = np.random.default_rng(seed).permutation(len(features.rows))[:n]
+        return [collate([features.rows[i] for i in chosen[k : k + batch_size]], pad_id=pad_id) for k in range(0, len(chosen), batch_size)]
+    return batches
+
+
+def quantize_into(model, adapter: TaskAdapter, folder: Path, modifier: Quantization) -> tuple[onnx_export.OrtModel, dict]:
+    """Post-training quantisation: ONNX export of the trained model, dynamic int8 weights,
+    written as `folder/model.int8.onnx`; returns the ONNX Runtime model to score."""
+    with tempfile.TemporaryDirectory(prefix="zoo-onnx-") as tmp:
+        fp32 = onnx_export.export(model, tmp, output_names=adapter.output_names)
+        int8 = onnx_export.quantize_int8(fp32, folder / onnx_export.INT8_FILE, per_channel=modifier.per_channel)
+        report = {"scheme": modifier.scheme, "per_channel": modifier.per_channel, "engine": "onnxruntime",
+                  "onnx_fp32_bytes": fp32.stat().st_size, "onnx_int8_bytes": int8.stat().st_size}
+    return onnx_export.OrtModel(int8), report
 
 
 def prune_targets(recipe: dict) -> list[str]:
@@ -182,7 +208,8 @@ def finetune(run: Run, run_dir: Path, progress: Progress, eval_limit: int | None
     with phases("tokenize_train"):
         features = run.adapter.train_features(examples, bar(progress, "tokenise train", len(examples)))
     with phases("load_model"):
-        model = manager.prepare(run.adapter.build_model(run.model_path))
+        calibration = calibration_batches(features, run.profile.eval.batch_size, cfg.seed, run.pad_id)
+        model = manager.prepare(run.adapter.build_model(run.model_path), calibration)
     with phases("teacher"):
         teacher_cache = build_teacher_source(
             manager, run.adapter, features, model.config.num_hidden_layers,
@@ -204,8 +231,54 @@ def finetune(run: Run, run_dir: Path, progress: Progress, eval_limit: int | None
             (staging / "recipe.yaml").write_text(dump_recipe(recipe), encoding="utf-8")
     targets = prune_targets(manager.recipe.model_dump(mode="json"))
     record["compression"] = {**manager.report, "teacher_cache": teacher_cache, "measured": measure_checkpoint(staging, targets)}
+    if manager.quantization:
+        with phases("quantize"):
+            model, record["compression"]["quantization"] = quantize_into(model, run.adapter, staging, manager.quantization)
     predictions = _evaluate(run, model, eval_limit, progress, phases, record)
     return _finish(run_dir, staging, record, predictions, phases, started)
+
+
+def quantize_trained(run: Run, source_dir: Path, run_dir: Path, progress: Progress, eval_limit: int | None,
+                     recipe: Recipe, cell: dict) -> dict:
+    """A quantised cell from an already trained one (its fp32 sibling in the matrix): the same
+    weights, quantised after training as the recipe's `quantization` says, then scored."""
+    started, phases = time.perf_counter(), Phases()
+    source = json.loads((Path(source_dir) / "metrics.json").read_text())
+    record = {**_new_record(run, "quantize"), "cell": cell, "train": {**source["train"], "trained_in": str(source_dir)}}
+    manager = Manager(recipe, run.adapter.output_names, run.adapter.logit_loss)
+    staging = _staging(run_dir)
+    for file in Path(source_dir).iterdir():
+        if file.is_file() and file.name not in ("metrics.json", "predictions.json", "bench.json"):
+            shutil.copy2(file, staging / file.name)
+    (staging / "recipe.yaml").write_text(dump_recipe(recipe), encoding="utf-8")
+    with phases("quantize"):
+        model = run.adapter.build_model(str(source_dir))
+        ort_model, report = quantize_into(model, run.adapter, staging, manager.quantization)
+    record["compression"] = {**source["compression"], "recipe": recipe.model_dump(mode="json"), "quantization": report}
+    predictions = _evaluate(run, ort_model, eval_limit, progress, phases, record)
+    return _finish(run_dir, staging, record, predictions, phases, started)
+
+
+def onnx_parity(run: Run, output: Path, progress: Progress, eval_limit: int | None, threads: int | None = None) -> dict:
+    """Export `run.model_path` to ONNX (`model.onnx` beside the checkpoint) and score PyTorch and
+    ONNX Runtime on the same dev examples: the largest logit difference and both metric sets."""
+    model = run.adapter.build_model(run.model_path)
+    path = onnx_export.export(model, Path(run.model_path), output_names=run.adapter.output_names)
+    record = _new_record(run, "onnx-parity")
+    examples = _load(run, "dev", eval_limit, run.profile.eval.seed, record)
+    features = run.adapter.eval_features(examples, bar(progress, "tokenise dev", len(examples)))
+    scored = {}
+    for engine, runner in (("pytorch", model), ("onnxruntime", onnx_export.OrtModel(path, threads=threads))):
+        outputs = predict(runner, features, run.adapter.output_names, run.profile.eval.batch_size, run.adapter.per_token_outputs,
+                          pad_id=run.pad_id, on_batch=bar(progress, f"predict {engine}", len(features.rows)))
+        scored[engine] = (outputs, run.adapter.score(examples, features, outputs)[0])
+    diff = {name: float(max(np.abs(a - b).max() for a, b in zip(scored["pytorch"][0][name], scored["onnxruntime"][0][name])))
+            for name in run.adapter.output_names}
+    metrics = {engine: value[1] for engine, value in scored.items()}
+    record |= {"onnx_file": str(path), "onnx_bytes": path.stat().st_size, "examples": len(examples), "features": len(features.rows),
+               "max_abs_logit_diff": diff, "metrics": metrics, "metrics_identical": metrics["pytorch"] == metrics["onnxruntime"]}
+    write_json(output, record)
+    return record
 
 
 def evaluate(run: Run, run_dir: Path, progress: Progress, eval_limit: int | None) -> dict:

@@ -11,9 +11,17 @@ from tasks.base import FeatureSet
 from zoo.batching import collate, sorted_batches
 
 
+def _device(model) -> torch.device:
+    """Where the model's inputs go: its parameters' device; cpu for a model without
+    parameters (an ONNX Runtime `OrtModel`)."""
+    parameters = getattr(model, "parameters", None)
+    first = next(iter(parameters()), None) if callable(parameters) else None
+    return first.device if first is not None else torch.device("cpu")
+
+
 @torch.no_grad()
 def predict(
-    model: torch.nn.Module,
+    model: torch.nn.Module,  # or a zoo.onnx_export.OrtModel
     features: FeatureSet,
     output_names: tuple[str, ...],
     batch_size: int,
@@ -22,7 +30,7 @@ def predict(
     on_batch: Callable[[int], None] | None = None,
 ) -> dict[str, list[np.ndarray]]:
     model.eval()
-    device = next(model.parameters()).device
+    device = _device(model)
     lengths = features.lengths
     outputs: dict[str, list] = {name: [None] * len(features.rows) for name in output_names}
     for indices in sorted_batches(lengths, batch_size):

@@ -10,8 +10,12 @@ the training run (`0.0` = first step, `1.0` = last) or absolute steps (`unit: st
         end: 0.6
       - type: layer_drop
         keep: [0, 2, 5]
+      - type: width_pruning          # structured: keep the most important heads/FFN neurons, slice
+        width: 0.5
       - type: distillation
         teacher: runs/squad/dense-cpu
+      - type: quantization           # post-training: ONNX export + dynamic int8 (ONNX Runtime)
+        scheme: int8_dynamic
 """
 
 from __future__ import annotations
@@ -104,8 +108,26 @@ class Distillation(Modifier):
         return self
 
 
-AnyModifier = Annotated[MagnitudePruning | LayerDrop | Distillation, Field(discriminator="type")]
-MODIFIER_TYPES = ("magnitude_pruning", "layer_drop", "distillation")
+class WidthPruning(Modifier):
+    """DynaBERT-style width: before training, score heads and FFN neurons on calibration
+    batches (zoo/width.py), keep the top `width` fraction in every layer and slice the weights."""
+
+    type: Literal["width_pruning"]
+    width: float = Field(gt=0, le=1, description="fraction of attention heads and FFN neurons kept per layer")
+    calibration_examples: int = Field(256, gt=0, description="training features the importance scores are summed over")
+
+
+class Quantization(Modifier):
+    """After training: export to ONNX and quantise weights to int8 (ONNX Runtime dynamic
+    quantisation); the cell is scored with the int8 model."""
+
+    type: Literal["quantization"]
+    scheme: Literal["int8_dynamic"] = "int8_dynamic"
+    per_channel: bool = True
+
+
+AnyModifier = Annotated[MagnitudePruning | LayerDrop | WidthPruning | Distillation | Quantization, Field(discriminator="type")]
+MODIFIER_TYPES = ("magnitude_pruning", "layer_drop", "width_pruning", "distillation", "quantization")
 
 
 class Recipe(BaseModel):

@@ -16,16 +16,30 @@ import pandas as pd
 from tasks import get_adapter
 from zoo.errors import ZooError
 
-HEAD = ["cell", "model", "task", "target_sparsity", "measured_sparsity", "layers", "distilled", "total_params", "nonzero_params"]
+HEAD = ["cell", "model", "task", "target_sparsity", "measured_sparsity", "layers", "width", "quant", "distilled", "total_params",
+        "nonzero_params"]
+SPEED = ["latency_b1_s128_ms", "latency_b1_s384_ms", "throughput_b32_s128", "size_mb", "gflops_s128"]  # from `zoo bench cells`
 TAIL = ["dev_examples", "train_steps", "wall_time_s", "profile"]
 SHOWN = {"target_sparsity": "target sparsity %", "measured_sparsity": "measured sparsity %", "nonzero_params": "non-zero params",
          "total_params": "total params", "exact_match": "EM", "f1": "F1", "accuracy": "acc", "matthews_correlation": "MCC",
-         "spearmanr": "spearman", "dev_examples": "dev examples", "train_steps": "train steps", "wall_time_s": "wall time s"}
+         "spearmanr": "spearman", "dev_examples": "dev examples", "train_steps": "train steps", "wall_time_s": "wall time s",
+         "latency_b1_s128_ms": "ms b1x128", "latency_b1_s384_ms": "ms b1x384", "throughput_b32_s128": "seq/s b32x128",
+         "size_mb": "size MB", "gflops_s128": "GFLOPs x128"}
 
 
 def metric_names(task: str) -> tuple[str, ...]:
     """The task's reported metrics (the same list its model card's model-index carries); the first is its headline."""
     return get_adapter(task).hub_card(task)["metrics"]
+
+
+def speed_columns(bench: dict | None) -> dict:
+    """The speed columns of a row from the cell's bench.json (empty until `zoo bench cells` ran)."""
+    if not bench:
+        return {}
+    runs = bench["runs"]
+    return {"latency_b1_s128_ms": runs["latency_b1_s128"]["median_ms"], "latency_b1_s384_ms": runs["latency_b1_s384"]["median_ms"],
+            "throughput_b32_s128": runs["throughput_b32_s128"]["sequences_per_second"],
+            "size_mb": round(bench["size_bytes"] / 1e6, 1), "gflops_s128": round(bench["flops"]["b1_s128"] / 1e9, 3)}
 
 
 def row_of(record: dict) -> dict:
@@ -37,10 +51,13 @@ def row_of(record: dict) -> dict:
         "target_sparsity": cell["target_sparsity"],
         "measured_sparsity": round(measured["sparsity"], 4),
         "layers": measured["num_hidden_layers"],
+        "width": cell.get("width", 1.0),
+        "quant": cell.get("quant", "none"),
         "distilled": cell["distilled"],
         "total_params": measured["total_params"],
         "nonzero_params": measured["nonzero_params"],
         **{m: round(record["metrics"][m], 2) for m in metric_names(record["task"])},
+        **speed_columns(record.get("bench")),
         "dev_examples": record["eval"]["examples"],
         "train_steps": record["train"]["steps"],
         "wall_time_s": record["timings_s"]["total"],
@@ -49,7 +66,12 @@ def row_of(record: dict) -> dict:
 
 
 def load_records(root: Path) -> list[dict]:
-    records = [json.loads(p.read_text()) for p in sorted(Path(root).glob("*/metrics.json"))]
+    """Each cell's metrics.json, with its bench.json (speed, written later) as record['bench']."""
+    records = []
+    for path in sorted(Path(root).glob("*/metrics.json")):
+        record = json.loads(path.read_text())
+        bench = path.parent / "bench.json"
+        records.append(record | ({"bench": json.loads(bench.read_text())} if bench.is_file() else {}))
     if not records:
         raise ZooError(f"no cell results (*/metrics.json) under {root}; run the matrix first (make squad-matrix)")
     return records
@@ -59,10 +81,11 @@ def table(records: list[dict]) -> pd.DataFrame:
     """One row per cell; metric columns are the union over the tasks present (empty where a task lacks one)."""
     tasks = list(dict.fromkeys(r["task"] for r in records))
     metrics = list(dict.fromkeys(m for t in tasks for m in metric_names(t)))
-    df = pd.DataFrame([row_of(r) for r in records], columns=HEAD + metrics + TAIL)
-    df["task_order"] = df.task.map(tasks.index)
-    df = df.sort_values(["task_order", "layers", "target_sparsity", "distilled"], ascending=[True, False, True, True])
-    return df.drop(columns="task_order").reset_index(drop=True)
+    df = pd.DataFrame([row_of(r) for r in records], columns=HEAD + metrics + SPEED + TAIL)
+    order = df.assign(task_order=df.task.map(tasks.index), quantised=df.quant != "none")
+    order = order.sort_values(["task_order", "quantised", "layers", "width", "target_sparsity", "distilled"],
+                              ascending=[True, True, False, False, True, True])
+    return df.loc[order.index].reset_index(drop=True)
 
 
 def provenance_line(records: list[dict]) -> str:
@@ -143,7 +166,7 @@ def build(family: str, root: Path, out_dir: Path, readme: Path | None, archive: 
         for record_path in sorted(Path(root).glob("*/metrics.json")):
             target = Path(archive) / record_path.parent.name
             target.mkdir(parents=True, exist_ok=True)
-            for name in ("metrics.json", "recipe.yaml", "predictions.json"):
+            for name in ("metrics.json", "bench.json", "recipe.yaml", "predictions.json"):
                 if (record_path.parent / name).is_file():
                     shutil.copy2(record_path.parent / name, target / name)
     if readme:
