@@ -14,7 +14,7 @@ from tests.conftest import run_matrix
 from zoo import results
 from zoo.errors import ZooError
 
-COLUMNS = results.HEAD + ["exact_match", "f1"] + results.TAIL
+COLUMNS = results.HEAD + ["exact_match", "f1"] + results.SPEED + results.TAIL
 COMPARED = [c for c in COLUMNS if c != "wall_time_s"]
 
 

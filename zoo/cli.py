@@ -145,6 +145,12 @@ def cmd_bench_cells(args: argparse.Namespace) -> None:
     output = args.output or f"results/bench/{args.family}-cells-{args.profile}.json"
     with _progress() as progress:
         record = bench.cells_speed(root, args.family, args.threads, output, progress, args.cells)
+    readme = Path(args.readme) if args.readme else None
+    if readme and f"<!-- results:{args.family}-speed:start -->" in readme.read_text(encoding="utf-8"):
+        from zoo.results import replace_between_markers
+
+        table = Path(output).with_suffix(".md").read_text(encoding="utf-8")
+        readme.write_text(replace_between_markers(readme.read_text(encoding="utf-8"), f"{args.family}-speed", table), encoding="utf-8")
     Console().print(f"{len(record['results'])} cells measured -> bench.json in each cell, {output} and {Path(output).with_suffix('.md')}")
 
 
@@ -276,6 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cells", nargs="+", help="only cells matching these names/globs")
     p.add_argument("--threads", type=int, default=1, help="CPU threads for both engines (default 1: steady on a shared machine)")
     p.add_argument("--output", help="default results/bench/FAMILY-cells-PROFILE.json (+ .md)")
+    p.add_argument("--readme", default="README.md", help="README whose FAMILY-speed results markers get the table ('' to skip)")
     p.set_defaults(func=cmd_bench_cells)
     p = bench_sub.add_parser("model", help="one checkpoint under PyTorch, ONNX Runtime fp32 and (if present) int8")
     p.add_argument("checkpoint")

@@ -16,6 +16,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+import pandas as pd
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from tasks import family_tasks, get_adapter
@@ -24,6 +25,7 @@ from zoo.errors import ZooError
 from zoo.io import write_json
 
 REPO_FILES = ("model.safetensors", "config.json", "tokenizer.json", "tokenizer_config.json", "recipe.yaml", "metrics.json")
+OPTIONAL_FILES = ("model.int8.onnx", "bench.json")  # a quantised cell's served model; speed measured by `zoo bench cells`
 INDEX_REPO = "zoo-index-{family}"  # lists an org's repos of a family where the server cannot (olah has no /api/models listing)
 TRANSPLANT = "minilm-zh"
 LICENSE = "apache-2.0"
@@ -73,6 +75,16 @@ def model_card(record: dict, row: dict, table_md: str, org: str) -> ModelCard:
         "",
         f"- measured sparsity over the pruned encoder weights: {100 * measured['sparsity']:.2f}% (target {100 * cell['target_sparsity']:.0f}%)",
         f"- layers kept: {compression.get('layers_kept', 'all')} → {measured['num_hidden_layers']} layers",
+        *([f"- width: {compression['width']['heads_kept']} of {compression['width']['heads_total']} attention heads and "
+           f"{compression['width']['neurons_kept']} of {compression['width']['neurons_total']} FFN neurons per layer, physically "
+           f"sliced; stock `from_pretrained` cannot express fewer heads at this hidden size, so load it with "
+           f"`zoo.width.from_pretrained(AutoModelFor..., path)` (config key `zoo_attention_heads`)"] if "width" in compression else []),
+        *([f"- int8: `model.int8.onnx`, ONNX Runtime dynamic quantisation of these weights (per-channel int8 MatMul weights); "
+           f"the scores below are the int8 model's"] if "quantization" in compression else []),
+        *([f"- speed ({'ONNX Runtime int8' if row['quant'] != 'none' else 'PyTorch fp32'}, {record.get('bench', {}).get('threads')} CPU thread(s)): {row['latency_b1_s128_ms']:.1f} ms at "
+           f"batch 1 x 128 tokens, {row['latency_b1_s384_ms']:.1f} ms at 1 x 384, {row['throughput_b32_s128']:.1f} sequences/s at "
+           f"32 x 128; {row['size_mb']:.1f} MB; {row['gflops_s128']:.2f} GFLOPs per 128-token sequence"]
+          if pd.notna(row.get("latency_b1_s128_ms")) else []),
         f"- parameters: {measured['total_params']:,} total, {measured['nonzero_params']:,} non-zero",
         "- distillation: " + (f"from `{distill['teacher']}`, KL at T={distill['temperature']} (alpha {distill['alpha']}), "
                                 f"hidden-state MSE x{distill['hidden_mse']} with layer map {distill['layer_map']}" if distill else "none"),
@@ -102,7 +114,7 @@ def _linked_table(df, org: str, endpoint: str) -> str:
 
 
 def stage_repo(cell_dir: Path, card: ModelCard, into: Path) -> Path:
-    for name in REPO_FILES:
+    for name in REPO_FILES + tuple(n for n in OPTIONAL_FILES if (cell_dir / n).is_file()):
         shutil.copy2(cell_dir / name, into / name)
     card.save(into / "README.md")
     return into
