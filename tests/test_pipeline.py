@@ -58,3 +58,15 @@ def test_evaluate_rescores_a_checkpoint_identically(tiny_run, tmp_path):
         again = pipeline.evaluate(rerun, tmp_path / "eval", progress, eval_limit=10)
     assert again["metrics"] == trained["metrics"]
     assert json.loads((tmp_path / "eval" / "predictions.json").read_text()) == json.loads((tmp_path / "run" / "predictions.json").read_text())
+
+
+def test_onnx_export_parity_on_dev_examples(tiny_run, tmp_path):
+    """`zoo export`: ONNX Runtime gives PyTorch's logits (to float noise) and the same EM/F1."""
+    with Progress(disable=True) as progress:
+        pipeline.finetune(tiny_run, tmp_path / "run", progress, eval_limit=None)
+        exported = pipeline.open_run("squad", str(tmp_path / "run"), "cpu", str(tiny_run.adapter.data_root))
+        record = pipeline.onnx_parity(exported, tmp_path / "parity.json", progress, eval_limit=12)
+    assert (tmp_path / "run" / "model.onnx").is_file() and record["examples"] == 12
+    assert max(record["max_abs_logit_diff"].values()) < 1e-3
+    assert record["metrics_identical"] and record["metrics"]["pytorch"]["f1"] == record["metrics"]["onnxruntime"]["f1"]
+    assert json.loads((tmp_path / "parity.json").read_text())["metrics_identical"]
