@@ -103,3 +103,22 @@ def tiny_matrix(tmp_path, tiny_bert_dir, squad_data_root, monkeypatch):
 def run_matrix(path, data, root, **kw):
     with Progress(disable=True) as progress:
         return matrix.run("squad", "tiny", progress, matrix_file=str(path), data_dir=str(data), root=str(root), **kw)
+
+
+def teacher_then_cell(task: str, base: Path, data: Path, out: Path, modifiers: list[dict], **train) -> tuple[dict, dict]:
+    """Fine-tune a tiny teacher on `task`, then a compressed cell from it under `modifiers` plus
+    distillation from that teacher (logits + hidden MSE); returns (teacher record, cell record).
+    `train` overrides the cpu profile's training settings (e.g. batch_size=8)."""
+    from zoo import pipeline
+    from zoo.recipe import parse_recipe
+
+    def tiny_run(model):
+        run = pipeline.open_run(task, str(model), "cpu", str(data))
+        run.profile.train = run.profile.train.model_copy(update=train)
+        return run
+
+    with Progress(disable=True) as progress:
+        teacher = pipeline.finetune(tiny_run(base), out / "teacher", progress, None)
+        recipe = parse_recipe({"modifiers": [*modifiers, {"type": "distillation", "teacher": str(out / "teacher"), "hidden_mse": 1.0}]}, "r")
+        cell = pipeline.finetune(tiny_run(out / "teacher"), out / "cell", progress, None, recipe=recipe)
+    return teacher, cell

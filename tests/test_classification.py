@@ -5,16 +5,13 @@ import json
 
 import numpy as np
 import pytest
-from datasets import Dataset
-from rich.progress import Progress
 
+from conftest import teacher_then_cell
 from tasks import get_adapter
 from tasks.base import FeatureSet
 from tasks.classification import ClassificationConfig
 from tasks.metrics import accuracy, f1, matthews_correlation, pearson, spearmanr
-from zoo import pipeline
 from zoo.errors import ZooError
-from zoo.recipe import parse_recipe
 
 
 def test_metrics_against_hand_computed_values():
@@ -125,20 +122,10 @@ def test_regression_cell_with_distillation_end_to_end(tiny_bert_dir, tmp_path, m
     for split in ("train", "dev"):
         write(tmp_path / f"data/glue/STS-B/{split}.tsv", header + "\n".join(rows) + "\n")
 
-    def tiny(model):
-        run = pipeline.open_run("stsb", str(model), "cpu", str(tmp_path / "data"))
-        run.profile.train.batch_size, run.profile.train.epochs = 8, 1
-        return run
-
-    with Progress(disable=True) as progress:
-        teacher = pipeline.finetune(tiny(tiny_bert_dir), tmp_path / "teacher", progress, None)
-        assert set(teacher["metrics"]) == {"pearson", "spearmanr", "examples"}
-        recipe = parse_recipe({"modifiers": [
-            {"type": "magnitude_pruning", "final_sparsity": 0.5, "start": 0.0, "end": 0.5, "update_every": 1},
-            {"type": "layer_drop", "keep": [0]},
-            {"type": "distillation", "teacher": str(tmp_path / "teacher"), "hidden_mse": 1.0},
-        ]}, "r")
-        record = pipeline.finetune(tiny(tmp_path / "teacher"), tmp_path / "cell", progress, None, recipe=recipe)
+    modifiers = [{"type": "magnitude_pruning", "final_sparsity": 0.5, "start": 0.0, "end": 0.5, "update_every": 1},
+                 {"type": "layer_drop", "keep": [0]}]
+    teacher, record = teacher_then_cell("stsb", tiny_bert_dir, tmp_path / "data", tmp_path, modifiers, batch_size=8, epochs=1)
+    assert set(teacher["metrics"]) == {"pearson", "spearmanr", "examples"}
     assert record["compression"]["measured"]["num_hidden_layers"] == 1
     assert abs(record["compression"]["measured"]["sparsity"] - 0.5) < 0.01
     reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path / "cell", use_safetensors=True)

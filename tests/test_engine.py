@@ -10,6 +10,7 @@ from rich.progress import Progress
 from safetensors.torch import load_file
 from transformers import AutoModelForQuestionAnswering
 
+from conftest import teacher_then_cell
 from tasks.base import FeatureSet
 from zoo import pipeline
 from zoo.distill import CachedTeacher, LiveTeacher, cache_key, hidden_mse, soft_logit_loss, uniform_layer_map
@@ -175,19 +176,9 @@ def test_recipe_checked_against_model_before_any_work(tiny_bert_dir, squad_data_
 
 def test_compressed_cell_end_to_end(tiny_bert_dir, squad_data_root, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the teacher cache lives under ./.cache
-    def tiny(model):
-        run = pipeline.open_run("squad", str(model), "cpu", str(squad_data_root))
-        run.profile.train.max_examples, run.profile.train.batch_size, run.profile.train.epochs = None, 8, 2
-        return run
-
-    with Progress(disable=True) as progress:
-        pipeline.finetune(tiny(tiny_bert_dir), tmp_path / "teacher", progress, None)
-        recipe = parse_recipe({"modifiers": [
-            {"type": "magnitude_pruning", "final_sparsity": 0.8, "start": 0.0, "end": 0.5, "update_every": 1},
-            {"type": "layer_drop", "keep": [1]},
-            {"type": "distillation", "teacher": str(tmp_path / "teacher"), "hidden_mse": 1.0},
-        ]}, "r")
-        record = pipeline.finetune(tiny(tmp_path / "teacher"), tmp_path / "cell", progress, None, recipe=recipe)
+    modifiers = [{"type": "magnitude_pruning", "final_sparsity": 0.8, "start": 0.0, "end": 0.5, "update_every": 1},
+                 {"type": "layer_drop", "keep": [1]}]
+    _, record = teacher_then_cell("squad", tiny_bert_dir, squad_data_root, tmp_path, modifiers, max_examples=None, batch_size=8, epochs=2)
     measured = record["compression"]["measured"]
     assert measured["num_hidden_layers"] == 1
     assert abs(measured["sparsity"] - 0.8) < 0.005

@@ -3,14 +3,12 @@
 import numpy as np
 import pytest
 from datasets import Dataset
-from rich.progress import Progress
 
+from conftest import teacher_then_cell
 from tasks.base import FeatureSet, LoadReport
 from tasks.ner import NER_TASKS, NerAdapter, NerConfig, read_token_file
-from zoo import pipeline
 from zoo.batching import IGNORE_INDEX
 from zoo.errors import ZooError
-from zoo.recipe import parse_recipe
 
 CONLL = """-DOCSTART- -X- -X- O
 
@@ -115,18 +113,8 @@ def test_distilled_ner_cell_end_to_end(tiny_bert_dir, tmp_path, monkeypatch):
         (tmp_path / "data/conll2003").mkdir(parents=True, exist_ok=True)
         (tmp_path / "data/conll2003" / name).write_text("-DOCSTART- -X- -X- O\n\n" + "\n".join([sentence] * 24))
 
-    def tiny(model):
-        run = pipeline.open_run("conll2003", str(model), "cpu", str(tmp_path / "data"))
-        run.profile.train.batch_size, run.profile.train.epochs = 8, 1
-        return run
-
-    with Progress(disable=True) as progress:
-        pipeline.finetune(tiny(tiny_bert_dir), tmp_path / "teacher", progress, None)
-        recipe = parse_recipe({"modifiers": [
-            {"type": "magnitude_pruning", "final_sparsity": 0.5, "start": 0.0, "end": 0.5, "update_every": 1},
-            {"type": "distillation", "teacher": str(tmp_path / "teacher"), "hidden_mse": 1.0},
-        ]}, "r")
-        record = pipeline.finetune(tiny(tmp_path / "teacher"), tmp_path / "cell", progress, None, recipe=recipe)
+    pruning = {"type": "magnitude_pruning", "final_sparsity": 0.5, "start": 0.0, "end": 0.5, "update_every": 1}
+    _, record = teacher_then_cell("conll2003", tiny_bert_dir, tmp_path / "data", tmp_path, [pruning], batch_size=8, epochs=1)
     assert {"f1", "precision", "recall", "f1_PER", "f1_ORG", "f1_LOC", "f1_MISC"} <= set(record["metrics"])
     assert np.isfinite(record["train"]["final_loss_mean50"])
     assert AutoModelForTokenClassification.from_pretrained(tmp_path / "cell", use_safetensors=True).config.num_labels == 9

@@ -79,8 +79,8 @@ def model_card(record: dict, row: dict, table_md: str, org: str) -> ModelCard:
            f"{compression['width']['neurons_kept']} of {compression['width']['neurons_total']} FFN neurons per layer, physically "
            f"sliced; stock `from_pretrained` cannot express fewer heads at this hidden size, so load it with "
            f"`zoo.width.from_pretrained(AutoModelFor..., path)` (config key `zoo_attention_heads`)"] if "width" in compression else []),
-        *([f"- int8: `model.int8.onnx`, ONNX Runtime dynamic quantisation of these weights (per-channel int8 MatMul weights); "
-           f"the scores below are the int8 model's"] if "quantization" in compression else []),
+        *(["- int8: `model.int8.onnx`, ONNX Runtime dynamic quantisation of these weights (per-channel int8 MatMul weights); "
+           "the scores below are the int8 model's"] if "quantization" in compression else []),
         *([f"- speed ({'ONNX Runtime int8' if row['quant'] != 'none' else 'PyTorch fp32'}, {record.get('bench', {}).get('threads')} CPU thread(s)): {row['latency_b1_s128_ms']:.1f} ms at "
            f"batch 1 x 128 tokens, {row['latency_b1_s384_ms']:.1f} ms at 1 x 384, {row['throughput_b32_s128']:.1f} sequences/s at "
            f"32 x 128; {row['size_mb']:.1f} MB; {row['gflops_s128']:.2f} GFLOPs per 128-token sequence"]
@@ -89,8 +89,8 @@ def model_card(record: dict, row: dict, table_md: str, org: str) -> ModelCard:
         "- distillation: " + (f"from `{distill['teacher']}`, KL at T={distill['temperature']} (alpha {distill['alpha']}), "
                                 f"hidden-state MSE x{distill['hidden_mse']} with layer map {distill['layer_map']}" if distill else "none"),
         f"- {', '.join(f'{m}: {row[m]:.2f}' for m in hub['metrics'])} on {row['dev_examples']} {hub['dataset_name']} {hub['dataset_split']} examples",
-        *([f"- base model: a vocabulary transplant of all-MiniLM-L6-v2 onto the bert-base-chinese vocabulary (zoo/transplant.py), "
-           f"not a pretrained Chinese model"] if cell["base_model"] == TRANSPLANT else []), "",
+        *(["- base model: a vocabulary transplant of all-MiniLM-L6-v2 onto the bert-base-chinese vocabulary (zoo/transplant.py), "
+           "not a pretrained Chinese model"] if cell["base_model"] == TRANSPLANT else []), "",
         "## Use", "", "```python", "from transformers import pipeline", "",
         f'model = pipeline("{hub["pipeline_tag"]}", model="{org}/{name}")', "```", "",
         "## Reproduce", "", "Trained by", "", f"```bash\n{record['provenance']['command']}\n```", "",
