@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import teacher_then_cell
+from tests.conftest import teacher_then_cell
 from tasks import get_adapter
 from tasks.base import FeatureSet
 from tasks.classification import ClassificationConfig

@@ -10,7 +10,7 @@ from rich.progress import Progress
 from safetensors.torch import load_file
 from transformers import AutoModelForQuestionAnswering
 
-from conftest import teacher_then_cell
+from tests.conftest import teacher_then_cell
 from tasks.base import FeatureSet
 from zoo import pipeline
 from zoo.distill import CachedTeacher, LiveTeacher, cache_key, hidden_mse, soft_logit_loss, uniform_layer_map

@@ -212,3 +212,29 @@ def test_refused_upload_is_one_clear_error(two_cells, fake_hub):
     FakeHub.refuse_commits = True
     with pytest.raises(ZooError, match=r"the Hub refused zoo-org/\S+ \(HTTP 403\); nothing of it was committed"):
         hub.publish("squad", root, "zoo-org", api=HfApi(endpoint=fake_hub, token="hf_x"))
+
+
+def test_card_for_a_classification_cell_names_width_int8_speed_and_transplant():
+    """Cards come from adapter facts, not SQuAD assumptions: the model-index carries the task's
+    metrics, and the body says how to load a width-pruned checkpoint, that the model is int8,
+    how fast it measured, and that minilm-zh is a vocabulary transplant."""
+    cell = {"name": "minilm-zh-l6-tnews-s0-l6-w50-kd-int8", "matrix_profile": "cpu", "base_model": "minilm-zh", "base_layers": 6,
+            "target_sparsity": 0.0, "layers": 6, "width": 0.5, "distilled": True, "quant": "int8", "init": "teacher"}
+    record = {
+        "task": "tnews", "cell": cell, "metrics": {"accuracy": 41.234, "examples": 2000}, "eval": {"examples": 2000},
+        "train": {"examples": 2000, "steps": 63}, "timings_s": {"total": 80.0},
+        "provenance": {"command": "zoo matrix clue --profile cpu", "git": {"sha": "abc"}},
+        "compression": {"measured": {"sparsity": 0.0, "num_hidden_layers": 6, "total_params": 9, "nonzero_params": 9},
+                        "width": {"heads_kept": 6, "heads_total": 12, "neurons_kept": 768, "neurons_total": 1536},
+                        "quantization": {"scheme": "int8_dynamic"}},
+        "bench": {"threads": 1, "runs": {"latency_b1_s128": {"median_ms": 12.5}, "latency_b1_s384": {"median_ms": 40.0},
+                                         "throughput_b32_s128": {"sequences_per_second": 80.0}},
+                  "size_bytes": 23_000_000, "flops": {"b1_s128": 1_500_000_000}},
+    }
+    row = results.row_of(record)
+    card = hub.model_card(record, row, "(table)", "zoo-test")
+    assert [(r.metric_type, r.metric_value, r.dataset_type) for r in card.data.eval_results] == [("accuracy", 41.23, "clue/clue")]
+    assert card.data.base_model == "sentence-transformers/all-MiniLM-L6-v2" and card.data.pipeline_tag == "text-classification"
+    text = str(card)
+    assert "vocabulary transplant" in text and "zoo.width.from_pretrained" in text and "model.int8.onnx" in text
+    assert "ONNX Runtime int8, 1 CPU thread(s)): 12.5 ms at batch 1 x 128 tokens" in text

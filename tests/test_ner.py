@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from datasets import Dataset
 
-from conftest import teacher_then_cell
+from tests.conftest import teacher_then_cell
 from tasks.base import FeatureSet, LoadReport
 from tasks.ner import NER_TASKS, NerAdapter, NerConfig, read_token_file
 from zoo.batching import IGNORE_INDEX
