@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from tests.conftest import run_matrix
-from zoo import results
+from zoo import pipeline, results
 from zoo.errors import ZooError
 
 COLUMNS = results.HEAD + ["exact_match", "f1"] + results.SPEED + results.TAIL
@@ -123,6 +123,9 @@ def test_width_and_int8_cells_then_speed_columns(tiny_matrix, tmp_path):
     int8_record = json.loads((int8_dir / "metrics.json").read_text())
     assert (int8_dir / "model.int8.onnx").is_file() and int8_record["compression"]["quantization"]["scheme"] == "int8_dynamic"
     assert int8_record["train"]["trained_in"] == str(width_dir)  # not retrained
+    with Progress(disable=True) as progress:  # re-scoring the folder (as `zoo reproduce` does) scores the int8 model
+        rescored = pipeline.evaluate(pipeline.open_run("squad", str(int8_dir), "cpu", str(data)), tmp_path / "re", progress, 8)
+    assert rescored["engine"] == "onnxruntime int8" and rescored["metrics"] == int8_record["metrics"]
 
     with Progress(disable=True) as progress:
         record = bench.cells_speed(tmp_path / "cells", "squad", 1, str(tmp_path / "speed.json"), progress)

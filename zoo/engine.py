@@ -20,9 +20,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from zoo import width
 from zoo.distill import CachedTeacher, LiveTeacher, attention_mse, hidden_mse, soft_logit_loss, uniform_layer_map
 from zoo.errors import ZooError
-from zoo import width
 from zoo.layers import drop_layers, encoder_layers
 from zoo.recipe import Distillation, LayerDrop, MagnitudePruning, Quantization, Recipe, WidthPruning
 from zoo.sparsity import MaskSet, gmp_sparsity, target_names

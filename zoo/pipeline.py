@@ -282,11 +282,14 @@ def onnx_parity(run: Run, output: Path, progress: Progress, eval_limit: int | No
 
 
 def evaluate(run: Run, run_dir: Path, progress: Progress, eval_limit: int | None) -> dict:
-    """Score an already fine-tuned checkpoint on the dev set."""
+    """Score an already fine-tuned checkpoint on the dev set: its `model.int8.onnx` when it has
+    one (a quantised cell is served and scored as int8), else its PyTorch weights."""
     started, phases = time.perf_counter(), Phases()
     record = _new_record(run, "evaluate")
+    int8 = Path(run.model_path) / onnx_export.INT8_FILE
     with phases("load_model"):
-        model = run.adapter.build_model(run.model_path)
+        model = onnx_export.OrtModel(int8) if int8.is_file() else run.adapter.build_model(run.model_path)
+    record["engine"] = "onnxruntime int8" if int8.is_file() else "pytorch"
     staging = _staging(run_dir)
     predictions = _evaluate(run, model, eval_limit, progress, phases, record)
     return _finish(run_dir, staging, record, predictions, phases, started)
