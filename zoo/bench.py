@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 import time
 from pathlib import Path
 
@@ -183,30 +184,37 @@ def is_reference(cell: dict) -> bool:
 
 
 def speed_vs_flops(rows: list[dict]) -> list[dict]:
-    """Each cell's measured latency speedup over its task's reference cell beside its FLOPs
-    ratio; the target is speedup >= 0.8 x FLOPs ratio."""
-    references = {r["task"]: r for r in rows if is_reference(r["labels"])}
+    """Each cell's measured latency speedup over its task's reference beside its FLOPs ratio;
+    the target is speedup >= 0.8 x FLOPs ratio. The reference latency is the median over the
+    task's cells with the dense cell's shape and engine (unstructured-sparse cells run the very
+    same dense kernels), so one noisy measurement of the dense cell does not skew every ratio."""
     out = []
-    for r in rows:
-        base = references.get(r["task"])
+    for task in dict.fromkeys(r["task"] for r in rows):
+        mine = [r for r in rows if r["task"] == task]
+        base = next((r for r in mine if is_reference(r["labels"])), None)
         if base is None:
             continue
-        entry = {"cell": r["cell"], "task": r["task"], "engine": r["engine"], "score": r["score"],
-                 "flops_ratio": round(base["flops"]["b1_s128"] / r["flops"]["b1_s128"], 3)}
-        sibling = next((x for x in rows if x["cell"] == r["cell"].removesuffix("-" + r["labels"].get("quant", "none"))), None)
-        if r["labels"].get("quant", "none") != "none" and sibling:
-            entry["score_change_vs_unquantised"] = round(r["score"] - sibling["score"], 2)
-        for seq in (128, 384):
-            key = f"latency_b1_s{seq}"
-            entry[f"speedup_s{seq}"] = round(base["runs"][key]["median_ms"] / r["runs"][key]["median_ms"], 3)
-            entry[f"speedup_over_flops_ratio_s{seq}"] = round(entry[f"speedup_s{seq}"] / entry["flops_ratio"], 3)
-        out.append(entry)
+        same_shape = [r for r in mine if r["flops"] == base["flops"] and r["engine"] == base["engine"]]
+        reference = {seq: statistics.median(r["runs"][f"latency_b1_s{seq}"]["median_ms"] for r in same_shape) for seq in (128, 384)}
+        for r in mine:
+            entry = {"cell": r["cell"], "task": task, "engine": r["engine"], "score": r["score"],
+                     "flops_ratio": round(base["flops"]["b1_s128"] / r["flops"]["b1_s128"], 3)}
+            quant = r["labels"].get("quant", "none")
+            sibling = next((x for x in mine if x["cell"] == r["cell"].removesuffix(f"-{quant}")), None)
+            if quant != "none" and sibling:
+                entry["score_change_vs_unquantised"] = round(r["score"] - sibling["score"], 2)
+            for seq in (128, 384):
+                entry[f"speedup_s{seq}"] = round(reference[seq] / r["runs"][f"latency_b1_s{seq}"]["median_ms"], 3)
+                entry[f"speedup_over_flops_ratio_s{seq}"] = round(entry[f"speedup_s{seq}"] / entry["flops_ratio"], 3)
+            out.append(entry)
     return out
 
 
-def cells_speed(root: Path, family: str, threads: int, output: str, progress: Progress, patterns: list[str] | None = None) -> dict:
+def cells_speed(root: Path, family: str, threads: int, output: str, progress: Progress, patterns: list[str] | None = None,
+                reuse: bool = False) -> dict:
     """`bench.json` beside every complete cell under `root` (the tables' speed columns), and one
-    JSON under results/bench/ with every cell's speed and the speedup-vs-FLOPs table."""
+    JSON under results/bench/ with every cell's speed and the speedup-vs-FLOPs table. With
+    `reuse`, a cell that already has a bench.json is not measured again."""
     import fnmatch
     import json
 
@@ -218,24 +226,28 @@ def cells_speed(root: Path, family: str, threads: int, output: str, progress: Pr
     task_id = progress.add_task("bench cells", total=len(cells))
     rows = []
     for cell_dir in cells:
-        record = cell_speed(cell_dir, threads)
-        write_json(cell_dir / "bench.json", record)
+        if reuse and (cell_dir / "bench.json").is_file():
+            record = json.loads((cell_dir / "bench.json").read_text())
+        else:
+            record = cell_speed(cell_dir, threads)
+            write_json(cell_dir / "bench.json", record)
         metrics = json.loads((cell_dir / "metrics.json").read_text())
         headline = results.metric_names(metrics["task"])[0]
         rows.append({"cell": cell_dir.name, "task": metrics["task"], "labels": metrics["cell"], "score": round(metrics["metrics"][headline], 2), **record})
         progress.advance(task_id)
-    settings = {"root": str(root), "threads": threads,
+    settings = {"root": str(root), "threads": sorted({r["threads"] for r in rows}),
                 "inputs": "synthetic token ids, full attention mask; batch 1 at 128 and 384 tokens, batch 32 at 128"}
     per_cell = {r["cell"]: {k: r[k] for k in ("engine", "runs", "size_bytes", "flops", "params", "load_avg_1min")} for r in rows}
     comparison = speed_vs_flops(rows)
     record = _record(f"{family}-cell-speed", "CPU latency/throughput of every matrix cell as served (PyTorch fp32, ONNX Runtime int8)",
                      settings, per_cell, {"speedup_vs_flops": comparison, "target": "speedup >= 0.8 x flops_ratio"}, output)
-    Path(output).with_suffix(".md").write_text(speed_markdown(comparison, record), encoding="utf-8")
+    Path(output).with_suffix(".md").write_text(speed_markdown(comparison, record, [r["provenance"] for r in rows]), encoding="utf-8")
     return record
 
 
-def speed_markdown(comparison: list[dict], record: dict) -> str:
-    """The committed table of FLOPs ratio vs measured speedup (and int8's score change)."""
+def speed_markdown(comparison: list[dict], record: dict, measured: list[dict]) -> str:
+    """The committed table of FLOPs ratio vs measured speedup (and int8's score change).
+    `measured` holds each cell's bench.json provenance (when and by which code it was timed)."""
     import pandas as pd
 
     machine, prov = record["provenance"]["machine"], record["provenance"]
@@ -243,8 +255,11 @@ def speed_markdown(comparison: list[dict], record: dict) -> str:
     df["meets 0.8 x FLOPs (s128 / s384)"] = [
         "n/a (same FLOPs)" if r["flops_ratio"] == 1 else
         " / ".join("yes" if r[f"speedup_over_flops_ratio_s{s}"] >= 0.8 else "no" for s in (128, 384)) for r in comparison]
-    header = (f"Produced by `{prov['command']}` on {machine['device']}, {machine['cpu_count']} CPU cores, "
-              f"{record['settings']['threads']} thread(s), {prov['date'][:10]}, git {str(prov['git']['sha'])[:10]}"
-              f"{' (with uncommitted changes)' if prov['git']['dirty'] else ''}. Speedup = reference latency / cell latency "
-              f"(batch 1; the reference is each task's dense cell); FLOPs ratio = reference FLOPs / cell FLOPs at 128 tokens.")
+    dates = sorted({m["date"][:16].replace("T", " ") for m in measured})
+    shas = sorted({str(m["git"]["sha"])[:10] for m in measured})
+    header = (f"Timed by `zoo bench cells` on {machine['device']}, {machine['cpu_count']} CPU cores, "
+              f"{'/'.join(map(str, record['settings']['threads']))} thread(s), {dates[0]} to {dates[-1]} UTC, git {', '.join(shas)}; "
+              f"table by `{prov['command']}` (git {str(prov['git']['sha'])[:10]}{', with uncommitted changes' if prov['git']['dirty'] else ''}). "
+              f"Speedup = reference latency / cell latency at batch 1, where the reference is the median latency of the task's cells "
+              f"shaped like its dense cell; FLOPs ratio = dense FLOPs / cell FLOPs at 128 tokens.")
     return header + "\n\n" + df.to_markdown(index=False) + "\n"
