@@ -89,13 +89,16 @@ def table(records: list[dict]) -> pd.DataFrame:
 
 
 def provenance_line(records: list[dict]) -> str:
+    """Command(s), profile, machine, dates and every git commit the rows were produced at."""
     first = records[0]["provenance"]
     dates = sorted(r["provenance"]["date"][:10] for r in records)
     machine = first["machine"]
     span = dates[0] if dates[0] == dates[-1] else f"{dates[0]} to {dates[-1]}"
-    return (f"Produced by `{first['command']}` (matrix profile `{records[0]['cell']['matrix_profile']}`) on "
-            f"{machine['device']}, {machine['cpu_count']} CPU cores, torch {first['libraries']['torch']}, {span}; git {str(first['git']['sha'])[:10]}"
-            f"{' (with uncommitted changes)' if first['git']['dirty'] else ''}.")
+    commands = " and ".join(f"`{c}`" for c in dict.fromkeys(r["provenance"]["command"] for r in records))
+    commits = ", ".join(f"{sha[:10]}{' (with uncommitted changes)' if dirty else ''}" for sha, dirty in
+                        dict.fromkeys((str(r["provenance"]["git"]["sha"]), r["provenance"]["git"]["dirty"]) for r in records))
+    return (f"Produced by {commands} (matrix profile `{records[0]['cell']['matrix_profile']}`) on "
+            f"{machine['device']}, {machine['cpu_count']} CPU cores, torch {first['libraries']['torch']}, {span}; git {commits}.")
 
 
 def markdown(df: pd.DataFrame, records: list[dict], header: str | None = None) -> str:
