@@ -155,7 +155,7 @@ def load_checkpoint(folder: Path):
     return width.from_pretrained(model_class, str(folder))
 
 
-def cell_speed(cell_dir: Path, threads: int) -> dict:
+def cell_speed(cell_dir: Path, threads: int, repeats: int = 20) -> dict:
     """Speed and size of one matrix cell as it is served: PyTorch for an fp32 cell, ONNX Runtime
     for a quantised one (its model.int8.onnx). FLOPs are the fp32 graph's (int8 does the same
     arithmetic in cheaper units)."""
@@ -169,7 +169,7 @@ def cell_speed(cell_dir: Path, threads: int) -> dict:
     torch.set_num_threads(threads)
     try:
         runner = OrtModel(int8, threads=threads) if int8.is_file() else model
-        measured = speed.measure(runner, model.get_input_embeddings().num_embeddings)
+        measured = speed.measure(runner, model.get_input_embeddings().num_embeddings, repeats=repeats, throughput_repeats=max(3, repeats // 4))
     finally:
         torch.set_num_threads(previous)
     return {**measured, "size_bytes": speed.size_on_disk(int8 if int8.is_file() else cell_dir / "model.safetensors"),
@@ -211,7 +211,7 @@ def speed_vs_flops(rows: list[dict]) -> list[dict]:
 
 
 def cells_speed(root: Path, family: str, threads: int, output: str, progress: Progress, patterns: list[str] | None = None,
-                reuse: bool = False) -> dict:
+                reuse: bool = False, repeats: int = 20) -> dict:
     """`bench.json` beside every complete cell under `root` (the tables' speed columns), and one
     JSON under results/bench/ with every cell's speed and the speedup-vs-FLOPs table. With
     `reuse`, a cell that already has a bench.json is not measured again."""
@@ -229,7 +229,7 @@ def cells_speed(root: Path, family: str, threads: int, output: str, progress: Pr
         if reuse and (cell_dir / "bench.json").is_file():
             record = json.loads((cell_dir / "bench.json").read_text())
         else:
-            record = cell_speed(cell_dir, threads)
+            record = cell_speed(cell_dir, threads, repeats)
             write_json(cell_dir / "bench.json", record)
         metrics = json.loads((cell_dir / "metrics.json").read_text())
         headline = results.metric_names(metrics["task"])[0]

@@ -144,7 +144,7 @@ def cmd_bench_cells(args: argparse.Namespace) -> None:
     root = Path(args.root) if args.root else default_root(args.family, args.profile)
     output = args.output or f"results/bench/{args.family}-cells-{args.profile}.json"
     with _progress() as progress:
-        record = bench.cells_speed(root, args.family, args.threads, output, progress, args.cells, args.reuse)
+        record = bench.cells_speed(root, args.family, args.threads, output, progress, args.cells, args.reuse, args.repeats)
     readme = Path(args.readme) if args.readme else None
     if readme and f"<!-- results:{args.family}-speed:start -->" in readme.read_text(encoding="utf-8"):
         from zoo.results import replace_between_markers
@@ -284,6 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", help="default results/bench/FAMILY-cells-PROFILE.json (+ .md)")
     p.add_argument("--readme", default="README.md", help="README whose FAMILY-speed results markers get the table ('' to skip)")
     p.add_argument("--reuse", action="store_true", help="keep cells' existing bench.json; measure only the others")
+    p.add_argument("--repeats", type=int, default=20, help="timed calls per batch-1 shape (batch 32: a quarter, at least 3)")
     p.set_defaults(func=cmd_bench_cells)
     p = bench_sub.add_parser("model", help="one checkpoint under PyTorch, ONNX Runtime fp32 and (if present) int8")
     p.add_argument("checkpoint")
