@@ -103,7 +103,7 @@ def test_width_and_int8_cells_then_speed_columns(tiny_matrix, tmp_path):
     from rich.progress import Progress
 
     from zoo import bench
-    from zoo.bench import load_checkpoint
+    from zoo.speed import load_checkpoint
 
     path, data = tiny_matrix
     doc = yaml.safe_load(path.read_text())

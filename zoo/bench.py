@@ -142,19 +142,6 @@ def compression_step_cost(model_ref: str, teacher: str, data_dir: str | None, st
                    settings, results, comparison, output)
 
 
-def load_checkpoint(folder: Path):
-    """A cell's task model as its config names it (width-pruned checkpoints included), safetensors only."""
-    import transformers
-
-    from zoo import width
-
-    architecture = (transformers.AutoConfig.from_pretrained(folder).architectures or [""])[0]
-    model_class = getattr(transformers, architecture, None)
-    if model_class is None:
-        raise ZooError(f"{folder}/config.json names no known architecture ({architecture!r})")
-    return width.from_pretrained(model_class, str(folder))
-
-
 def cell_speed(cell_dir: Path, threads: int, repeats: int = 20) -> dict:
     """Speed and size of one matrix cell as it is served: PyTorch for an fp32 cell, ONNX Runtime
     for a quantised one (its model.int8.onnx). FLOPs are the fp32 graph's (int8 does the same
@@ -163,7 +150,7 @@ def cell_speed(cell_dir: Path, threads: int, repeats: int = 20) -> dict:
 
     from zoo.onnx_export import INT8_FILE, OrtModel
 
-    model = load_checkpoint(cell_dir)
+    model = speed.load_checkpoint(cell_dir)
     int8 = cell_dir / INT8_FILE
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)

@@ -155,11 +155,11 @@ def cmd_bench_cells(args: argparse.Namespace) -> None:
 
 
 def cmd_bench_model(args: argparse.Namespace) -> None:
-    from zoo import bench, provenance, speed
+    from zoo import provenance, speed
     from zoo.io import write_json
 
     folder = Path(args.checkpoint)
-    record = speed.bench_folder(folder, load=bench.load_checkpoint, threads=args.threads)
+    record = speed.bench_folder(folder, threads=args.threads)
     output = Path(args.output or Path("results") / "bench" / f"model-{folder.name}.json")
     write_json(output, {"benchmark": "model-speed", "what": "PyTorch vs ONNX Runtime fp32 (and int8 when the folder has it)",
                         **record, "provenance": provenance.collect()})

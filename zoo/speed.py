@@ -146,16 +146,18 @@ def measure(runner, vocab_size: int, seq_lens: tuple[int, ...] = (128, 384), rep
     return {**engine, "runs": results, "load_avg_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)]}
 
 
-def _default_load(folder: Path) -> torch.nn.Module:
-    """The task model class named in config.json (`architectures`), safetensors only."""
+def load_checkpoint(folder: Path) -> torch.nn.Module:
+    """The task model class named in config.json (`architectures`), width-pruned checkpoints
+    included (zoo.width.from_pretrained), safetensors only."""
     import transformers
 
-    config = transformers.AutoConfig.from_pretrained(folder)
-    architecture = (config.architectures or [None])[0]
-    model_class = getattr(transformers, architecture or "", None)
+    from zoo import width
+
+    architecture = (transformers.AutoConfig.from_pretrained(folder).architectures or [""])[0]
+    model_class = getattr(transformers, architecture, None)
     if model_class is None:
         raise ValueError(f"{folder}: config.json names no known architecture ({architecture!r}); pass load= or model=")
-    return model_class.from_pretrained(folder, use_safetensors=True)
+    return width.from_pretrained(model_class, str(folder))
 
 
 def bench_folder(folder: str | Path, output_names: tuple[str, ...] | None = None, model: torch.nn.Module | None = None,
@@ -172,7 +174,7 @@ def bench_folder(folder: str | Path, output_names: tuple[str, ...] | None = None
     only at the same `threads` and a low recorded load."""
     folder = Path(folder)
     if model is None:
-        model = (load or _default_load)(folder)
+        model = (load or load_checkpoint)(folder)
     model.eval()
     output_names = tuple(output_names or default_output_names(model))
     threads = threads or torch.get_num_threads()
