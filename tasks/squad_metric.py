@@ -39,17 +39,24 @@ def f1(prediction: str, gold: str) -> float:
 
 def squad_scores(predictions: dict[str, str], golds: dict[str, list[str]]) -> dict[str, float]:
     """EM and F1 in percent over every question in `golds`: the best score over its gold
-    answers; a question with no prediction scores 0 (as in the official script)."""
+    answers; a question with no prediction scores 0 (as in the official script). `*_se` is
+    the standard error of each mean over questions (sample std / sqrt(n)), in points."""
     if not golds:
         return {"exact_match": 0.0, "f1": 0.0, "questions": 0, "missing_predictions": 0}
-    em_total = f1_total = 0.0
-    missing = 0
+    em_scores, f1_scores = [], []
     for qid, answers in golds.items():
-        if qid not in predictions:
-            missing += 1
-            continue
-        pred = predictions[qid]
-        em_total += max(exact_match(pred, a) for a in answers)
-        f1_total += max(f1(pred, a) for a in answers)
+        pred = predictions.get(qid)
+        em_scores.append(0.0 if pred is None else max(exact_match(pred, a) for a in answers))
+        f1_scores.append(0.0 if pred is None else max(f1(pred, a) for a in answers))
     n = len(golds)
-    return {"exact_match": 100 * em_total / n, "f1": 100 * f1_total / n, "questions": n, "missing_predictions": missing}
+    return {"exact_match": 100 * sum(em_scores) / n, "f1": 100 * sum(f1_scores) / n,
+            "exact_match_se": 100 * _standard_error(em_scores), "f1_se": 100 * _standard_error(f1_scores),
+            "questions": n, "missing_predictions": sum(qid not in predictions for qid in golds)}
+
+
+def _standard_error(values: list[float]) -> float:
+    n = len(values)
+    if n < 2:
+        return 0.0
+    mean = sum(values) / n
+    return (sum((v - mean) ** 2 for v in values) / (n - 1) / n) ** 0.5

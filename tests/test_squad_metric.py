@@ -39,4 +39,7 @@ def test_scores_take_best_gold_and_count_missing_as_zero():
     assert scores["exact_match"] == pytest.approx(100 * 1 / 3)
     assert scores["f1"] == pytest.approx(100 * (1.0 + 0.8 + 0.0) / 3)
     assert scores["questions"] == 3
+    # standard errors: per-question EM (1, 0, 0) -> sample var 1/3; F1 (1, .8, 0) -> mean .6, var (.16+.04+.36)/2 = .28
+    assert scores["exact_match_se"] == pytest.approx(100 * (1 / 3 / 3) ** 0.5)
+    assert scores["f1_se"] == pytest.approx(100 * (0.28 / 3) ** 0.5)
     assert scores["missing_predictions"] == 1

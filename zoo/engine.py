@@ -3,10 +3,11 @@
 The training loop (zoo/train.py) calls the manager at fixed points and knows nothing about
 pruning or distillation; the manager knows nothing about tasks beyond the adapter's
 `output_names` / `per_token_outputs` / `logit_loss`. Before training, `prepare` makes the
-structural changes (layer drop, then width pruning scored on calibration batches); after
-training the pipeline applies `quantization`, if any. Order within a step:
+one-shot changes on calibration batches: layer drop (given, or the keep-list the data
+prefers), width pruning, then OBS pruning of what is left; after training the pipeline
+applies `quantization`, if any. Order within a step:
 
-    before_step(step)        -> GMP: update masks when the schedule says so
+    before_step(step)        -> GMP: update masks when the schedule says so (OBS masks are fixed)
     forward(**model_kwargs)  -> hidden states / attentions only when distillation needs them
     loss(hard, outputs, ...) -> (1 - alpha) * hard + alpha * soft-logit KL + hidden/attention MSE
     optimizer.step()         -> the MaskSet's post-step hook re-zeroes pruned weights
@@ -20,11 +21,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from zoo import width
+from zoo import obs, width
 from zoo.distill import CachedTeacher, LiveTeacher, attention_mse, hidden_mse, soft_logit_loss, uniform_layer_map
 from zoo.errors import ZooError
-from zoo.layers import drop_layers, encoder_layers
-from zoo.recipe import Distillation, LayerDrop, MagnitudePruning, Quantization, Recipe, WidthPruning
+from zoo.layers import choose_layers, drop_layers, encoder_layers
+from zoo.recipe import Distillation, LayerDrop, MagnitudePruning, ObsPruning, Quantization, Recipe, WidthPruning
 from zoo.sparsity import MaskSet, gmp_sparsity, target_names
 
 TEACHER_CACHE = Path(".cache") / "teacher"
@@ -36,6 +37,9 @@ class Manager:
         self.output_names = output_names
         self.logit_loss = logit_loss  # the adapter's choice: "kl" (class distributions) or "mse" (regression)
         self.pruning: MagnitudePruning | None = _at_most_one(recipe.of_type(MagnitudePruning), "magnitude_pruning")
+        self.obs: ObsPruning | None = _at_most_one(recipe.of_type(ObsPruning), "obs_pruning")
+        if self.pruning and self.obs:
+            raise ZooError("recipe: use one unstructured pruning modifier, magnitude_pruning or obs_pruning, not both")
         self.layer_drop: LayerDrop | None = _at_most_one(recipe.of_type(LayerDrop), "layer_drop")
         self.width: WidthPruning | None = _at_most_one(recipe.of_type(WidthPruning), "width_pruning")
         self.distillation: Distillation | None = _at_most_one(recipe.of_type(Distillation), "distillation")
@@ -43,6 +47,7 @@ class Manager:
         self.masks: MaskSet | None = None
         self.teacher = None
         self.layer_map: list[int] = []
+        self.kept_layers: list[int] = []
         self._schedule: tuple[int, int] = (0, 0)
         self.report: dict = {"recipe": recipe.model_dump(mode="json")}
 
@@ -65,40 +70,66 @@ class Manager:
         labelled batches covering n training features (width pruning scores units on them)."""
         num_layers = len(encoder_layers(model)) if self.layer_drop else model.config.num_hidden_layers
         self.check(num_layers)
+        def batches(modifier) -> list[dict]:
+            if calibration is None:
+                raise ZooError(f"{modifier.type} needs calibration batches (training features); none were given")
+            return calibration(modifier.calibration_examples)
+
         if self.layer_drop:
             keep = self.layer_drop.kept_layers(num_layers)
+            if self.layer_drop.from_data:
+                keep, self.report["layer_search"] = choose_layers(model, self.layer_drop.n, batches(self.layer_drop), self._output_distance)
             drop_layers(model, keep)
+            self.kept_layers = keep
             self.report["layers_kept"] = keep
         if self.width:
-            if calibration is None:
-                raise ZooError("width_pruning needs calibration batches (training features); none were given")
-            head_scores, neuron_scores = width.importance(model, calibration(self.width.calibration_examples))
+            head_scores, neuron_scores = width.importance(model, batches(self.width))
             self.report["width"] = width.prune_width(model, head_scores, neuron_scores, self.width.width)
+        if self.obs:
+            p = self.obs
+            names = _prunable(model, p.targets, p.exclude, "obs_pruning")
+            sparsities = obs.allocate({n: model.get_parameter(n) for n in names}, p.final_sparsity, p.scope)
+            self.report["obs_pruning"] = {"scope": p.scope, "final_sparsity": p.final_sparsity,
+                                          **obs.prune_model(model, batches(p), sparsities, p.block_size, p.damp)}
         if self.distillation and self.distillation.attention_mse > 0:
             model.set_attn_implementation("eager")  # sdpa returns no attention maps
         return model
 
     def attach_teacher(self, build_teacher: Callable[[list[int]], object], teacher_layers: int, student_layers: int) -> None:
-        """`build_teacher(hidden_layers)` returns a CachedTeacher or LiveTeacher."""
+        """`build_teacher(hidden_layers, teacher_layers)` returns a CachedTeacher or LiveTeacher."""
         if not self.distillation:
             return
         d = self.distillation
         if d.hidden_mse > 0 or d.attention_mse > 0:
-            self.layer_map = d.layer_map or uniform_layer_map(student_layers, teacher_layers)
+            self.layer_map = d.layer_map or self._default_layer_map(student_layers, teacher_layers)
             if len(self.layer_map) != student_layers or max(self.layer_map) > teacher_layers or min(self.layer_map) < 0:
                 raise ZooError(f"distillation.layer_map {self.layer_map} must give one teacher layer in 0..{teacher_layers} per student layer ({student_layers})")
-        self.teacher = build_teacher(self.layer_map if d.hidden_mse > 0 else [])
+        self.teacher = build_teacher(self.layer_map if d.hidden_mse > 0 else [], teacher_layers)
         self.report["distillation"] = {"teacher": d.teacher, "layer_map": self.layer_map, "temperature": d.temperature,
                                        "alpha": d.alpha, "hidden_mse": d.hidden_mse, "attention_mse": d.attention_mse}
 
+    def _default_layer_map(self, student_layers: int, teacher_layers: int) -> list[int]:
+        """Kept layers are matched to the teacher layer they were copied from, except the last,
+        which the task head reads and so is matched to the teacher's last layer; otherwise
+        evenly spaced."""
+        if self.kept_layers and student_layers == len(self.kept_layers) and student_layers < teacher_layers:
+            return [k + 1 for k in self.kept_layers[:-1]] + [teacher_layers]
+        return uniform_layer_map(student_layers, teacher_layers)
+
+    def _output_distance(self, student, teacher, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The distillation logit loss at T=1 between two models' outputs (the layer search's criterion)."""
+        mask = batch["attention_mask"]
+        return sum(self._soft_loss(student[n], teacher[n], mask, 1.0) for n in self.output_names) / len(self.output_names)
+
     def on_train_start(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, total_steps: int) -> None:
+        if self.obs:  # the one-shot mask, held fixed while the model recovers
+            self.masks = MaskSet(model, _prunable(model, self.obs.targets, self.obs.exclude, "obs_pruning"))
+            self.masks.freeze_zeros()
+            self.masks.attach(optimizer)
         if not self.pruning:
             return
         p = self.pruning
-        names = target_names([n for n, _ in model.named_parameters()], p.targets, p.exclude)
-        if not names:
-            raise ZooError(f"magnitude_pruning.targets {p.targets} match no parameter of {type(model).__name__}")
-        self.masks = MaskSet(model, names)
+        self.masks = MaskSet(model, _prunable(model, p.targets, p.exclude, "magnitude_pruning"))
         self.masks.attach(optimizer)
         self._schedule = (p.step_of(p.start, total_steps), p.step_of(p.end, total_steps))
         self.report["pruning"] = {"targets": sorted(self.masks.weights), "scope": p.scope, "final_sparsity": p.final_sparsity,
@@ -106,7 +137,7 @@ class Manager:
 
     # ---- each step -----------------------------------------------------------------
     def before_step(self, step: int) -> None:
-        if not self.masks:
+        if not self.pruning:  # no schedule: OBS masks stay as pruned
             return
         start, end = self._schedule
         p = self.pruning
@@ -126,7 +157,7 @@ class Manager:
             return hard
         teacher = self.teacher.outputs(indices, batch)
         mask = batch["attention_mask"]
-        soft = sum(self._soft_loss(outputs[n], teacher[n], mask) for n in self.output_names) / len(self.output_names)
+        soft = sum(self._soft_loss(outputs[n], teacher[n], mask, d.temperature) for n in self.output_names) / len(self.output_names)
         loss = (1 - d.alpha) * hard + d.alpha * soft
         if d.hidden_mse > 0:
             terms = [hidden_mse(outputs.hidden_states[i + 1], teacher[f"hidden_{t}"], mask) for i, t in enumerate(self.layer_map)]
@@ -136,19 +167,27 @@ class Manager:
             loss = loss + d.attention_mse * sum(terms) / max(len(terms), 1)
         return loss
 
-    def _soft_loss(self, student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def _soft_loss(self, student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor, temperature: float) -> torch.Tensor:
         if self.logit_loss == "mse":
             return F.mse_loss(student.float(), teacher.float())
         # (B, T, C): one distribution per token, so padded positions are left out; (B, C) and
         # SQuAD's (B, T) distributions over tokens carry padding as ~zero teacher probability.
         token_mask = mask if student.dim() == 3 else None
-        return soft_logit_loss(student, teacher, self.distillation.temperature, token_mask)
+        return soft_logit_loss(student, teacher, temperature, token_mask)
 
     # ---- after training --------------------------------------------------------------
     def on_train_end(self, model: torch.nn.Module) -> None:
         if self.masks:
             self.masks.apply()
             self.masks.detach(model)
+
+
+def _prunable(model: torch.nn.Module, targets: list[str], exclude: list[str], modifier: str) -> list[str]:
+    """Weight matrices (not biases or LayerNorm) whose names match the modifier's targets."""
+    names = [n for n in target_names([n for n, _ in model.named_parameters()], targets, exclude) if model.get_parameter(n).ndim >= 2]
+    if not names:
+        raise ZooError(f"{modifier}.targets {targets} match no weight matrix of {type(model).__name__}")
+    return names
 
 
 def _at_most_one(items: list, name: str):
@@ -165,10 +204,13 @@ def build_teacher_source(manager: Manager, adapter, features, student_layers: in
     teacher = adapter.build_model(d.teacher)
     info: dict = {}
 
-    def build(hidden_layers: list[int]):
+    def build(hidden_layers: list[int], teacher_layers: int):
         if d.cache:
+            # Every layer's hidden states are cached whatever this cell's layer map, so cells
+            # with different maps (6 layers, data-chosen 3) share one cache.
+            stored = sorted(set(hidden_layers) | set(range(1, teacher_layers + 1))) if hidden_layers else []
             cached, cache_info = CachedTeacher.build(
-                teacher, Path(d.teacher), features, adapter.output_names, hidden_layers, adapter.per_token_outputs,
+                teacher, Path(d.teacher), features, adapter.output_names, stored, adapter.per_token_outputs,
                 TEACHER_CACHE, batch_size, pad_id, progress_bar(len(features.rows)),
             )
             info.update(cache_info)

@@ -43,6 +43,11 @@ class MatrixProfile(Strict):
     teacher: str = Field(pattern=r"\{task\}")  # per-task folder, e.g. runs/{task}/dense-cpu
     init: Literal["teacher", "base"]
     cell_train: TrainConfig
+    # Recovery budget: optimizer steps for a cell as costly as the base model. A cell costing a
+    # fraction c of it per step (layers / base layers x width) gets round(cell_steps / c) steps,
+    # so every cell trains for about the same time; with init: teacher, a cell with nothing
+    # compressed gets none (its weights are the teacher's). null: cell_train's epochs decide.
+    cell_steps: int | None = Field(None, gt=0)
     eval_examples: int | None = Field(None, gt=0)
     axes: Axes | list[Axes]  # one grid, or several whose cells are joined (a cell named twice runs once)
     pruning: dict = Field(default_factory=dict)
@@ -66,6 +71,10 @@ class Cell:
     distill: bool
     quant: str
     recipe: Recipe
+
+    @property
+    def compressed(self) -> bool:
+        return bool(self.recipe.modifiers) and any(m.type != "distillation" for m in self.recipe.modifiers)
 
     @property
     def fp32_sibling(self) -> str | None:
@@ -114,10 +123,10 @@ def build_cells(task: str, matrix: MatrixProfile, base_layers: int, source: str)
             raise ZooError(f"{source}: axes.layers value {layers} is out of range for {model} with {base_layers} layers (1..{base_layers})")
         modifiers = []
         if sparsity > 0:
-            modifiers.append({"type": "magnitude_pruning", "final_sparsity": sparsity, **matrix.pruning})
+            modifiers.append({"type": "magnitude_pruning", **matrix.pruning, "final_sparsity": sparsity})
         if layers < base_layers:
             keep = matrix.layer_keep.get(layers)
-            modifiers.append({"type": "layer_drop", "keep": keep} if keep else {"type": "layer_drop", "strategy": "spread", "n": layers})
+            modifiers.append({"type": "layer_drop", "keep": keep} if keep else {"type": "layer_drop", "strategy": "search", "n": layers})
         if width < 1:
             modifiers.append({"type": "width_pruning", "width": width, **matrix.width_pruning})
         if distill:
@@ -127,7 +136,7 @@ def build_cells(task: str, matrix: MatrixProfile, base_layers: int, source: str)
         name = cell_name(tag, task, sparsity, layers, distill, width, quant)
         recipe = parse_recipe({"modifiers": modifiers}, f"{source} (cell {name})")
         for drop in recipe.modifiers:
-            if drop.type == "layer_drop":
+            if drop.type == "layer_drop" and not drop.from_data:
                 kept = drop.kept_layers(base_layers)
                 if len(kept) != layers:
                     raise ZooError(f"{source}: layer_keep for {layers} layers lists {len(kept)} layers")
@@ -147,22 +156,47 @@ def select(cells: list[Cell], patterns: list[str] | None) -> list[Cell]:
     return chosen
 
 
+def relative_cost(cell: Cell, base_layers: int) -> float:
+    """A cell's forward/backward cost as a fraction of the base model's: depth times width
+    (unstructured zeros cost the same as any weight in dense kernels)."""
+    return cell.layers / base_layers * cell.width
+
+
+def train_steps(cell: Cell, matrix: MatrixProfile, base_layers: int) -> int | None:
+    """The cell's recovery steps under the matrix's budget (None: cell_train's epochs decide)."""
+    if cell.fp32_sibling or (matrix.init == "teacher" and not cell.compressed):
+        return 0
+    if matrix.cell_steps is None:
+        return None
+    return round(matrix.cell_steps / relative_cost(cell, base_layers))
+
+
 def estimate_seconds(cell: Cell, matrix: MatrixProfile, base_layers: int, teacher: dict | None) -> float | None:
     """Rough cost from the dense run's own timings, scaled by depth and width (None before that run
     exists); a quantised cell only exports and scores."""
     if not teacher:
         return None
-    per_example_epoch = teacher["train"]["seconds"] / (teacher["train"]["examples"] * teacher["config"]["train"]["epochs"])
+    per_step = teacher["train"]["seconds"] / teacher["train"]["steps"] * matrix.cell_train.batch_size / teacher["config"]["train"]["batch_size"]
     per_question = teacher["timings_s"]["evaluate"] / teacher["eval"]["examples"]
-    train_examples = matrix.cell_train.max_examples or teacher["data"]["train"]["available_examples"]
     eval_questions = matrix.eval_examples or teacher["data"]["dev"]["available_examples"]
-    training = 0.0 if cell.fp32_sibling else per_example_epoch * train_examples * matrix.cell_train.epochs
-    return cell.layers / base_layers * cell.width * (training + per_question * eval_questions)
+    steps = train_steps(cell, matrix, base_layers)
+    if steps is None:
+        train_examples = matrix.cell_train.max_examples or teacher["data"]["train"]["available_examples"]
+        steps = train_examples * teacher["train"]["features"] / teacher["train"]["examples"] * matrix.cell_train.epochs / matrix.cell_train.batch_size
+    return round(relative_cost(cell, base_layers) * (per_step * steps + per_question * eval_questions), 1)
 
 
 def default_root(family: str, profile_name: str) -> Path:
     """Where a matrix's cell folders live unless --root says otherwise (all its tasks' cells)."""
     return Path("runs") / f"{family}-matrix" / profile_name
+
+
+def _reference(teacher: dict | None, eval_examples: int | None) -> dict | None:
+    """The teacher's dev metrics when they were measured on the cells' dev examples (same
+    subset size; both draw it with the finetune profile's eval seed), for retention = cell / teacher."""
+    if not teacher or teacher["eval"]["max_examples"] != eval_examples:
+        return None
+    return {"metrics": teacher["metrics"], "dev_examples": teacher["eval"]["examples"], "git": teacher["provenance"]["git"]["sha"]}
 
 
 def is_complete(cell_dir: Path) -> bool:
@@ -198,6 +232,7 @@ def run(family: str, profile_name: str, progress, *, matrix_file: str | None = N
     if dry_run:
         return {"root": str(root_dir), "teachers": {t: {"folder": str(teacher_dir(matrix, t)), "ready": bool(m)} for t, m in teachers.items()},
                 "cells": [{"cell": c.name, "done": is_complete(root_dir / c.name), "modifiers": [m.type for m in c.recipe.modifiers],
+                           "train_steps": train_steps(c, matrix, base_layers[c.task]),
                            "estimate_s": estimate_seconds(c, matrix, base_layers[c.task], teachers[c.task])} for c in cells]}
 
     started = time.perf_counter()
@@ -206,7 +241,7 @@ def run(family: str, profile_name: str, progress, *, matrix_file: str | None = N
         base_run = pipeline.open_run(task, matrix.tasks[task], matrix.finetune_profile, data_dir)
         if not teachers[task]:
             teacher_started = time.perf_counter()
-            pipeline.finetune(base_run, teacher_dir(matrix, task), progress, base_run.profile.eval.max_examples)
+            teachers[task] = pipeline.finetune(base_run, teacher_dir(matrix, task), progress, base_run.profile.eval.max_examples)
             phases[f"teacher:{task}"] = round(time.perf_counter() - teacher_started, 1)
     outcome: dict[str, str] = {}
     overall = progress.add_task("matrix", total=len(cells))
@@ -219,10 +254,12 @@ def run(family: str, profile_name: str, progress, *, matrix_file: str | None = N
             before = set(progress.task_ids)
             init = str(teacher_dir(matrix, cell.task)) if matrix.init == "teacher" else cell.model
             cell_run = pipeline.open_run(cell.task, init, matrix.finetune_profile, data_dir)
-            cell_run.profile = cell_run.profile.model_copy(update={"train": matrix.cell_train})
+            steps = train_steps(cell, matrix, base_layers[cell.task])
+            cell_train = matrix.cell_train if steps is None else matrix.cell_train.model_copy(update={"max_steps": steps})
+            cell_run.profile = cell_run.profile.model_copy(update={"train": cell_train})
             labels = {"name": cell.name, "matrix_profile": profile_name, "base_model": cell.model, "base_layers": base_layers[cell.task],
                       "target_sparsity": cell.sparsity, "layers": cell.layers, "width": cell.width, "distilled": cell.distill,
-                      "quant": cell.quant, "init": matrix.init}
+                      "quant": cell.quant, "init": matrix.init, "teacher": _reference(teachers[cell.task], matrix.eval_examples)}
             if cell.fp32_sibling:
                 sibling = root_dir / cell.fp32_sibling
                 if not is_complete(sibling):

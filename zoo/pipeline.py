@@ -185,7 +185,7 @@ def prune_targets(recipe: dict) -> list[str]:
     """Weight-name patterns whose sparsity a checkpoint is measured over: the recipe's pruning
     targets, else the default (so dense cells report the same quantity)."""
     for modifier in recipe.get("modifiers", []):
-        if modifier["type"] == "magnitude_pruning":
+        if modifier["type"] in ("magnitude_pruning", "obs_pruning"):
             return modifier["targets"]
     return DEFAULT_PRUNE_TARGETS
 

@@ -8,8 +8,10 @@ the training run (`0.0` = first step, `1.0` = last) or absolute steps (`unit: st
         final_sparsity: 0.9
         start: 0.0
         end: 0.6
+      - type: obs_pruning            # unstructured, one-shot before training, data-aware (SparseGPT)
+        final_sparsity: 0.9
       - type: layer_drop
-        keep: [0, 2, 5]
+        keep: [0, 2, 4]              # or strategy: search, n: 3 (chosen on calibration batches)
       - type: width_pruning          # structured: keep the most important heads/FFN neurons, slice
         width: 0.5
       - type: distillation
@@ -61,11 +63,26 @@ class MagnitudePruning(Modifier):
         return self
 
 
+class ObsPruning(Modifier):
+    """One-shot unstructured pruning before training by layer-wise OBS reconstruction on
+    calibration batches (zoo/obs.py); the mask is then held fixed while the model recovers."""
+
+    type: Literal["obs_pruning"]
+    final_sparsity: float = Field(gt=0, lt=1)
+    scope: Literal["uniform", "global"] = "uniform"
+    targets: list[str] = Field(default_factory=lambda: list(DEFAULT_PRUNE_TARGETS), min_length=1)
+    exclude: list[str] = Field(default_factory=list)
+    calibration_examples: int = Field(256, gt=0, description="training features whose inputs form each Linear's Hessian")
+    block_size: int = Field(128, gt=0, description="columns whose mask is chosen together")
+    damp: float = Field(0.01, gt=0, description="added to H's diagonal, as a fraction of its mean")
+
+
 class LayerDrop(Modifier):
     type: Literal["layer_drop"]
     keep: list[int] | None = Field(None, min_length=1, description="explicit encoder layer indices to keep")
-    strategy: Literal["every_k", "first_n", "spread"] | None = None
-    n: int | None = Field(None, gt=0, description="layers kept (first_n, spread) or k (every_k)")
+    strategy: Literal["every_k", "first_n", "spread", "search"] | None = None
+    n: int | None = Field(None, gt=0, description="layers kept (first_n, spread, search) or k (every_k)")
+    calibration_examples: int = Field(64, gt=0, description="search: training features each candidate keep-list is scored on")
 
     @model_validator(mode="after")
     def _one_way(self):
@@ -77,7 +94,16 @@ class LayerDrop(Modifier):
             raise ValueError("keep must list distinct, non-negative layer indices in increasing order")
         return self
 
+    @property
+    def from_data(self) -> bool:
+        """The keep-list is chosen on calibration batches (zoo/layers.py: choose_layers)."""
+        return self.strategy == "search"
+
     def kept_layers(self, num_layers: int) -> list[int]:
+        if self.from_data:
+            if self.n > num_layers:
+                raise ZooError(f"layer_drop: cannot keep {self.n} of a model's {num_layers} layers")
+            return []  # known only after the search
         if self.keep is not None:
             keep = self.keep
         elif self.strategy == "first_n":
@@ -126,8 +152,8 @@ class Quantization(Modifier):
     per_channel: bool = True
 
 
-AnyModifier = Annotated[MagnitudePruning | LayerDrop | WidthPruning | Distillation | Quantization, Field(discriminator="type")]
-MODIFIER_TYPES = ("magnitude_pruning", "layer_drop", "width_pruning", "distillation", "quantization")
+AnyModifier = Annotated[MagnitudePruning | ObsPruning | LayerDrop | WidthPruning | Distillation | Quantization, Field(discriminator="type")]
+MODIFIER_TYPES = ("magnitude_pruning", "obs_pruning", "layer_drop", "width_pruning", "distillation", "quantization")
 
 
 class Recipe(BaseModel):

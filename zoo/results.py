@@ -24,7 +24,7 @@ SHOWN = {"target_sparsity": "target sparsity %", "measured_sparsity": "measured 
          "total_params": "total params", "exact_match": "EM", "f1": "F1", "accuracy": "acc", "matthews_correlation": "MCC",
          "spearmanr": "spearman", "dev_examples": "dev examples", "train_steps": "train steps", "wall_time_s": "wall time s",
          "latency_b1_s128_ms": "ms b1x128", "latency_b1_s384_ms": "ms b1x384", "throughput_b32_s128": "seq/s b32x128",
-         "size_mb": "size MB", "gflops_s128": "GFLOPs x128"}
+         "size_mb": "size MB", "gflops_s128": "GFLOPs x128", "retention": "% of teacher"}
 
 
 def metric_names(task: str) -> tuple[str, ...]:
@@ -42,6 +42,16 @@ def speed_columns(bench: dict | None) -> dict:
             "size_mb": round(bench["size_bytes"] / 1e6, 1), "gflops_s128": round(bench["flops"]["b1_s128"] / 1e9, 3)}
 
 
+def retention(record: dict) -> float | None:
+    """Headline metric as a percentage of the same-run teacher's on the same dev examples
+    (None when the cell's record carries no such teacher reference)."""
+    teacher = record["cell"].get("teacher")
+    if not teacher:
+        return None
+    metric = metric_names(record["task"])[0]
+    return round(100 * record["metrics"][metric] / teacher["metrics"][metric], 1) if teacher["metrics"][metric] else None
+
+
 def row_of(record: dict) -> dict:
     cell, measured = record["cell"], record["compression"]["measured"]
     return {
@@ -57,6 +67,7 @@ def row_of(record: dict) -> dict:
         "total_params": measured["total_params"],
         "nonzero_params": measured["nonzero_params"],
         **{m: round(record["metrics"][m], 2) for m in metric_names(record["task"])},
+        "retention": retention(record),
         **speed_columns(record.get("bench")),
         "dev_examples": record["eval"]["examples"],
         "train_steps": record["train"]["steps"],
@@ -81,7 +92,7 @@ def table(records: list[dict]) -> pd.DataFrame:
     """One row per cell; metric columns are the union over the tasks present (empty where a task lacks one)."""
     tasks = list(dict.fromkeys(r["task"] for r in records))
     metrics = list(dict.fromkeys(m for t in tasks for m in metric_names(t)))
-    df = pd.DataFrame([row_of(r) for r in records], columns=HEAD + metrics + SPEED + TAIL)
+    df = pd.DataFrame([row_of(r) for r in records], columns=HEAD + metrics + ["retention"] + SPEED + TAIL)
     order = df.assign(task_order=df.task.map(tasks.index), quantised=df.quant != "none")
     order = order.sort_values(["task_order", "quantised", "layers", "width", "target_sparsity", "distilled"],
                               ascending=[True, True, False, False, True, True])
@@ -112,8 +123,27 @@ def markdown(df: pd.DataFrame, records: list[dict], header: str | None = None) -
     tasks = list(dict.fromkeys(df.task))
     for task in tasks:
         part = shown[shown.task == task].dropna(axis=1, how="all").rename(columns=SHOWN)
-        parts.append((f"**{task}** ({', '.join(metric_names(task))})\n\n" if len(tasks) > 1 else "") + part.to_markdown(index=False))
+        note = teacher_line([r for r in records if r["task"] == task])
+        parts.append((f"**{task}** ({', '.join(metric_names(task))})\n\n" if len(tasks) > 1 else "") + (f"{note}\n\n" if note else "")
+                     + part.to_markdown(index=False))
     return "\n\n".join(parts) + "\n"
+
+
+def teacher_line(records: list[dict]) -> str:
+    """What `% of teacher` divides by, and how precise one cell's score is (standard error
+    over dev examples, where the task reports one)."""
+    teachers = [r["cell"]["teacher"] for r in records if r["cell"].get("teacher")]
+    if not teachers:
+        return ""
+    metric = metric_names(records[0]["task"])[0]
+    values = sorted({round(t["metrics"][metric], 2) for t in teachers})
+    line = (f"% of teacher = cell {SHOWN.get(metric, metric)} / the same-run teacher's {SHOWN.get(metric, metric)} "
+            f"({', '.join(map(str, values))}) on the same {teachers[0]['dev_examples']} dev examples.")
+    errors = sorted(r["metrics"][f"{metric}_se"] for r in records if f"{metric}_se" in r["metrics"])
+    if errors:
+        line += (f" Standard error of one cell's {SHOWN.get(metric, metric)} over those examples: "
+                 f"{errors[0]:.2f} to {errors[-1]:.2f} points (a difference between two cells is noise below about twice that).")
+    return line
 
 
 def plot(df: pd.DataFrame, path: Path, title: str) -> None:

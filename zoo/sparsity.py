@@ -66,6 +66,12 @@ class MaskSet:
                 offset += mask.numel()
         self.apply()
 
+    @torch.no_grad()
+    def freeze_zeros(self) -> None:
+        """Masks from the weights as they are: what is already zero (e.g. after one-shot pruning) stays zero."""
+        for name, weight in self.weights.items():
+            self.masks[name].copy_(weight != 0)
+
     @staticmethod
     def _set_mask(mask: torch.Tensor, scores: torch.Tensor, sparsity: float) -> None:
         """Keep the weights scoring above the k-th smallest score (kthvalue is O(n); a full

@@ -45,7 +45,8 @@ class TrainStats:
 
 
 def batch_plan(features: FeatureSet, cfg: TrainConfig) -> list[list[int]]:
-    """Row indices of every optimizer step, epochs concatenated (a fractional epoch is cut)."""
+    """Row indices of every optimizer step, epochs concatenated (a fractional epoch is cut),
+    at most `cfg.max_steps` of them."""
     plan: list[list[int]] = []
     for epoch in range(math.ceil(cfg.epochs)):
         seed = cfg.seed + epoch
@@ -54,7 +55,8 @@ def batch_plan(features: FeatureSet, cfg: TrainConfig) -> list[list[int]]:
         else:
             plan += random_batches(len(features.rows), cfg.batch_size, seed)
     steps_per_epoch = math.ceil(len(features.rows) / cfg.batch_size)
-    return plan[: max(1, round(cfg.epochs * steps_per_epoch))]
+    plan = plan[: max(1, round(cfg.epochs * steps_per_epoch))]
+    return plan if cfg.max_steps is None else plan[: cfg.max_steps]
 
 
 def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:

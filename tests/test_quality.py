@@ -1,0 +1,163 @@
+"""Quality machinery: OBS pruning, data-chosen layers, the recovery budget."""
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModelForQuestionAnswering
+
+from tests.conftest import teacher_then_cell
+from zoo import matrix
+from zoo.engine import Manager
+from zoo.layers import choose_layers
+from zoo.obs import allocate, obs_prune_weight, prune_model
+from zoo.profiles import TrainConfig
+from zoo.recipe import DEFAULT_PRUNE_TARGETS, parse_recipe
+from zoo.sparsity import target_names
+from zoo.train import batch_plan
+from tasks.base import FeatureSet
+
+
+def correlated_inputs(tokens=3000, dim=48, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(tokens, dim, generator=g) @ torch.randn(dim, dim, generator=g)
+
+
+@pytest.mark.parametrize("sparsity", [0.5, 0.8, 0.9])
+def test_obs_reconstructs_a_linear_better_than_magnitude(sparsity):
+    X = correlated_inputs()
+    W = torch.randn(24, 48, generator=torch.Generator().manual_seed(1))
+    pruned = obs_prune_weight(W, X.T @ X / len(X), sparsity, block_size=16)
+    k = round(sparsity * W.numel())
+    magnitude = W.masked_fill(W.abs() <= W.abs().flatten().kthvalue(k).values, 0.0)
+
+    def error(A):
+        return float(((X @ W.T - X @ A.T) ** 2).sum())
+
+    assert int((pruned == 0).sum()) == k == int((magnitude == 0).sum())  # exactly the target, like magnitude
+    assert error(pruned) < error(magnitude)
+
+
+def test_obs_count_is_exact_across_uneven_blocks():
+    X = correlated_inputs(dim=50)
+    W = torch.randn(7, 50)
+    pruned = obs_prune_weight(W, X.T @ X / len(X), 0.63, block_size=16)  # blocks of 16, 16, 16, 2 columns
+    assert int((pruned == 0).sum()) == round(0.63 * 350)
+
+
+def tiny_model(tiny_bert_dir):
+    return AutoModelForQuestionAnswering.from_pretrained(tiny_bert_dir, use_safetensors=True).eval()
+
+
+def calibration(n_batches=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    batches = []
+    for _ in range(n_batches):
+        mask = torch.ones(4, 20, dtype=torch.long)
+        mask[:, 15:] = 0  # padded tokens must not enter H
+        batches.append({"input_ids": torch.randint(1000, 5000, (4, 20), generator=g), "attention_mask": mask,
+                        "token_type_ids": torch.zeros(4, 20, dtype=torch.long)})
+    return batches
+
+
+def encoder_weights(model):
+    names = target_names([n for n, _ in model.named_parameters()], [r"encoder\.layer\.\d+\..*(query|key|value|dense)\.weight$"], [])
+    return [n for n in names if model.get_parameter(n).ndim == 2]
+
+
+def strong_model(tokenizer):
+    """A random BERT whose layers matter (the default init, std 0.02, leaves the residual stream almost untouched)."""
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(0)
+    return BertModel(BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                intermediate_size=64, initializer_range=0.3)).eval()
+
+
+def test_prune_model_hits_each_weight_exactly_and_beats_magnitude_on_outputs(tokenizer):
+    model, reference = strong_model(tokenizer), strong_model(tokenizer)
+    names = encoder_weights(model)
+    report = prune_model(model, calibration(), allocate({n: model.get_parameter(n) for n in names}, 0.6, "uniform"), block_size=16)
+    for n in names:
+        w = model.get_parameter(n)
+        assert int((w == 0).sum()) == round(0.6 * w.numel()), n
+    assert set(report["relative_output_error"]) == set(names)
+    assert report["calibration_tokens"] == 3 * 4 * 15  # real tokens only
+
+    magnitude = strong_model(tokenizer)
+    with torch.no_grad():
+        for n in names:
+            w = magnitude.get_parameter(n)
+            w.masked_fill_(w.abs() <= w.abs().flatten().kthvalue(round(0.6 * w.numel())).values, 0.0)
+    held_out = calibration(seed=1)[0]
+
+    def drift(m):
+        with torch.no_grad():
+            return float((m(**held_out).last_hidden_state - reference(**held_out).last_hidden_state).pow(2).mean())
+
+    assert drift(model) < drift(magnitude)
+
+
+def test_global_allocation_keeps_the_total():
+    weights = {"a": torch.arange(1.0, 101.0).reshape(10, 10), "b": torch.arange(101.0, 201.0).reshape(10, 10)}
+    shares = allocate(weights, 0.5, "global")
+    assert shares["a"] == 1.0 and shares["b"] == 0.0  # every small weight is in 'a'
+    assert sum(shares[n] * weights[n].numel() for n in weights) == 100
+
+
+def test_layer_search_picks_the_layer_that_does_nothing(tokenizer):
+    from transformers import BertConfig, BertForQuestionAnswering
+
+    torch.manual_seed(0)
+    model = BertForQuestionAnswering(BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=3,
+                                                num_attention_heads=4, intermediate_size=64, initializer_range=0.3)).eval()
+    with torch.no_grad():  # layer 1 adds nothing to the residual stream: LayerNorm(x + 0) = x
+        for linear in (model.bert.encoder.layer[1].attention.output.dense, model.bert.encoder.layer[1].output.dense):
+            linear.weight.zero_()
+            linear.bias.zero_()
+    manager = Manager(parse_recipe({"modifiers": [{"type": "layer_drop", "strategy": "search", "n": 2}]}, "r"),
+                      ("start_logits", "end_logits"))
+    keep, report = choose_layers(model, 2, calibration(), manager._output_distance)
+    assert keep == [0, 2]
+    assert report["method"] == "exhaustive" and len(report["scores"]) == 3
+    assert report["scores"]["[0, 2]"] < 1e-4 < min(v for k, v in report["scores"].items() if k != "[0, 2]")
+    assert len(model.bert.encoder.layer) == 3  # the search leaves the model as it was
+
+    manager.prepare(model, lambda n: calibration())
+    assert len(model.bert.encoder.layer) == 2 and manager.report["layers_kept"] == [0, 2]
+    assert manager._default_layer_map(2, 3) == [1, 3]  # layer 0 -> teacher layer 1; the last -> the teacher's last
+
+
+def test_obs_cell_keeps_its_mask_through_recovery(tmp_path, squad_data_root, tiny_bert_dir):
+    _, cell = teacher_then_cell("squad", tiny_bert_dir, squad_data_root, tmp_path,
+                                [{"type": "obs_pruning", "final_sparsity": 0.7, "calibration_examples": 8, "block_size": 16}],
+                                batch_size=8, epochs=2)
+    assert cell["train"]["steps"] > 1
+    state = load_file(tmp_path / "cell" / "model.safetensors")
+    names = target_names(state, DEFAULT_PRUNE_TARGETS, [])
+    for n in names:
+        if state[n].ndim == 2:
+            assert int((state[n] == 0).sum()) == round(0.7 * state[n].numel()), n  # exact after training, read from disk
+    assert cell["compression"]["obs_pruning"]["seconds"] >= 0
+    assert cell["compression"]["measured"]["sparsity"] == pytest.approx(0.7, abs=1e-3)
+
+
+def test_budget_gives_cheaper_cells_more_steps(tiny_matrix):
+    path, _ = tiny_matrix
+    profile, _ = matrix.load_matrix("squad", "tiny", path)
+    profile = profile.model_copy(update={"cell_steps": 10, "axes": [matrix.Axes(layers=[2, 1], distill=[False, True]),
+                                                                    matrix.Axes(width=[0.5], quant=["none", "int8"])]})
+    cells = {c.name: c for c in matrix.build_cells("squad", profile, 2, "test")}
+    steps = {name: matrix.train_steps(c, profile, 2) for name, c in cells.items()}
+    full, half, width, int8 = (next(v for k, v in steps.items() if k.endswith(s)) for s in ("s0-l2", "s0-l1-kd", "w50", "w50-int8"))
+    assert full == 0  # nothing compressed and init=teacher: the teacher's own weights, re-scored
+    assert half == 20 and width == 20  # half the cost per step, twice the steps
+    assert int8 == 0  # quantises its sibling's weights
+    assert matrix.train_steps(cells[next(k for k in cells if k.endswith("s0-l1"))], profile.model_copy(update={"cell_steps": None}), 2) is None
+
+
+def test_max_steps_cuts_the_plan():
+    features = FeatureSet(rows=[{"input_ids": [1] * (5 + i % 7)} for i in range(100)])
+    cfg = TrainConfig(epochs=2, batch_size=8, learning_rate=1e-4)
+    assert len(batch_plan(features, cfg)) == 26
+    assert len(batch_plan(features, cfg.model_copy(update={"max_steps": 9}))) == 9
+    assert len(batch_plan(features, cfg.model_copy(update={"max_steps": 0}))) == 0
