@@ -161,3 +161,34 @@ def test_max_steps_cuts_the_plan():
     assert len(batch_plan(features, cfg)) == 26
     assert len(batch_plan(features, cfg.model_copy(update={"max_steps": 9}))) == 9
     assert len(batch_plan(features, cfg.model_copy(update={"max_steps": 0}))) == 0
+
+
+def test_magnitude_schedule_reaches_its_final_sparsity_or_refuses(tiny_bert_dir):
+    from zoo.errors import ZooError
+
+    def manager(**pruning):
+        return Manager(parse_recipe({"modifiers": [{"type": "magnitude_pruning", "final_sparsity": 0.5, **pruning}]}, "r"), ())
+
+    model = tiny_model(tiny_bert_dir)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(ZooError, match="past the 10 training steps"):
+        manager(unit="step", start=0, end=20).on_train_start(model, optimizer, total_steps=10)
+    one_shot = manager(start=0.0, end=0.0)  # one-shot at step 0 of a run with no steps
+    one_shot.on_train_start(model, optimizer, total_steps=0)
+    one_shot.on_train_end(model)
+    weights = [model.get_parameter(n) for n in encoder_weights(model)]
+    assert sum(int((w == 0).sum()) for w in weights) == sum(round(0.5 * w.numel()) for w in weights)
+
+
+def test_retention_is_against_the_teacher_on_the_same_examples(tiny_matrix):
+    from zoo import results
+    from zoo.matrix import _reference
+
+    teacher = {"eval": {"max_examples": 2000, "examples": 2000}, "metrics": {"exact_match": 50.0, "f1": 64.0},
+               "provenance": {"git": {"sha": "abc"}}}
+    assert _reference(teacher, 600) is None  # other dev examples: no ratio
+    reference = _reference(teacher, 2000)
+    cell = {"task": "squad", "cell": {"teacher": reference}, "metrics": {"exact_match": 40.0, "f1": 48.0, "f1_se": 0.9}}
+    assert results.retention(cell) == 75.0
+    line = results.teacher_line([cell])
+    assert "(64.0) on the same 2000 dev examples" in line and "0.90 to 0.90 points" in line

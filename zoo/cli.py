@@ -179,6 +179,27 @@ def cmd_bench_compression(args: argparse.Namespace) -> None:
     Console().print_json(data={"results": result["results"], "comparison": result["comparison"]})
 
 
+def cmd_bench_quality(args: argparse.Namespace) -> None:
+    from zoo.bench_quality import quality
+
+    try:
+        keep_lists = [[int(i) for i in k.split(",")] for k in args.keep]
+    except ValueError as e:
+        raise ZooError(f"--keep {' '.join(args.keep)}: each keep-list is comma-separated layer indices, e.g. 0,2,4") from e
+    root = Path(args.root or Path("runs") / "bench-quality" / f"{args.family}-{args.profile}")
+    output = Path(args.output or Path("results") / "bench" / f"quality-{args.family}-{args.profile}.json")
+    with _progress() as progress:
+        record = quality(args.family, args.profile, args.steps, _eval_limit(args.eval_examples, None), args.sparsities, keep_lists,
+                         root, output, progress, args.data_dir)
+    table = Table(title=f"bench quality · {record['settings']['task']} · -> {output}")
+    for column in ("variant", "steps", "score", "% of teacher"):
+        table.add_column(column, justify="left" if column == "variant" else "right")
+    metric = next(k for k in record["results"]["teacher"] if k not in ("steps",))
+    for name, row in record["results"].items():
+        table.add_row(name, str(row["steps"]), f"{row[metric]:.2f}", f"{row['retention_pct']:.1f}")
+    Console(width=max(Console().width, 100)).print(table)
+
+
 def cmd_publish(args: argparse.Namespace) -> None:
     from zoo import hub
     from zoo.matrix import default_root
@@ -288,6 +309,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reuse", action="store_true", help="keep cells' existing bench.json; measure only the others")
     p.add_argument("--repeats", type=int, default=20, help="timed calls per batch-1 shape (batch 32: a quarter, at least 3)")
     p.set_defaults(func=cmd_bench_cells)
+    p = bench_sub.add_parser("quality", help="magnitude vs OBS pruning and layer keep-lists, 0 and N recovery steps, vs the teacher")
+    p.add_argument("family", nargs="?", default="squad")
+    p.add_argument("--profile", default="cpu", help="matrix profile: teacher, data, calibration and distillation settings")
+    p.add_argument("--steps", type=int, default=50, help="recovery steps of a full-depth variant (fewer layers: proportionally more)")
+    p.add_argument("--eval-examples", default="1000", help="dev examples every variant (and the teacher) is scored on: N or 'all'")
+    p.add_argument("--sparsities", type=float, nargs="+", default=[0.5, 0.8, 0.9])
+    p.add_argument("--keep", nargs="+", default=["0,2,5", "0,2,4"], help="layer keep-lists to compare with the data-chosen one")
+    p.add_argument("--root", help="variant run folders (default runs/bench-quality/FAMILY-PROFILE)")
+    p.add_argument("--output", help="default results/bench/quality-FAMILY-PROFILE.json")
+    p.add_argument("--data-dir")
+    p.set_defaults(func=cmd_bench_quality)
     p = bench_sub.add_parser("model", help="one checkpoint under PyTorch, ONNX Runtime fp32 and (if present) int8")
     p.add_argument("checkpoint")
     p.add_argument("--threads", type=int, default=1)

@@ -132,8 +132,11 @@ class Manager:
         self.masks = MaskSet(model, _prunable(model, p.targets, p.exclude, "magnitude_pruning"))
         self.masks.attach(optimizer)
         self._schedule = (p.step_of(p.start, total_steps), p.step_of(p.end, total_steps))
+        if p.unit == "step" and self._schedule[1] > total_steps:
+            raise ZooError(f"magnitude_pruning.end is step {self._schedule[1]}, past the {total_steps} training steps: "
+                           f"the model would never reach final_sparsity {p.final_sparsity}; end the schedule by step {total_steps}")
         self.report["pruning"] = {"targets": sorted(self.masks.weights), "scope": p.scope, "final_sparsity": p.final_sparsity,
-                                  "start_step": self._schedule[0], "end_step": self._schedule[1]}
+                                  "start_step": self._schedule[0], "end_step": self._schedule[1], "total_steps": total_steps}
 
     # ---- each step -----------------------------------------------------------------
     def before_step(self, step: int) -> None:
@@ -177,6 +180,9 @@ class Manager:
 
     # ---- after training --------------------------------------------------------------
     def on_train_end(self, model: torch.nn.Module) -> None:
+        if self.pruning and self._schedule[1] >= self.report["pruning"].get("total_steps", 0):
+            # the schedule ends with training (end = 1.0, or a one-shot with no steps): its last point is final_sparsity
+            self.masks.prune_to(self.pruning.final_sparsity, self.pruning.scope)
         if self.masks:
             self.masks.apply()
             self.masks.detach(model)

@@ -1,0 +1,87 @@
+"""`zoo bench quality`: which one-shot choices keep a compressed model's accuracy, measured in one run.
+
+For one task of a matrix profile, from its dense teacher: magnitude vs OBS pruning at each
+sparsity, and layer keep-lists (given ones and the data-chosen one), each scored right
+after the one-shot change (0 steps) and after the recovery budget (distilling from the
+teacher), every variant on the same dev examples as the teacher re-scored in the same run.
+Each variant is a run folder under `--root`, so an interrupted benchmark resumes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.progress import Progress
+from transformers import AutoConfig
+
+from zoo import pipeline, provenance, results
+from zoo.errors import ZooError
+from zoo.io import write_json
+from zoo.matrix import load_matrix, read_metrics, teacher_dir
+from zoo.recipe import parse_recipe
+
+
+def variants(sparsities: list[float], keep_lists: list[list[int]], keep_n: int, steps: int, layer_steps: int, matrix) -> dict[str, tuple[list[dict], int]]:
+    """name -> (modifiers, recovery steps). Pruning settings other than the sparsity come from
+    the matrix profile (calibration size etc.); magnitude pruning is one-shot at step 0."""
+    kd = [{"type": "distillation", "teacher": "{teacher}", **matrix.distillation}]
+    obs_settings = {k: v for k, v in matrix.pruning.items() if k not in ("type", "start", "end", "update_every", "init_sparsity")}
+    out: dict[str, tuple[list[dict], int]] = {"teacher": ([], 0)}
+    for s in sparsities:
+        pct = round(s * 100)
+        methods = {"magnitude": {"type": "magnitude_pruning", "final_sparsity": s, "start": 0.0, "end": 0.0, "scope": obs_settings.get("scope", "uniform")},
+                   "obs": {"type": "obs_pruning", **obs_settings, "final_sparsity": s}}
+        for method, modifier in methods.items():
+            out[f"{method}-s{pct}-0steps"] = ([modifier], 0)
+            out[f"{method}-s{pct}-{steps}steps-kd"] = ([modifier, *kd], steps)
+    drops = {"-".join(map(str, keep)): {"type": "layer_drop", "keep": keep} for keep in keep_lists}
+    drops["search"] = {"type": "layer_drop", "strategy": "search", "n": keep_n}
+    for label, modifier in drops.items():
+        out[f"layers-{label}-0steps"] = ([modifier], 0)
+        out[f"layers-{label}-{layer_steps}steps-kd"] = ([modifier, *kd], layer_steps)
+    return out
+
+
+def quality(family: str, profile_name: str, steps: int, eval_examples: int | None, sparsities: list[float], keep_lists: list[list[int]],
+            root: Path, output: Path, progress: Progress, data_dir: str | None = None) -> dict:
+    matrix, source = load_matrix(family, profile_name)
+    task, model = next(iter(matrix.tasks.items()))
+    teacher = teacher_dir(matrix, task)
+    if not read_metrics(teacher):
+        raise ZooError(f"{teacher} has no metrics.json: train the teacher first (zoo matrix {family} --profile {profile_name} builds it)")
+    lengths = {len(k) for k in keep_lists}
+    if len(lengths) != 1:
+        raise ZooError(f"--keep lists must all keep the same number of layers, got {sorted(lengths)}")
+    keep_n = lengths.pop()
+    base_layers = AutoConfig.from_pretrained(str(teacher)).num_hidden_layers
+    layer_steps = round(steps * base_layers / keep_n)  # the matrix's budget rule: a cheaper step buys more steps
+    metric = results.metric_names(task)[0]
+    rows = {}
+    for name, (modifiers, n_steps) in variants(sparsities, keep_lists, keep_n, steps, layer_steps, matrix).items():
+        folder = root / name
+        record = read_metrics(folder)
+        if record is None:
+            run = pipeline.open_run(task, str(teacher), matrix.finetune_profile, data_dir)
+            run.profile = run.profile.model_copy(update={"train": matrix.cell_train.model_copy(update={"max_steps": n_steps})})
+            recipe = parse_recipe({"modifiers": [{**m, "teacher": str(teacher)} if m["type"] == "distillation" else m for m in modifiers]},
+                                  f"bench quality ({name})")
+            record = pipeline.finetune(run, folder, progress, eval_examples, recipe=recipe if modifiers else None)
+        compression = record.get("compression", {})
+        rows[name] = {"steps": record["train"]["steps"], metric: round(record["metrics"][metric], 2),
+                      f"{metric}_se": round(record["metrics"].get(f"{metric}_se", float("nan")), 2),
+                      "measured_sparsity": round(compression.get("measured", {}).get("sparsity", 0.0), 4),
+                      "layers_kept": compression.get("layers_kept"),
+                      "one_shot_seconds": (compression.get("obs_pruning") or {}).get("seconds"),
+                      "train_seconds": record["train"]["seconds"]}
+        if "layer_search" in compression:
+            rows[name]["layer_search"] = compression["layer_search"]
+    reference = rows["teacher"][metric]
+    for row in rows.values():
+        row["retention_pct"] = round(100 * row[metric] / reference, 1)
+    record = {"benchmark": "quality", "what": f"{task}: magnitude vs OBS pruning and layer keep-lists, 0 and N recovery steps, vs the teacher",
+              "settings": {"matrix": str(source), "profile": profile_name, "task": task, "base_model": model, "teacher": str(teacher),
+                           "eval_examples": eval_examples, "steps": steps, "layer_steps": layer_steps, "cell_train": matrix.cell_train.model_dump(),
+                           "distillation": matrix.distillation, "pruning": matrix.pruning},
+              "results": rows, "provenance": provenance.collect()}
+    write_json(output, record)
+    return record
