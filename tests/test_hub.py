@@ -88,7 +88,7 @@ def test_publish_serve_reproduce_and_catch_an_altered_card(two_cells, tmp_path):
         name = "tiny-bert0-l2-squad-s50-l1-kd"
         repo = hub_dir / "models" / "zoo-test" / name
         card = ModelCard.load(repo / "README.md")
-        card.data.eval_results[1].metric_value += 5.0
+        next(r for r in card.data.eval_results if r.metric_type == "f1").metric_value += 5.0
         card.save(repo / "README.md")
         subprocess.run(["git", "-C", str(repo), "commit", "-qam", "tamper"], check=True)
         bad = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)

@@ -183,7 +183,7 @@ def estimate_seconds(cell: Cell, matrix: MatrixProfile, base_layers: int, teache
     if steps is None:
         train_examples = matrix.cell_train.max_examples or teacher["data"]["train"]["available_examples"]
         steps = train_examples * teacher["train"]["features"] / teacher["train"]["examples"] * matrix.cell_train.epochs / matrix.cell_train.batch_size
-    return round(relative_cost(cell, base_layers) * (per_step * steps + per_question * eval_questions), 1)
+    return relative_cost(cell, base_layers) * (per_step * steps + per_question * eval_questions)
 
 
 def default_root(family: str, profile_name: str) -> Path:
