@@ -192,3 +192,97 @@ def test_retention_is_against_the_teacher_on_the_same_examples(tiny_matrix):
     assert results.retention(cell) == 75.0
     line = results.teacher_line([cell])
     assert "(64.0) on the same 2000 dev examples" in line and "0.90 to 0.90 points" in line
+
+
+# ---- defects from trying zoo as a new user (issue 10) ------------------------------------
+
+
+def test_output_folder_of_the_users_is_never_replaced(tmp_path, squad_data_root, tiny_bert_dir):
+    from rich.progress import Progress
+
+    from zoo import pipeline
+    from zoo.errors import ZooError
+
+    mine = tmp_path / "my-notes"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("precious")
+    run = pipeline.open_run("squad", str(tiny_bert_dir), "cpu", str(squad_data_root))
+    with Progress(disable=True) as progress, pytest.raises(ZooError, match="not a zoo run folder"):
+        pipeline.finetune(run, mine, progress, None)
+    assert (mine / "thesis.tex").read_text() == "precious"
+
+
+def test_model_folder_without_tokenizer_is_refused(tmp_path, squad_data_root, tiny_bert_dir):
+    import shutil
+
+    from zoo import pipeline
+    from zoo.errors import ZooError
+
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy2(tiny_bert_dir / name, bare / name)
+    with pytest.raises(ZooError, match="has no tokenizer"):
+        pipeline.open_run("squad", str(bare), "cpu", str(squad_data_root))
+
+
+def test_teacher_of_another_task_is_refused(tmp_path, tiny_bert_dir, tokenizer):
+    from transformers import BertConfig, BertForSequenceClassification
+
+    from zoo.errors import ZooError
+
+    classifier = tmp_path / "sst2-teacher"
+    BertForSequenceClassification(BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
+                                             num_attention_heads=4, intermediate_size=64)).save_pretrained(classifier)
+    manager = Manager(parse_recipe({"modifiers": [{"type": "distillation", "teacher": str(classifier)}]}, "r"), ("start_logits", "end_logits"))
+    with pytest.raises(ZooError, match="is a BertForSequenceClassification with 2 labels, the student a BertForQuestionAnswering"):
+        manager.prepare(tiny_model(tiny_bert_dir))
+    no_config = tmp_path / "no-config"
+    no_config.mkdir()
+    (no_config / "model.safetensors").write_bytes(b"x")
+    with pytest.raises(ZooError, match="has no model.safetensors \\+ config.json"):
+        Manager(parse_recipe({"modifiers": [{"type": "distillation", "teacher": str(no_config)}]}, "r"), ()).check(tiny_model(tiny_bert_dir).config)
+
+
+def test_second_runner_on_a_folder_exits_with_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    from zoo.errors import ZooError
+    from zoo.io import folder_lock
+
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from zoo.io import folder_lock\n"
+                               f"with folder_lock('{tmp_path}', 'zoo matrix run'):\n    print('held', flush=True); time.sleep(60)"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(ZooError, match=f"{tmp_path} is in use by another zoo matrix run \\(pid {holder.pid} since"):
+            with folder_lock(tmp_path, "zoo matrix run"):
+                pass
+    finally:
+        holder.kill()
+        holder.wait()
+    with folder_lock(tmp_path, "zoo matrix run"):  # a killed holder leaves no stale lock
+        pass
+
+
+def test_staging_folders_are_never_rows(tmp_path):
+    from zoo.io import run_folders
+
+    for name in ("cell-a", ".cell-b.partial", ".cell-c.old"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "metrics.json").write_text("{}")
+    assert [p.name for p in run_folders(tmp_path)] == ["cell-a"]
+
+
+def test_empty_axes_list_is_an_error(tiny_matrix):
+    import yaml
+
+    from zoo.errors import ZooError
+
+    path, _ = tiny_matrix
+    doc = yaml.safe_load(path.read_text())
+    doc["profiles"]["tiny"]["axes"] = []
+    path.write_text(yaml.safe_dump(doc))
+    with pytest.raises(ZooError, match="key 'axes"):
+        matrix.load_matrix("squad", "tiny", path)

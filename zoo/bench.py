@@ -15,7 +15,7 @@ from zoo.batching import length_grouped_batches, random_batches
 from zoo.data import data_root
 from zoo.engine import Manager, build_teacher_source
 from zoo.errors import ZooError
-from zoo.io import write_json
+from zoo.io import run_folders, write_json
 from zoo.models import resolve_model
 from zoo.pipeline import bar, subset
 from zoo.profiles import TrainConfig
@@ -205,7 +205,7 @@ def cells_speed(root: Path, family: str, threads: int, output: str, progress: Pr
     import fnmatch
     import json
 
-    cells = sorted(p.parent for p in Path(root).glob("*/metrics.json"))
+    cells = run_folders(root)
     if patterns:
         cells = [c for c in cells if any(fnmatch.fnmatch(c.name, p) for p in patterns)]
     if not cells:

@@ -52,31 +52,45 @@ class Manager:
         self.report: dict = {"recipe": recipe.model_dump(mode="json")}
 
     # ---- before training -------------------------------------------------------------
-    def check(self, num_layers: int) -> None:
-        """Validate the recipe against the model before any work (layer indices, teacher)."""
+    def check(self, config) -> None:
+        """Validate the recipe against the model's config before any work (layer indices, teacher)."""
         if self.layer_drop:
-            self.layer_drop.kept_layers(num_layers)
+            self.layer_drop.kept_layers(config.num_hidden_layers)
         if self.width and self.distillation and self.distillation.attention_mse > 0:
             raise ZooError("width_pruning with distillation.attention_mse: the student keeps fewer heads than the teacher, "
                            "so their attention maps do not pair up; use hidden_mse instead")
-        if self.distillation and not (Path(self.distillation.teacher) / "model.safetensors").is_file():
-            raise ZooError(
-                f"distillation teacher {self.distillation.teacher} has no model.safetensors; "
-                f"fine-tune it first (zoo finetune ...) or fix 'teacher' in the recipe"
-            )
+        teacher = Path(self.distillation.teacher) if self.distillation else None
+        if teacher and not ((teacher / "model.safetensors").is_file() and (teacher / "config.json").is_file()):
+            raise ZooError(f"distillation teacher {teacher} has no model.safetensors + config.json; "
+                           f"fine-tune it first (zoo finetune ...) or fix 'teacher' in the recipe")
+
+    def check_teacher(self, student: torch.nn.Module) -> None:
+        """The teacher must be a checkpoint of the student's task (same model class and number
+        of labels); otherwise its head would be loaded at random and distilled from."""
+        from transformers import AutoConfig
+
+        if not self.distillation:
+            return
+        config = AutoConfig.from_pretrained(self.distillation.teacher)
+        teacher_class = (config.architectures or [type(student).__name__])[0]
+        if (teacher_class, config.num_labels) != (type(student).__name__, student.config.num_labels):
+            raise ZooError(f"distillation teacher {self.distillation.teacher} is a {teacher_class} with {config.num_labels} labels, "
+                           f"the student a {type(student).__name__} with {student.config.num_labels}: "
+                           f"distil from the dense fine-tuned model of the same task")
 
     def prepare(self, model: torch.nn.Module, calibration: Callable[[int], list[dict]] | None = None) -> torch.nn.Module:
         """Structural changes, before the optimizer sees the parameters. `calibration(n)` gives
         labelled batches covering n training features (width pruning scores units on them)."""
-        num_layers = len(encoder_layers(model)) if self.layer_drop else model.config.num_hidden_layers
-        self.check(num_layers)
+        self.check(model.config)
+        self.check_teacher(model)
+
         def batches(modifier) -> list[dict]:
             if calibration is None:
                 raise ZooError(f"{modifier.type} needs calibration batches (training features); none were given")
             return calibration(modifier.calibration_examples)
 
         if self.layer_drop:
-            keep = self.layer_drop.kept_layers(num_layers)
+            keep = self.layer_drop.kept_layers(len(encoder_layers(model)))
             if self.layer_drop.from_data:
                 keep, self.report["layer_search"] = choose_layers(model, self.layer_drop.n, batches(self.layer_drop), self._output_distance)
             drop_layers(model, keep)

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
 import shutil
 import tempfile
+import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from zoo.errors import ZooError
 
 
 def write_json(path: str | Path, obj: Any) -> Path:
@@ -28,9 +33,22 @@ def write_json(path: str | Path, obj: Any) -> Path:
     return path
 
 
+RUN_MARKERS = ("metrics.json", "transplant.json")  # files only zoo writes into the folders it replaces
+
+
+def check_replaceable(folder: str | Path) -> None:
+    """A folder zoo may overwrite: missing, empty, or one zoo wrote (it holds a run marker).
+    Anything else is the user's, so say so before any work instead of deleting it at the end."""
+    folder = Path(folder)
+    if folder.exists() and (not folder.is_dir() or (any(folder.iterdir()) and not any((folder / m).is_file() for m in RUN_MARKERS))):
+        raise ZooError(f"output {folder} already exists and is not a zoo run folder (no metrics.json); "
+                       f"zoo replaces only its own run folders: choose another --output or remove it yourself")
+
+
 def replace_dir(tmp_dir: Path, final_dir: Path) -> Path:
-    """Move a fully written folder into place, replacing any older one."""
+    """Move a fully written folder into place, replacing an older run folder (never a folder of the user's)."""
     final_dir = Path(final_dir)
+    check_replaceable(final_dir)
     if final_dir.exists():
         old = final_dir.with_name(f".{final_dir.name}.old")
         shutil.rmtree(old, ignore_errors=True)
@@ -49,3 +67,34 @@ def sha256_file(path: str | Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def run_folders(root: str | Path) -> list[Path]:
+    """Complete run folders directly under `root` (those holding metrics.json), in name order;
+    hidden staging folders (.NAME.partial, .NAME.old) are never results."""
+    return sorted(p.parent for p in Path(root).glob("*/metrics.json") if not p.parent.name.startswith("."))
+
+
+@contextmanager
+def folder_lock(folder: str | Path, what: str):
+    """Hold `folder` for this process alone (flock on folder/.zoo.lock). The OS drops the lock
+    when the process ends, however it ends, so a killed run never leaves a stale lock."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    handle = open(folder / ".zoo.lock", "a+", encoding="utf-8")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise ZooError(f"{folder} is in use by another {what} ({holder}); wait for it to finish or use another folder") from None
+    try:
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} since {time.strftime('%Y-%m-%d %H:%M:%S')}")
+        handle.flush()
+        yield
+    finally:
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()

@@ -14,13 +14,13 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, ValidationError
 
 from tasks import family_tasks
 from zoo.errors import ZooError
-from zoo.io import write_json
+from zoo.io import folder_lock, write_json
 from zoo.profiles import RECIPES_DIR, Strict, TrainConfig, describe, profile_section
 from zoo.recipe import Recipe, parse_recipe
 
@@ -49,7 +49,7 @@ class MatrixProfile(Strict):
     # compressed gets none (its weights are the teacher's). null: cell_train's epochs decide.
     cell_steps: int | None = Field(None, gt=0)
     eval_examples: int | None = Field(None, gt=0)
-    axes: Axes | list[Axes]  # one grid, or several whose cells are joined (a cell named twice runs once)
+    axes: Axes | Annotated[list[Axes], Field(min_length=1)]  # one grid, or several whose cells are joined (a cell named twice runs once)
     pruning: dict = Field(default_factory=dict)
     layer_keep: dict[int, list[int]] = Field(default_factory=dict)
     width_pruning: dict = Field(default_factory=dict)  # settings for width cells besides `width` itself
@@ -221,7 +221,6 @@ def run(family: str, profile_name: str, progress, *, matrix_file: str | None = N
     """Run (or, with dry_run, list) the selected cells of every task; returns what happened per cell."""
     from transformers import AutoConfig
 
-    from zoo import pipeline
     from zoo.models import resolve_model
 
     matrix, source = load_matrix(family, profile_name, matrix_file)
@@ -235,6 +234,15 @@ def run(family: str, profile_name: str, progress, *, matrix_file: str | None = N
                            "train_steps": train_steps(c, matrix, base_layers[c.task]),
                            "estimate_s": estimate_seconds(c, matrix, base_layers[c.task], teachers[c.task])} for c in cells]}
 
+    with folder_lock(root_dir, "zoo matrix run"):  # two runners on one folder would redo and clobber each other's cells
+        return _run_cells(cells, matrix, base_layers, root_dir, profile_name, progress, data_dir)
+
+
+def _run_cells(cells: list[Cell], matrix: MatrixProfile, base_layers: dict, root_dir: Path, profile_name: str,
+               progress, data_dir: str | None) -> dict:
+    from zoo import pipeline
+
+    teachers = {task: read_metrics(teacher_dir(matrix, task)) for task in matrix.tasks}  # read under the lock
     started = time.perf_counter()
     phases: dict[str, float] = {}
     for task in dict.fromkeys(c.task for c in cells):  # data and models checked up front, for every task

@@ -25,13 +25,17 @@ from zoo import onnx_export, provenance
 from zoo.batching import collate
 from zoo.data import data_root
 from zoo.engine import Manager, build_teacher_source
-from zoo.io import replace_dir, sha256_file, write_json
+from zoo.errors import ZooError
+from zoo.io import check_replaceable, replace_dir, sha256_file, write_json
 from zoo.models import resolve_model
 from zoo.predict import predict
 from zoo.profiles import Profile, load_profile, parse_task_config
 from zoo.recipe import DEFAULT_PRUNE_TARGETS, Quantization, Recipe, dump_recipe
 from zoo.sparsity import measure_sparsity, target_names
 from zoo.train import batch_plan, train
+
+
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json")
 
 
 @dataclass
@@ -57,6 +61,9 @@ def open_run(task: str, model_ref: str, profile_name: str, data_dir: str | None 
     profile = load_profile(adapter_cls.family, profile_name)
     config = parse_task_config(adapter_cls.config_schema, profile, f"recipes/{adapter_cls.family}.yaml")
     model_path = resolve_model(model_ref)
+    if Path(model_path).is_dir() and not any((Path(model_path) / f).is_file() for f in TOKENIZER_FILES):
+        raise ZooError(f"model folder {model_path} has no tokenizer ({', '.join(TOKENIZER_FILES)}); "
+                       f"save the tokenizer beside the weights (tokenizer.save_pretrained) or use a folder written by zoo")
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     adapter = adapter_cls(task, config, tokenizer, root)
     for split in ("train", "dev"):
@@ -196,12 +203,13 @@ def finetune(run: Run, run_dir: Path, progress: Progress, eval_limit: int | None
     `cell` labels the run as a matrix cell (its name and target settings)."""
     from transformers import AutoConfig
 
+    check_replaceable(run_dir)  # before any work: the folder is replaced only at the end
     started, phases = time.perf_counter(), Phases()
     record = _new_record(run, "finetune")
     if cell:
         record["cell"] = cell
     manager = Manager(recipe or Recipe(), run.adapter.output_names, run.adapter.logit_loss)
-    manager.check(AutoConfig.from_pretrained(run.model_path).num_hidden_layers)  # bad recipe: fail before any work
+    manager.check(AutoConfig.from_pretrained(run.model_path))  # bad recipe or teacher: fail before any work
     cfg = run.profile.train
     with phases("load_train"):
         examples = _load(run, "train", cfg.max_examples, cfg.seed, record)
@@ -284,6 +292,7 @@ def onnx_parity(run: Run, output: Path, progress: Progress, eval_limit: int | No
 def evaluate(run: Run, run_dir: Path, progress: Progress, eval_limit: int | None) -> dict:
     """Score an already fine-tuned checkpoint on the dev set: its `model.int8.onnx` when it has
     one (a quantised cell is served and scored as int8), else its PyTorch weights."""
+    check_replaceable(run_dir)
     started, phases = time.perf_counter(), Phases()
     record = _new_record(run, "evaluate")
     int8 = Path(run.model_path) / onnx_export.INT8_FILE

@@ -15,6 +15,7 @@ import pandas as pd
 
 from tasks import get_adapter
 from zoo.errors import ZooError
+from zoo.io import run_folders
 
 HEAD = ["cell", "model", "task", "target_sparsity", "measured_sparsity", "layers", "width", "quant", "distilled", "total_params",
         "nonzero_params"]
@@ -79,9 +80,9 @@ def row_of(record: dict) -> dict:
 def load_records(root: Path) -> list[dict]:
     """Each cell's metrics.json, with its bench.json (speed, written later) as record['bench']."""
     records = []
-    for path in sorted(Path(root).glob("*/metrics.json")):
-        record = json.loads(path.read_text())
-        bench = path.parent / "bench.json"
+    for folder in run_folders(root):
+        record = json.loads((folder / "metrics.json").read_text())
+        bench = folder / "bench.json"
         records.append(record | ({"bench": json.loads(bench.read_text())} if bench.is_file() else {}))
     if not records:
         raise ZooError(f"no cell results (*/metrics.json) under {root}; run the matrix first (make squad-matrix)")
@@ -196,12 +197,12 @@ def build(family: str, root: Path, out_dir: Path, readme: Path | None, archive: 
         if (Path(root) / "matrix-runs.json").is_file():  # wall time per phase of each matrix invocation
             Path(archive).mkdir(parents=True, exist_ok=True)
             shutil.copy2(Path(root) / "matrix-runs.json", Path(archive) / "matrix-runs.json")
-        for record_path in sorted(Path(root).glob("*/metrics.json")):
-            target = Path(archive) / record_path.parent.name
+        for folder in run_folders(root):
+            target = Path(archive) / folder.name
             target.mkdir(parents=True, exist_ok=True)
             for name in ("metrics.json", "bench.json", "recipe.yaml", "predictions.json"):
-                if (record_path.parent / name).is_file():
-                    shutil.copy2(record_path.parent / name, target / name)
+                if (folder / name).is_file():
+                    shutil.copy2(folder / name, target / name)
     if readme:
         readme.write_text(replace_between_markers(readme.read_text(encoding="utf-8"), family, md), encoding="utf-8")
     return {"rows": len(df), "csv": str(out_dir / f"{family}.csv")}
