@@ -72,7 +72,7 @@ class ObsPruning(Modifier):
     scope: Literal["uniform", "global"] = "uniform"
     targets: list[str] = Field(default_factory=lambda: list(DEFAULT_PRUNE_TARGETS), min_length=1)
     exclude: list[str] = Field(default_factory=list)
-    calibration_examples: int = Field(256, gt=0, description="training features whose inputs form each Linear's Hessian")
+    calibration_examples: int = Field(128, gt=0, description="training features whose inputs form each Linear's Hessian")
     block_size: int = Field(128, gt=0, description="columns whose mask is chosen together")
     damp: float = Field(0.01, gt=0, description="added to H's diagonal, as a fraction of its mean")
 
