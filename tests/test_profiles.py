@@ -18,7 +18,7 @@ def test_shipped_profiles_validate():
     "text, needle",
     [
         ("profiles: {p: {train: {epochs: 1, batch_size: 0, learning_rate: 1}, eval: {}}}", "key 'train.batch_size'"),
-        ("profiles: {p: {train: {epochs: 1, batch_size: 8, learning_rate: 1, lr: 2}, eval: {}}}", "key 'train.lr': Extra inputs"),
+        ("profiles: {p: {train: {epochs: 1, batch_size: 8, learning_rate: 1, lr: 2}, eval: {}}}", "key 'train.lr': unknown key"),
         ("profiles: {p: {eval: {}}}", "key 'train': Field required"),
         ("nothing: here", "top-level key 'profiles'"),
         ("profiles: [", "not valid YAML"),

@@ -286,3 +286,10 @@ def test_empty_axes_list_is_an_error(tiny_matrix):
     path.write_text(yaml.safe_dump(doc))
     with pytest.raises(ZooError, match="key 'axes"):
         matrix.load_matrix("squad", "tiny", path)
+
+
+def test_misspelt_key_names_the_unknown_and_the_missing_key():
+    from zoo.errors import ZooError
+
+    with pytest.raises(ZooError, match="key 'modifiers.0.final_sparsty': unknown key \\(missing: 'modifiers.0.final_sparsity'; misspelt\\?\\)"):
+        parse_recipe({"modifiers": [{"type": "obs_pruning", "final_sparsty": 0.5}]}, "r.yaml")

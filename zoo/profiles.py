@@ -50,11 +50,20 @@ class Profile(Strict):
     task: dict = Field(default_factory=dict)
 
 
-def describe(err: ValidationError, prefix: str = "") -> str:
-    """The first validation error as "key 'a.b': message"."""
-    first = err.errors()[0]
-    key = (prefix + ".".join(str(p) for p in first["loc"])).rstrip(".")
-    return f"key '{key}': {first['msg']}"
+def describe(err: ValidationError, prefix: str = "", skip: tuple[str, ...] = ()) -> str:
+    """One validation error as "key 'a.b': message" (path parts in `skip`, e.g. a union's tag,
+    left out). An unknown key is named first, with the required keys still missing beside it:
+    a misspelt key shows up as both."""
+    errors = err.errors()
+
+    def key(e) -> str:
+        return (prefix + ".".join(str(p) for p in e["loc"] if p not in skip)).rstrip(".")
+
+    unknown = [e for e in errors if e["type"] == "extra_forbidden"]
+    if unknown:
+        missing = [f"'{key(e)}'" for e in errors if e["type"] == "missing"]
+        return f"key '{key(unknown[0])}': unknown key" + (f" (missing: {', '.join(missing)}; misspelt?)" if missing else "")
+    return f"key '{key(errors[0])}': {errors[0]['msg']}"
 
 
 def profile_section(path: Path, name: str) -> dict:

@@ -29,6 +29,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from zoo.errors import ZooError
+from zoo.profiles import describe
 
 DEFAULT_PRUNE_TARGETS = [r"encoder\.layer\.\d+\..*(query|key|value|dense)\.weight$"]  # the encoder's Linear weights
 
@@ -166,11 +167,10 @@ class Recipe(BaseModel):
 
 def _explain(err: ValidationError, source: str) -> ZooError:
     first = err.errors()[0]
-    loc = ".".join(str(p) for p in first["loc"] if p not in MODIFIER_TYPES)  # drop the union's tag from the path
-    message = first["msg"]
     if first["type"] in ("union_tag_invalid", "union_tag_not_found"):
-        message = f"unknown or missing modifier type; allowed: {', '.join(MODIFIER_TYPES)}"
-    return ZooError(f"{source}: key '{loc}': {message}")
+        loc = ".".join(str(p) for p in first["loc"])
+        return ZooError(f"{source}: key '{loc}': unknown or missing modifier type; allowed: {', '.join(MODIFIER_TYPES)}")
+    return ZooError(f"{source}: {describe(err, skip=MODIFIER_TYPES)}")  # the union's tag is not part of the user's path
 
 
 def parse_recipe(doc: dict, source: str) -> Recipe:
