@@ -66,6 +66,7 @@ def read_token_file(path: Path, columns: int, labels: tuple[str, ...], report: L
     not this format: one error."""
     sentences, tokens, tags, broken = [], [], [], None
     bad_lines = good_lines = 0
+    unknown: dict[str, int] = {}
 
     def close():
         nonlocal tokens, tags, broken
@@ -91,12 +92,18 @@ def read_token_file(path: Path, columns: int, labels: tuple[str, ...], report: L
         good_lines += 1
         if fields[-1] not in labels:
             broken = broken or "unknown tag"
+            unknown[fields[-1]] = unknown.get(fields[-1], 0) + 1
         tokens.append(fields[0])
         tags.append(fields[-1])
     close()
     if good_lines == 0 or bad_lines > good_lines:
         raise ZooError(f"{path}: {bad_lines} of {bad_lines + good_lines} lines do not have {columns} whitespace-separated "
                        f"fields; expected one token per line (token ... tag) with blank lines between sentences")
+    unknown_sentences = report.skipped.get("unknown tag", 0)
+    if unknown and (not sentences or unknown_sentences > len(sentences)):  # a few odd tags are skipped; a different tag set is an error
+        seen = ", ".join(f"{t} ({n}x)" for t, n in sorted(unknown.items(), key=lambda kv: -kv[1])[:5])
+        raise ZooError(f"{path}: {unknown_sentences} of {unknown_sentences + len(sentences)} sentences use tags outside "
+                       f"{', '.join(labels)} (seen: {seen}); convert the file to IOB2 tags with these entity types")
     return sentences
 
 

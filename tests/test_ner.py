@@ -41,6 +41,19 @@ def test_conll_reader_docstart_blank_lines_and_bad_sentences(tmp_path):
     assert report.as_dict() == {"kept": 2, "repaired": 0, "skipped": {"unknown tag": 1, "malformed line": 1}}
 
 
+@pytest.mark.parametrize("text, needle", [
+    ("EU NNP B-NP S-ORG\nrejects VBZ B-VP O\n\nPeter NNP B-NP B-PER\nBlackburn NNP I-NP I-PER\n\nBonn NNP B-NP S-LOC\n",
+     "2 of 3 sentences use tags outside"),  # BIOES: most sentences unknown
+    ("EU NNP B-NP S-ORG\n\nBonn NNP B-NP S-LOC\n", "seen: S-ORG (1x), S-LOC (1x)"),  # every sentence unknown
+])
+def test_ner_file_in_another_tag_set_is_one_error(tmp_path, text, needle):
+    path = tmp_path / "train.txt"
+    path.write_text(text)
+    with pytest.raises(ZooError, match="convert the file to IOB2") as err:
+        read_token_file(path, 4, NER_TASKS["conll2003"].labels, LoadReport())
+    assert needle in str(err.value) and str(path) in str(err.value)
+
+
 def test_msra_one_character_per_line(tmp_path):
     path = tmp_path / "train.bio"
     path.write_text("中\tB-ORG\n共\tI-ORG\n说\tO\n\n北\tB-LOC\n京\tI-LOC\n")
