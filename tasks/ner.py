@@ -96,6 +96,8 @@ def read_token_file(path: Path, columns: int, labels: tuple[str, ...], report: L
         tokens.append(fields[0])
         tags.append(fields[-1])
     close()
+    if good_lines == bad_lines == 0:
+        raise ZooError(f"{path}: the file is empty; expected one token per line (token ... tag) with blank lines between sentences")
     if good_lines == 0 or bad_lines > good_lines:
         raise ZooError(f"{path}: {bad_lines} of {bad_lines + good_lines} lines do not have {columns} whitespace-separated "
                        f"fields; expected one token per line (token ... tag) with blank lines between sentences")

@@ -47,7 +47,8 @@ def test_cards_round_trip_to_the_results_row(two_cells, tmp_path):
         assert model_name == name
         assert {e.metric_type: e.metric_value for e in evals} == {"exact_match": row["exact_match"], "f1": row["f1"]}
         assert all(e.dataset_type == "rajpurkar/squad" and e.dataset_split == "validation" for e in evals)
-        assert card.data.license == "apache-2.0" and card.data.base_model and "zoo" in card.data.tags
+        assert card.data.license == "apache-2.0" and "zoo" in card.data.tags and "sparse" in card.data.tags
+        assert card.data.base_model is None  # the tiny base is a local folder: never written into a card
         assert "pipeline(" in card.text and "zoo reproduce --org zoo-test" in card.text
         assert all(f"zoo-test/{sibling}" in card.text for sibling in rows)
 
@@ -238,3 +239,22 @@ def test_card_for_a_classification_cell_names_width_int8_speed_and_transplant():
     text = str(card)
     assert "vocabulary transplant" in text and "zoo.width.from_pretrained" in text and "model.int8.onnx" in text
     assert "ONNX Runtime int8, 1 CPU thread(s)): 12.5 ms at batch 1 x 128 tokens" in text
+    assert card.data.tags == ["zoo", "tnews", "width-pruned", "int8", "distilled"]
+    assert 'ort.InferenceSession(hf_hub_download("zoo-test/minilm-zh-l6-tnews-s0-l6-w50-kd-int8", "model.int8.onnx"))' in text
+
+
+@pytest.mark.parametrize("changes, tags, snippet", [
+    ({}, ["dense"], 'pipeline("question-answering"'),
+    ({"layers": 3}, ["layer-dropped"], 'pipeline("question-answering"'),
+    ({"width": 0.5, "distilled": True}, ["width-pruned", "distilled"], "from_pretrained(AutoModelForQuestionAnswering, snapshot_download("),
+    ({"target_sparsity": 0.8}, ["sparse"], 'pipeline("question-answering"'),
+])
+def test_tags_and_usage_say_what_each_kind_of_cell_is(changes, tags, snippet):
+    cell = {"target_sparsity": 0.0, "layers": 6, "base_layers": 6, "width": 1.0, "quant": "none", "distilled": False, **changes}
+    assert hub.kind_tags(cell) == tags
+    assert snippet in "\n".join(hub.usage(cell, False, "question-answering", "org/x"))
+
+
+def test_credentials_in_the_endpoint_never_reach_a_card(monkeypatch):
+    monkeypatch.setenv("HF_ENDPOINT", "http://user:s3cret@127.0.0.1:8090/")
+    assert hub.endpoint() == "http://127.0.0.1:8090"

@@ -241,7 +241,7 @@ def test_teacher_of_another_task_is_refused(tmp_path, tiny_bert_dir, tokenizer):
     no_config.mkdir()
     (no_config / "model.safetensors").write_bytes(b"x")
     with pytest.raises(ZooError, match="has no model.safetensors \\+ config.json"):
-        Manager(parse_recipe({"modifiers": [{"type": "distillation", "teacher": str(no_config)}]}, "r"), ()).check(tiny_model(tiny_bert_dir).config)
+        Manager(parse_recipe({"modifiers": [{"type": "distillation", "teacher": str(no_config)}]}, "r"), ()).check(tiny_model(tiny_bert_dir))
 
 
 def test_second_runner_on_a_folder_exits_with_one_line(tmp_path):

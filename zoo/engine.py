@@ -25,6 +25,7 @@ from zoo import obs, width
 from zoo.distill import CachedTeacher, LiveTeacher, attention_mse, hidden_mse, soft_logit_loss, uniform_layer_map
 from zoo.errors import ZooError
 from zoo.layers import choose_layers, drop_layers, encoder_layers
+from zoo.models import check_weights
 from zoo.recipe import Distillation, LayerDrop, MagnitudePruning, ObsPruning, Quantization, Recipe, WidthPruning
 from zoo.sparsity import MaskSet, gmp_sparsity, target_names
 
@@ -52,10 +53,14 @@ class Manager:
         self.report: dict = {"recipe": recipe.model_dump(mode="json")}
 
     # ---- before training -------------------------------------------------------------
-    def check(self, config) -> None:
-        """Validate the recipe against the model's config before any work (layer indices, teacher)."""
+    def check(self, model: torch.nn.Module) -> None:
+        """Validate the recipe against the model before any work: layer indices, pruning
+        targets, and a teacher that exists and is of the model's task."""
         if self.layer_drop:
-            self.layer_drop.kept_layers(config.num_hidden_layers)
+            self.layer_drop.kept_layers(model.config.num_hidden_layers)
+        for pruning in (self.pruning, self.obs):
+            if pruning:
+                _prunable(model, pruning.targets, pruning.exclude, pruning.type)
         if self.width and self.distillation and self.distillation.attention_mse > 0:
             raise ZooError("width_pruning with distillation.attention_mse: the student keeps fewer heads than the teacher, "
                            "so their attention maps do not pair up; use hidden_mse instead")
@@ -63,14 +68,15 @@ class Manager:
         if teacher and not ((teacher / "model.safetensors").is_file() and (teacher / "config.json").is_file()):
             raise ZooError(f"distillation teacher {teacher} has no model.safetensors + config.json; "
                            f"fine-tune it first (zoo finetune ...) or fix 'teacher' in the recipe")
+        if teacher:
+            check_weights(teacher)
+            self._check_teacher_task(model)
 
-    def check_teacher(self, student: torch.nn.Module) -> None:
+    def _check_teacher_task(self, student: torch.nn.Module) -> None:
         """The teacher must be a checkpoint of the student's task (same model class and number
         of labels); otherwise its head would be loaded at random and distilled from."""
         from transformers import AutoConfig
 
-        if not self.distillation:
-            return
         config = AutoConfig.from_pretrained(self.distillation.teacher)
         teacher_class = (config.architectures or [type(student).__name__])[0]
         if (teacher_class, config.num_labels) != (type(student).__name__, student.config.num_labels):
@@ -81,8 +87,7 @@ class Manager:
     def prepare(self, model: torch.nn.Module, calibration: Callable[[int], list[dict]] | None = None) -> torch.nn.Module:
         """Structural changes, before the optimizer sees the parameters. `calibration(n)` gives
         labelled batches covering n training features (width pruning scores units on them)."""
-        self.check(model.config)
-        self.check_teacher(model)
+        self.check(model)
 
         def batches(modifier) -> list[dict]:
             if calibration is None:

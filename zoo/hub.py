@@ -31,6 +31,14 @@ TRANSPLANT = "minilm-zh"
 LICENSE = "apache-2.0"
 
 
+def endpoint() -> str:
+    """HF_ENDPOINT as it may be shown or written into a card: any user:password@ part removed."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/"))
+    return urlunsplit(parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else ""))) if parts.hostname else parts.geturl()
+
+
 def check_org(org: str) -> None:
     from huggingface_hub.utils import HFValidationError, validate_repo_id
 
@@ -63,7 +71,7 @@ def model_card(record: dict, row: dict, table_md: str, org: str) -> ModelCard:
     name = cell["name"]
     data = ModelCardData(
         license=LICENSE, base_model=_hub_base(cell["base_model"]), datasets=[hub["dataset_type"]],
-        tags=["zoo", record["task"], "pruned" if cell["target_sparsity"] else "dense", *(["distilled"] if cell["distilled"] else [])],
+        tags=["zoo", record["task"], *kind_tags(cell)],
         pipeline_tag=hub["pipeline_tag"], library_name="transformers", model_name=name, eval_results=eval_results(row, hub),
     )
     distill = compression.get("distillation")
@@ -91,8 +99,7 @@ def model_card(record: dict, row: dict, table_md: str, org: str) -> ModelCard:
         f"- {', '.join(f'{m}: {row[m]:.2f}' for m in hub['metrics'])} on {row['dev_examples']} {hub['dataset_name']} {hub['dataset_split']} examples",
         *(["- base model: a vocabulary transplant of all-MiniLM-L6-v2 onto the bert-base-chinese vocabulary (zoo/transplant.py), "
            "not a pretrained Chinese model"] if cell["base_model"] == TRANSPLANT else []), "",
-        "## Use", "", "```python", "from transformers import pipeline", "",
-        f'model = pipeline("{hub["pipeline_tag"]}", model="{org}/{name}")', "```", "",
+        "## Use", "", *usage(cell, "quantization" in compression, hub["pipeline_tag"], f"{org}/{name}"), "",
         "## Reproduce", "", "Trained by", "", f"```bash\n{record['provenance']['command']}\n```", "",
         f"(zoo git {str(record['provenance']['git']['sha'])[:10]}, recipe `recipe.yaml` in this repo), "
         f"and re-scored from the Hub by `zoo reproduce --org {org} --family {get_adapter(record['task']).family}`.", "",
@@ -104,8 +111,42 @@ def model_card(record: dict, row: dict, table_md: str, org: str) -> ModelCard:
     return ModelCard(f"---\n{data.to_yaml()}\n---\n" + "\n".join(lines) + "\n")
 
 
-def _hub_base(model: str) -> str:
-    return "sentence-transformers/all-MiniLM-L6-v2" if model in ("minilm", TRANSPLANT) else model
+def kind_tags(cell: dict) -> list[str]:
+    """What was done to the model, one tag each; 'dense' only when nothing was."""
+    tags = [tag for tag, done in (("sparse", cell["target_sparsity"] > 0), ("layer-dropped", cell["layers"] < cell["base_layers"]),
+                                  ("width-pruned", cell.get("width", 1.0) < 1), ("int8", cell.get("quant", "none") != "none"))
+            if done]
+    return (tags or ["dense"]) + (["distilled"] if cell["distilled"] else [])
+
+
+AUTO_CLASS = {"question-answering": "AutoModelForQuestionAnswering", "text-classification": "AutoModelForSequenceClassification",
+              "token-classification": "AutoModelForTokenClassification"}
+
+
+def usage(cell: dict, quantised: bool, pipeline_tag: str, repo: str) -> list[str]:
+    """A snippet that loads what the card's scores were measured on: the int8 ONNX file for a
+    quantised cell, zoo's width-aware loader for a width-pruned one, else a stock pipeline."""
+    if quantised:
+        return ["The scores are the int8 model's; run it with ONNX Runtime (inputs: the tokenizer's `input_ids`, "
+                "`attention_mask`, `token_type_ids` as int64):", "", "```python", "import onnxruntime as ort",
+                "from huggingface_hub import hf_hub_download", "from transformers import AutoTokenizer", "",
+                f'tokenizer = AutoTokenizer.from_pretrained("{repo}")',
+                f'session = ort.InferenceSession(hf_hub_download("{repo}", "model.int8.onnx"))',
+                'outputs = session.run(None, dict(tokenizer("Hello world", return_tensors="np")))', "```"]
+    if cell.get("width", 1.0) < 1:
+        return ["Fewer attention heads at this hidden size is not a stock BERT config: load it with zoo's loader "
+                "(`pip install` this project), which builds the sliced shapes and loads the safetensors strictly:", "", "```python",
+                "from huggingface_hub import snapshot_download", f"from transformers import {AUTO_CLASS[pipeline_tag]}",
+                "from zoo.width import from_pretrained", "",
+                f'model = from_pretrained({AUTO_CLASS[pipeline_tag]}, snapshot_download("{repo}"))', "```"]
+    return ["```python", "from transformers import pipeline", "", f'model = pipeline("{pipeline_tag}", model="{repo}")', "```"]
+
+
+def _hub_base(model: str) -> str | None:
+    """The card's base_model: a Hub id, never a path on the machine that trained it."""
+    if model in ("minilm", TRANSPLANT):
+        return "sentence-transformers/all-MiniLM-L6-v2"
+    return None if model.startswith((".", "/", "~")) or model.count("/") > 1 or Path(model).exists() else model
 
 
 def _linked_table(df, org: str, endpoint: str) -> str:
@@ -178,8 +219,7 @@ def publish(family: str, root: Path, org: str, to: Path | None = None, api=None)
     check_org(org)
     cells = check_cells(root)
     df = results.table([r for _, r in cells])
-    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
-    table_md = _linked_table(df, org, endpoint)
+    table_md = _linked_table(df, org, endpoint())
     rows = {row["cell"]: row for row in df.to_dict("records")}
     if to is None and api is None:
         from huggingface_hub import HfApi
@@ -221,8 +261,7 @@ def list_repos(org: str, family: str) -> list[str]:
         index_repo = f"{org}/{INDEX_REPO.format(family=family)}"
         index = json.loads(Path(hf_hub_download(index_repo, "index.json", cache_dir=HUB_CACHE)).read_text())
     except Exception as e:
-        endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
-        raise ZooError(f"cannot list the repos of '{org}' at {endpoint} ({type(e).__name__}); is the server up and HF_ENDPOINT set?") from e
+        raise ZooError(f"cannot list the repos of '{org}' at {endpoint()} ({type(e).__name__}); is the server up and HF_ENDPOINT set?") from e
     return sorted(r["name"] for r in index["repos"])
 
 
@@ -257,7 +296,7 @@ def reproduce(family: str, org: str, out_dir: Path, progress, data_dir: str | No
 
     now = provenance.collect()
     header = (f"Re-derived by `{now['command']}` on {now['machine']['device']}, {now['machine']['cpu_count']} CPU cores, {now['date'][:10]} "
-              f"(HF_ENDPOINT {os.environ.get('HF_ENDPOINT', 'https://huggingface.co')}): every row re-scored from the checkpoint downloaded "
+              f"(HF_ENDPOINT {endpoint()}): every row re-scored from the checkpoint downloaded "
               f"from {org}; the trained rows came from `{records[0]['provenance']['command']}`.")
     (out_dir / f"{family}.md").write_text(results.markdown(df, records, header), encoding="utf-8")
     worst = max(comparisons, key=lambda c: c["abs_diff"]) if comparisons else None

@@ -95,12 +95,12 @@ def cell_name(tag: str, task: str, sparsity: float, layers: int, distill: bool, 
 
 
 def load_matrix(family: str, profile_name: str, path: str | Path | None = None) -> tuple[MatrixProfile, Path]:
+    allowed = family_tasks(family)  # an unknown family is named as such, not as a missing file
     path = Path(path) if path else RECIPES_DIR / f"{family}-matrix.yaml"
     try:
         matrix = MatrixProfile(**profile_section(path, profile_name))
     except ValidationError as e:
         raise ZooError(f"{path}: profile '{profile_name}', {describe(e)}") from e
-    allowed = family_tasks(family)
     for task in matrix.tasks:
         if task not in allowed:
             raise ZooError(f"{path}: profile '{profile_name}', key 'tasks': '{task}' is not a {family} task ({', '.join(allowed)})")

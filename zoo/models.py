@@ -36,6 +36,7 @@ def resolve_model(ref: str) -> str:
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise ZooError(f"model folder {path} has no config.json; pass a folder written by save_pretrained")
+        check_weights(path)
         return str(path.resolve())
     if ref.startswith((".", "/", "~")) or ref.count("/") > 1:  # a path, not an 'org/name' Hub id
         raise ZooError(f"model folder {ref} does not exist")
@@ -51,3 +52,31 @@ def resolve_model(ref: str) -> str:
             f"to a reachable Hub mirror"
         ) from e
     return ref
+
+
+def check_weights(folder: Path) -> None:
+    """The folder's weights are a complete safetensors file: zoo never unpickles weights, and a
+    truncated download should fail here with its name, not deep inside a load."""
+    import json
+    import struct
+
+    weights = folder / "model.safetensors"
+    if not weights.is_file():
+        if (folder / "model.safetensors.index.json").is_file():
+            return  # sharded: transformers checks each shard against the index
+        pickled = [p.name for p in folder.glob("*.bin")] + [p.name for p in folder.glob("*.pt")]
+        hint = (f"it has {', '.join(pickled)} (pickle, which zoo does not load): convert it with safetensors' "
+                f"save_file or model.save_pretrained(..., safe_serialization=True)") if pickled else "save the model with save_pretrained"
+        raise ZooError(f"model folder {folder} has no model.safetensors; {hint}")
+    size = weights.stat().st_size
+    try:
+        with open(weights, "rb") as f:
+            (header_len,) = struct.unpack("<Q", f.read(8))
+            if header_len > size:
+                raise ValueError("header longer than the file")
+            header = json.loads(f.read(header_len))
+        end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
+    except (struct.error, ValueError, KeyError, TypeError) as e:
+        raise ZooError(f"{weights} is not a valid safetensors file ({e}); re-download or re-save it") from e
+    if 8 + header_len + end > size:
+        raise ZooError(f"{weights} is truncated ({size:,} of {8 + header_len + end:,} bytes); re-download or re-save it")

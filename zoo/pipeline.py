@@ -104,15 +104,22 @@ def _load(run: Run, split: str, limit: int | None, seed: int, record: dict) -> D
         "load_report": report.as_dict(),
         "available_examples": len(examples),
     }
+    if len(examples) == 0:
+        where = ", ".join(str(p) for p in run.adapter.data_files(split)) or f"the Hub's {split} split"
+        raise ZooError(f"{where}: no usable {split} examples (load report: {report.as_dict()}); "
+                       f"check the file is the task's official format")
     examples = subset(examples, limit, seed)
     record["data"][split]["used_examples"] = len(examples)
     return examples
 
 
-def _evaluate(run: Run, model, limit: int | None, progress: Progress, phases: Phases, record: dict) -> dict:
-    cfg = run.profile.eval
+def _load_dev(run: Run, limit: int | None, phases: Phases, record: dict) -> Dataset:
     with phases("load_dev"):
-        examples = _load(run, "dev", limit, cfg.seed, record)
+        return _load(run, "dev", limit, run.profile.eval.seed, record)
+
+
+def _evaluate(run: Run, model, examples: Dataset, limit: int | None, progress: Progress, phases: Phases, record: dict) -> dict:
+    cfg = run.profile.eval
     with phases("tokenize_dev"):
         features = run.adapter.eval_features(examples, bar(progress, "tokenise dev", len(examples)))
     with phases("evaluate"):
@@ -201,23 +208,24 @@ def finetune(run: Run, run_dir: Path, progress: Progress, eval_limit: int | None
              recipe: Recipe | None = None, cell: dict | None = None) -> dict:
     """Train the task model from `run.model_path` under `recipe` (none: dense), save, evaluate.
     `cell` labels the run as a matrix cell (its name and target settings)."""
-    from transformers import AutoConfig
-
     check_replaceable(run_dir)  # before any work: the folder is replaced only at the end
     started, phases = time.perf_counter(), Phases()
     record = _new_record(run, "finetune")
     if cell:
         record["cell"] = cell
     manager = Manager(recipe or Recipe(), run.adapter.output_names, run.adapter.logit_loss)
-    manager.check(AutoConfig.from_pretrained(run.model_path))  # bad recipe or teacher: fail before any work
+    with phases("load_model"):
+        model = run.adapter.build_model(run.model_path)
+    manager.check(model)  # bad recipe or teacher: fail before any work
     cfg = run.profile.train
     with phases("load_train"):
         examples = _load(run, "train", cfg.max_examples, cfg.seed, record)
+    dev = _load_dev(run, eval_limit, phases, record)  # a broken dev file fails now, not after training
     with phases("tokenize_train"):
         features = run.adapter.train_features(examples, bar(progress, "tokenise train", len(examples)))
-    with phases("load_model"):
+    with phases("compress"):  # the one-shot changes on calibration batches (layers, width, OBS)
         calibration = calibration_batches(features, run.profile.eval.batch_size, cfg.seed, run.pad_id)
-        model = manager.prepare(run.adapter.build_model(run.model_path), calibration)
+        model = manager.prepare(model, calibration)
     with phases("teacher"):
         teacher_cache = build_teacher_source(
             manager, run.adapter, features, model.config.num_hidden_layers,
@@ -242,7 +250,7 @@ def finetune(run: Run, run_dir: Path, progress: Progress, eval_limit: int | None
     if manager.quantization:
         with phases("quantize"):
             model, record["compression"]["quantization"] = quantize_into(model, run.adapter, staging, manager.quantization)
-    predictions = _evaluate(run, model, eval_limit, progress, phases, record)
+    predictions = _evaluate(run, model, dev, eval_limit, progress, phases, record)
     return _finish(run_dir, staging, record, predictions, phases, started)
 
 
@@ -263,7 +271,7 @@ def quantize_trained(run: Run, source_dir: Path, run_dir: Path, progress: Progre
         model = run.adapter.build_model(str(source_dir))
         ort_model, report = quantize_into(model, run.adapter, staging, manager.quantization)
     record["compression"] = {**source["compression"], "recipe": recipe.model_dump(mode="json"), "quantization": report}
-    predictions = _evaluate(run, ort_model, eval_limit, progress, phases, record)
+    predictions = _evaluate(run, ort_model, _load_dev(run, eval_limit, phases, record), eval_limit, progress, phases, record)
     return _finish(run_dir, staging, record, predictions, phases, started)
 
 
@@ -300,5 +308,5 @@ def evaluate(run: Run, run_dir: Path, progress: Progress, eval_limit: int | None
         model = onnx_export.OrtModel(int8) if int8.is_file() else run.adapter.build_model(run.model_path)
     record["engine"] = "onnxruntime int8" if int8.is_file() else "pytorch"
     staging = _staging(run_dir)
-    predictions = _evaluate(run, model, eval_limit, progress, phases, record)
+    predictions = _evaluate(run, model, _load_dev(run, eval_limit, phases, record), eval_limit, progress, phases, record)
     return _finish(run_dir, staging, record, predictions, phases, started)

@@ -22,16 +22,29 @@ the training run (`0.0` = first step, `1.0` = last) or absolute steps (`unit: st
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from zoo.errors import ZooError
 from zoo.profiles import describe
 
 DEFAULT_PRUNE_TARGETS = [r"encoder\.layer\.\d+\..*(query|key|value|dense)\.weight$"]  # the encoder's Linear weights
+
+
+def _regexes(patterns: list[str]) -> list[str]:
+    for pattern in patterns:
+        try:
+            re.compile(pattern)
+        except re.error as e:
+            raise ValueError(f"{pattern!r} is not a valid regular expression ({e})") from None
+    return patterns
+
+
+Regexes = Annotated[list[str], AfterValidator(_regexes)]
 
 
 class Modifier(BaseModel):
@@ -50,8 +63,8 @@ class MagnitudePruning(Modifier):
     end: float = Field(0.0, ge=0)
     update_every: int = Field(10, gt=0, description="steps between mask updates during the ramp")
     scope: Literal["uniform", "global"] = "uniform"
-    targets: list[str] = Field(default_factory=lambda: list(DEFAULT_PRUNE_TARGETS), min_length=1)
-    exclude: list[str] = Field(default_factory=list)
+    targets: Regexes = Field(default_factory=lambda: list(DEFAULT_PRUNE_TARGETS), min_length=1)
+    exclude: Regexes = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _order(self):
@@ -71,8 +84,8 @@ class ObsPruning(Modifier):
     type: Literal["obs_pruning"]
     final_sparsity: float = Field(gt=0, lt=1)
     scope: Literal["uniform", "global"] = "uniform"
-    targets: list[str] = Field(default_factory=lambda: list(DEFAULT_PRUNE_TARGETS), min_length=1)
-    exclude: list[str] = Field(default_factory=list)
+    targets: Regexes = Field(default_factory=lambda: list(DEFAULT_PRUNE_TARGETS), min_length=1)
+    exclude: Regexes = Field(default_factory=list)
     calibration_examples: int = Field(128, gt=0, description="training features whose inputs form each Linear's Hessian")
     block_size: int = Field(128, gt=0, description="columns whose mask is chosen together")
     damp: float = Field(0.01, gt=0, description="added to H's diagonal, as a fraction of its mean")
