@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pandas as pd
@@ -20,8 +21,10 @@ from huggingface_hub.repocard_data import model_index_to_eval_results
 from tests.conftest import run_matrix
 from zoo import hub, results
 from zoo.errors import ZooError
+from zoo.io import run_folders
 
-COMPARED = ["cell", "target_sparsity", "measured_sparsity", "layers", "distilled", "total_params", "nonzero_params", "exact_match", "f1", "dev_examples"]
+COMPARED = ["cell", "target_sparsity", "measured_sparsity", "layers", "width", "quant", "distilled", "total_params", "nonzero_params",
+            "exact_match", "f1", "dev_examples"]
 
 
 @pytest.fixture()
@@ -53,13 +56,9 @@ def test_cards_round_trip_to_the_results_row(two_cells, tmp_path):
         assert all(f"zoo-test/{sibling}" in card.text for sibling in rows)
 
 
-def test_publish_serve_reproduce_and_catch_an_altered_card(two_cells, tmp_path):
-    root, data = two_cells
-    hub_dir = tmp_path / "hub"
-    first = hub.publish("squad", root, "zoo-test", to=hub_dir)
-    assert all(first.values()) and len(first) == 3  # two cells + the index repo
-    assert not any(hub.publish("squad", root, "zoo-test", to=hub_dir).values()), "unchanged cells must make no commit"
-
+@contextmanager
+def served(hub_dir, tmp_path):
+    """olah serving `hub_dir` on a free loopback port; yields the environment for zoo to reach it."""
     port = free_port()
     config = hub.olah_config(hub_dir, port, tmp_path / "olah.toml")
     server = subprocess.Popen([sys.executable, "-m", "olah.server", "-c", str(config)], cwd=tmp_path,
@@ -75,6 +74,40 @@ def test_publish_serve_reproduce_and_catch_an_altered_card(two_cells, tmp_path):
                 time.sleep(0.3)
         env = {**os.environ, "HF_ENDPOINT": f"http://127.0.0.1:{port}", "HF_HOME": str(tmp_path / "hf-home")}
         env.pop("HF_HUB_OFFLINE", None)
+        yield env
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def commit(repo, message):
+    subprocess.run(["git", "-C", str(repo), "add", "-A"], check=True)
+    subprocess.run(["git", "-C", str(repo), "commit", "-qm", message], check=True)
+
+
+def test_every_kind_of_cell_round_trips_and_tampering_is_caught(tiny_matrix, tmp_path):
+    """Dense, sparse, layer-dropped, width-pruned and int8 cells: published, served by olah,
+    reproduced; then a card's score, a sparse repo's weights (zeros un-pruned), an int8 repo's
+    safetensors (noise) and another int8 repo's ONNX (swapped) are altered, and reproduce names each."""
+    import torch
+    import yaml
+    from safetensors.torch import load_file, save_file
+
+    path, data = tiny_matrix
+    doc = yaml.safe_load(path.read_text())
+    doc["profiles"]["tiny"]["axes"] = [{"quant": ["none", "int8"]}, {"sparsity": [0.5]}, {"layers": [1]},
+                                       {"width": [0.5], "distill": [True], "quant": ["none", "int8"]}]
+    path.write_text(yaml.safe_dump(doc))
+    root = tmp_path / "cells"
+    run_matrix(path, data, root)
+    names = sorted(p.name for p in run_folders(root))
+    assert len(names) == 6
+    hub_dir = tmp_path / "hub"
+    first = hub.publish("squad", root, "zoo-test", to=hub_dir)
+    assert all(first.values()) and len(first) == 7  # six cells + the index repo
+    assert not any(hub.publish("squad", root, "zoo-test", to=hub_dir).values()), "unchanged cells must make no commit"
+
+    with served(hub_dir, tmp_path) as env:
         command = [sys.executable, "-m", "zoo.cli", "reproduce", "--org", "zoo-test", "--family", "squad",
                    "--data-dir", str(data), "--out", str(tmp_path / "reproduced")]
         ok = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
@@ -83,21 +116,32 @@ def test_publish_serve_reproduce_and_catch_an_altered_card(two_cells, tmp_path):
         rebuilt = pd.read_csv(tmp_path / "reproduced" / "squad.csv")
         assert rebuilt[COMPARED].equals(original[COMPARED])
         comparison = json.loads((tmp_path / "reproduced" / "comparison.json").read_text())
-        assert comparison["metrics_compared"] == 4 and comparison["largest_difference"]["abs_diff"] <= 0.1
+        assert comparison["metrics_compared"] == 12 and comparison["largest_difference"]["abs_diff"] <= 0.1
+        assert comparison["weights_checked"] == 6 and comparison["weight_problems"] == []
 
-        # Alter one card's F1 in the served repo: reproduce must fail, naming repo and metric.
-        name = "tiny-bert0-l2-squad-s50-l1-kd"
-        repo = hub_dir / "models" / "zoo-test" / name
-        card = ModelCard.load(repo / "README.md")
+        repos = hub_dir / "models" / "zoo-test"
+        dense, sparse = (next(n for n in names if n.endswith(s)) for s in ("-s0-l2", "-s50-l2"))
+        width_int8, dense_int8 = (next(n for n in names if n.endswith(s)) for s in ("-w50-kd-int8", "-s0-l2-int8"))
+        card = ModelCard.load(repos / dense / "README.md")
         next(r for r in card.data.eval_results if r.metric_type == "f1").metric_value += 5.0
-        card.save(repo / "README.md")
-        subprocess.run(["git", "-C", str(repo), "commit", "-qam", "tamper"], check=True)
+        card.save(repos / dense / "README.md")
+        commit(repos / dense, "tamper: card")
+        weights = load_file(repos / sparse / "model.safetensors")
+        save_file({k: torch.where(v == 0, torch.full_like(v, 1e-6), v) for k, v in weights.items()}, repos / sparse / "model.safetensors")
+        commit(repos / sparse, "tamper: un-prune")
+        weights = load_file(repos / width_int8 / "model.safetensors")
+        save_file({k: torch.randn_like(v) for k, v in weights.items()}, repos / width_int8 / "model.safetensors")
+        commit(repos / width_int8, "tamper: noise weights")
+        (repos / dense_int8 / "model.int8.onnx").write_bytes((repos / width_int8 / "model.int8.onnx").read_bytes())
+        commit(repos / dense_int8, "tamper: another model's onnx")
+
         bad = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-        assert bad.returncode == 2
-        assert f"zoo-test/{name} f1" in bad.stderr and "Traceback" not in bad.stderr
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    error = bad.stderr.strip().splitlines()[-1]
+    assert f"zoo-test/{dense} f1: card" in error
+    assert f"{sparse} model.safetensors: sha256 differs from the index" in error and f"{sparse} sparsity: weights give" in error
+    assert f"{width_int8} model.int8.onnx and model.safetensors disagree on a probe batch" in error
+    assert f"{dense_int8} model.int8.onnx: sha256 differs from the index" in error
 
 
 def test_publish_bad_input(two_cells, tmp_path):

@@ -14,6 +14,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+from contextlib import nullcontext
 from pathlib import Path
 
 import pandas as pd
@@ -22,7 +23,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from tasks import family_tasks, get_adapter
 from zoo import results
 from zoo.errors import ZooError
-from zoo.io import write_json
+from zoo.io import folder_lock, sha256_file, write_json
 
 REPO_FILES = ("model.safetensors", "config.json", "tokenizer.json", "tokenizer_config.json", "recipe.yaml", "metrics.json")
 OPTIONAL_FILES = ("model.int8.onnx", "bench.json")  # a quantised cell's served model; speed measured by `zoo bench cells`
@@ -184,6 +185,9 @@ def push_local(staged: Path, hub_root: Path, org: str, name: str, message: str) 
     if not (repo / ".git").is_dir():
         repo.mkdir(parents=True, exist_ok=True)
         git("init", "-q", "-b", "main")
+    # A git killed mid-commit leaves index.lock behind; publish holds the org's folder lock, so
+    # no other writer can own it.
+    (repo / ".git" / "index.lock").unlink(missing_ok=True)
     git("config", "user.name", "zoo")
     git("config", "user.email", "zoo@localhost")
     for entry in repo.iterdir():
@@ -225,19 +229,24 @@ def publish(family: str, root: Path, org: str, to: Path | None = None, api=None)
         from huggingface_hub import HfApi
 
         api = HfApi()  # token from HF_TOKEN or the login cache; zoo never reads, prints or stores it
-    outcome = {}
-    for cell_dir, record in cells:
-        name = record["cell"]["name"]
-        message = f"zoo: {name} (recipe {recipe_hash(cell_dir)})"
-        card = model_card(record, rows[name], table_md, org)
+    # One publisher per cell folder and per local hub org: a second one waits its turn by failing fast.
+    with folder_lock(root, "zoo process"), (folder_lock(Path(to) / "models" / org, "zoo publish") if to else nullcontext()):
+        outcome, files = {}, {}
+        for cell_dir, record in cells:
+            name = record["cell"]["name"]
+            message = f"zoo: {name} (recipe {recipe_hash(cell_dir)})"
+            card = model_card(record, rows[name], table_md, org)
+            with tempfile.TemporaryDirectory() as tmp:
+                staged = stage_repo(cell_dir, card, Path(tmp))
+                files[name] = {f.name: sha256_file(f) for f in sorted(staged.iterdir()) if f.name != "README.md"}
+                outcome[name] = push_local(staged, to, org, name, message) if to else push_hub(api, staged, org, name, message)
+        # Written last: a publish killed before this point is completed by running it again
+        # (unchanged repos make no commit), and `reproduce` checks every file against these hashes.
+        index = INDEX_REPO.format(family=family)
         with tempfile.TemporaryDirectory() as tmp:
-            staged = stage_repo(cell_dir, card, Path(tmp))
-            outcome[name] = push_local(staged, to, org, name, message) if to else push_hub(api, staged, org, name, message)
-    index = INDEX_REPO.format(family=family)
-    with tempfile.TemporaryDirectory() as tmp:
-        write_json(Path(tmp) / "index.json", {"repos": [{"name": n, "task": row["task"]} for n, row in rows.items()]})
-        message = f"zoo: index of {len(rows)} {family} repos"
-        outcome[index] = push_local(Path(tmp), to, org, index, message) if to else push_hub(api, Path(tmp), org, index, message)
+            write_json(Path(tmp) / "index.json", {"repos": [{"name": n, "task": row["task"], "sha256": files[n]} for n, row in rows.items()]})
+            message = f"zoo: index of {len(rows)} {family} repos"
+            outcome[index] = push_local(Path(tmp), to, org, index, message) if to else push_hub(api, Path(tmp), org, index, message)
     return outcome
 
 
@@ -247,7 +256,7 @@ HUB_CACHE = Path("runs") / "hub-cache"
 def list_repos(org: str, family: str) -> list[str]:
     """The org's repos for the family's tasks: the Hub's listing API, else the org's index repo
     of that family (a mirror such as olah serves repos but has no listing endpoint)."""
-    from huggingface_hub import HfApi, hf_hub_download
+    from huggingface_hub import HfApi
     from huggingface_hub.utils import HfHubHTTPError
 
     try:
@@ -257,12 +266,67 @@ def list_repos(org: str, family: str) -> list[str]:
             return sorted(names)
     except (HfHubHTTPError, OSError, ValueError):
         pass
+    return sorted(r["name"] for r in read_index(org, family)["repos"])
+
+
+def read_index(org: str, family: str) -> dict:
+    """The org's index repo of the family: its repos, each with the sha256 of every file."""
+    from huggingface_hub import hf_hub_download
+
     try:
         index_repo = f"{org}/{INDEX_REPO.format(family=family)}"
-        index = json.loads(Path(hf_hub_download(index_repo, "index.json", cache_dir=HUB_CACHE)).read_text())
+        return json.loads(Path(hf_hub_download(index_repo, "index.json", cache_dir=HUB_CACHE, force_download=True)).read_text())
     except Exception as e:
-        raise ZooError(f"cannot list the repos of '{org}' at {endpoint()} ({type(e).__name__}); is the server up and HF_ENDPOINT set?") from e
-    return sorted(r["name"] for r in index["repos"])
+        raise ZooError(f"cannot read the repos of '{org}' at {endpoint()} ({type(e).__name__}); is the server up and HF_ENDPOINT set?") from e
+
+
+def weight_claims(name: str, local: Path, original: dict, hashes: dict[str, str]) -> tuple[dict, list[str]]:
+    """What the downloaded weights are, and every way they differ from what the repo claims:
+    files against the index's hashes, measured sparsity/depth/width against metrics.json, and
+    (int8 repos) the ONNX model against the safetensors on a probe batch."""
+    from zoo import pipeline
+
+    problems = []
+    for file, digest in hashes.items():
+        if not (local / file).is_file() or sha256_file(local / file) != digest:
+            problems.append(f"{file}: sha256 differs from the index")
+    measured = pipeline.measure_checkpoint(local, pipeline.prune_targets(original["compression"]["recipe"]))
+    claimed = original["compression"]["measured"]
+    for key in ("sparsity", "num_hidden_layers", "attention_heads", "intermediate_size", "nonzero_params"):
+        if key in claimed and abs(measured[key] - claimed[key]) > (1e-4 if key == "sparsity" else 0):
+            problems.append(f"{key}: weights give {measured[key]}, metrics.json claims {claimed[key]}")
+    if (local / "model.int8.onnx").is_file():
+        try:
+            agreement = int8_agreement(local)
+        except Exception as e:  # an unreadable file is one more claim that does not hold
+            problems.append(f"model.int8.onnx or model.safetensors cannot be run ({type(e).__name__}: {str(e).splitlines()[0][:120]})")
+            agreement = 1.0
+        if agreement < INT8_AGREEMENT:
+            problems.append(f"model.int8.onnx and model.safetensors disagree on a probe batch (logit cosine {agreement:.3f} < {INT8_AGREEMENT})")
+    return measured, [f"{name} {p}" for p in problems]
+
+
+INT8_AGREEMENT = 0.9  # int8 of the same weights measures > 0.99 here; unrelated weights ~0
+
+
+def int8_agreement(folder: Path) -> float:
+    """Cosine similarity between the int8 ONNX model's and the safetensors model's outputs on
+    a seeded batch of random token ids."""
+    import torch
+
+    from zoo.onnx_export import INT8_FILE, OrtModel
+    from zoo.speed import load_checkpoint
+
+    model = load_checkpoint(folder)
+    generator = torch.Generator().manual_seed(0)
+    batch = {"input_ids": torch.randint(1000, model.config.vocab_size, (4, 64), generator=generator),
+             "attention_mask": torch.ones(4, 64, dtype=torch.long), "token_type_ids": torch.zeros(4, 64, dtype=torch.long)}
+    with torch.no_grad():
+        reference = model(**batch)
+    quantised = OrtModel(folder / INT8_FILE)(**batch)
+    a = torch.cat([reference[n].flatten().float() for n in quantised])
+    b = torch.cat([quantised[n].flatten().float() for n in quantised])
+    return float(torch.nn.functional.cosine_similarity(a, b, dim=0))
 
 
 def reproduce(family: str, org: str, out_dir: Path, progress, data_dir: str | None = None, tolerance: float = 0.1) -> dict:
@@ -274,14 +338,21 @@ def reproduce(family: str, org: str, out_dir: Path, progress, data_dir: str | No
     from zoo import pipeline
 
     out_dir = Path(out_dir)
-    records, comparisons = [], []
+    records, comparisons, weight_problems = [], [], []
+    hashes = {r["name"]: r.get("sha256", {}) for r in _index_or_empty(org, family)}
     for name in list_repos(org, family):
-        local = Path(snapshot_download(f"{org}/{name}", cache_dir=HUB_CACHE))
+        try:
+            local = Path(snapshot_download(f"{org}/{name}", cache_dir=HUB_CACHE))
+        except Exception as e:
+            raise ZooError(f"cannot download {org}/{name} from {endpoint()} ({type(e).__name__}); is the server up and HF_ENDPOINT set?") from e
         card = ModelCard.load(local / "README.md")
         original = json.loads((local / "metrics.json").read_text())
+        measured, problems = weight_claims(name, local, original, hashes.get(name, {}))
+        weight_problems += problems
+        if problems:
+            continue  # weights that are not what the repo claims are not scored
         run = pipeline.open_run(original["task"], str(local), original["profile"], data_dir)
         scored = pipeline.evaluate(run, out_dir / "cells" / name, progress, original["eval"]["max_examples"])
-        measured = pipeline.measure_checkpoint(local, pipeline.prune_targets(original["compression"]["recipe"]))
         records.append({**original, "metrics": scored["metrics"], "timings_s": scored["timings_s"],
                         "compression": {**original["compression"], "measured": measured}})
         for result in card.data.eval_results or []:
@@ -289,7 +360,8 @@ def reproduce(family: str, org: str, out_dir: Path, progress, data_dir: str | No
             comparisons.append({"repo": f"{org}/{name}", "metric": result.metric_type, "card": result.metric_value,
                                 "reproduced": round(value, 4), "abs_diff": round(abs(value - result.metric_value), 4)})
     if not records:
-        raise ZooError(f"'{org}' has no {family} repos to reproduce")
+        raise ZooError(f"{len(weight_problems)} weight claim(s) do not hold: {'; '.join(weight_problems)}" if weight_problems
+                       else f"'{org}' has no {family} repos to reproduce")
     df = results.table(records)
     df.to_csv(out_dir / f"{family}.csv", index=False)
     from zoo import provenance
@@ -301,13 +373,24 @@ def reproduce(family: str, org: str, out_dir: Path, progress, data_dir: str | No
     (out_dir / f"{family}.md").write_text(results.markdown(df, records, header), encoding="utf-8")
     worst = max(comparisons, key=lambda c: c["abs_diff"]) if comparisons else None
     summary = {"org": org, "family": family, "repos": len(records), "metrics_compared": len(comparisons),
-               "tolerance": tolerance, "largest_difference": worst, "comparisons": comparisons}
+               "tolerance": tolerance, "largest_difference": worst, "comparisons": comparisons,
+               "weights_checked": len(records), "weight_problems": weight_problems}
     write_json(out_dir / "comparison.json", summary)
-    failures = [c for c in comparisons if c["abs_diff"] > tolerance]
-    if failures:
-        listing = "; ".join(f"{c['repo']} {c['metric']}: card {c['card']} vs reproduced {c['reproduced']:.2f}" for c in failures)
-        raise ZooError(f"{len(failures)} metric(s) differ from the model cards by more than {tolerance}: {listing}")
+    failures = [f"{c['repo']} {c['metric']}: card {c['card']} vs reproduced {c['reproduced']:.2f}" for c in comparisons if c["abs_diff"] > tolerance]
+    if failures or weight_problems:
+        raise ZooError("; ".join(
+            ([f"{len(failures)} metric(s) differ from the model cards by more than {tolerance}: {'; '.join(failures)}"] if failures else [])
+            + ([f"{len(weight_problems)} weight claim(s) do not hold: {'; '.join(weight_problems)}"] if weight_problems else [])))
     return summary
+
+
+def _index_or_empty(org: str, family: str) -> list[dict]:
+    """The index's repos when the server has an index (zoo publishes one); a Hub org without one
+    is still reproduced, with no file hashes to check."""
+    try:
+        return read_index(org, family)["repos"]
+    except ZooError:
+        return []
 
 
 def olah_config(hub_dir: Path, port: int, path: Path) -> Path:
