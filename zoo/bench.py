@@ -15,7 +15,7 @@ from zoo.batching import length_grouped_batches, random_batches
 from zoo.data import data_root
 from zoo.engine import Manager, build_teacher_source
 from zoo.errors import ZooError
-from zoo.io import run_folders, write_json
+from zoo.io import run_folders, write_json, write_text
 from zoo.models import resolve_model
 from zoo.pipeline import bar, subset
 from zoo.profiles import TrainConfig
@@ -228,7 +228,7 @@ def cells_speed(root: Path, family: str, threads: int, output: str, progress: Pr
     comparison = speed_vs_flops(rows)
     record = _record(f"{family}-cell-speed", "CPU latency/throughput of every matrix cell as served (PyTorch fp32, ONNX Runtime int8)",
                      settings, per_cell, {"speedup_vs_flops": comparison, "target": "speedup >= 0.8 x flops_ratio"}, output)
-    Path(output).with_suffix(".md").write_text(speed_markdown(comparison, record, [r["provenance"] for r in rows]), encoding="utf-8")
+    write_text(Path(output).with_suffix(".md"), speed_markdown(comparison, record, [r["provenance"] for r in rows]))
     return record
 
 

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -149,10 +150,11 @@ def cmd_bench_cells(args: argparse.Namespace) -> None:
         record = bench.cells_speed(root, args.family, args.threads, output, progress, args.cells, args.reuse, args.repeats)
     readme = Path(args.readme) if args.readme else None
     if readme and f"<!-- results:{args.family}-speed:start -->" in readme.read_text(encoding="utf-8"):
+        from zoo.io import write_text
         from zoo.results import replace_between_markers
 
         table = Path(output).with_suffix(".md").read_text(encoding="utf-8")
-        readme.write_text(replace_between_markers(readme.read_text(encoding="utf-8"), f"{args.family}-speed", table), encoding="utf-8")
+        write_text(readme, replace_between_markers(readme.read_text(encoding="utf-8"), f"{args.family}-speed", table))
     Console().print(f"{len(record['results'])} cells measured -> bench.json in each cell, {output} and {Path(output).with_suffix('.md')}")
 
 
@@ -361,7 +363,7 @@ def main(argv: list[str] | None = None) -> int:
     except ZooError as e:
         if args.debug:
             raise
-        console.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+        console.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)  # messages may hold [brackets]
         return 2
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/yellow]")

@@ -23,7 +23,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from tasks import family_tasks, get_adapter
 from zoo import results
 from zoo.errors import ZooError
-from zoo.io import folder_lock, sha256_file, write_json
+from zoo.io import folder_lock, sha256_file, write_json, write_text
 
 REPO_FILES = ("model.safetensors", "config.json", "tokenizer.json", "tokenizer_config.json", "recipe.yaml", "metrics.json")
 OPTIONAL_FILES = ("model.int8.onnx", "bench.json")  # a quantised cell's served model; speed measured by `zoo bench cells`
@@ -363,14 +363,14 @@ def reproduce(family: str, org: str, out_dir: Path, progress, data_dir: str | No
         raise ZooError(f"{len(weight_problems)} weight claim(s) do not hold: {'; '.join(weight_problems)}" if weight_problems
                        else f"'{org}' has no {family} repos to reproduce")
     df = results.table(records)
-    df.to_csv(out_dir / f"{family}.csv", index=False)
+    write_text(out_dir / f"{family}.csv", df.to_csv(index=False))
     from zoo import provenance
 
     now = provenance.collect()
     header = (f"Re-derived by `{now['command']}` on {now['machine']['device']}, {now['machine']['cpu_count']} CPU cores, {now['date'][:10]} "
               f"(HF_ENDPOINT {endpoint()}): every row re-scored from the checkpoint downloaded "
               f"from {org}; the trained rows came from `{records[0]['provenance']['command']}`.")
-    (out_dir / f"{family}.md").write_text(results.markdown(df, records, header), encoding="utf-8")
+    write_text(out_dir / f"{family}.md", results.markdown(df, records, header))
     worst = max(comparisons, key=lambda c: c["abs_diff"]) if comparisons else None
     summary = {"org": org, "family": family, "repos": len(records), "metrics_compared": len(comparisons),
                "tolerance": tolerance, "largest_difference": worst, "comparisons": comparisons,

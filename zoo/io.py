@@ -16,21 +16,25 @@ from typing import Any
 from zoo.errors import ZooError
 
 
-def write_json(path: str | Path, obj: Any) -> Path:
-    """Write JSON to a temp file in the same folder, then rename over the target."""
+def write_text(path: str | Path, text: str) -> Path:
+    """Write to a temp file in the same folder, then rename over the target: a reader (or a
+    crash) sees the old file or the new one, never half of one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=2, ensure_ascii=False, sort_keys=False)
-            f.write("\n")
+            f.write(text)
         os.chmod(tmp, 0o644)  # mkstemp makes files private; results are meant to be shared
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def write_json(path: str | Path, obj: Any) -> Path:
+    return write_text(path, json.dumps(obj, indent=2, ensure_ascii=False, sort_keys=False) + "\n")
 
 
 RUN_MARKERS = ("metrics.json", "transplant.json")  # files only zoo writes into the folders it replaces

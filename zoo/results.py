@@ -15,7 +15,7 @@ import pandas as pd
 
 from tasks import get_adapter
 from zoo.errors import ZooError
-from zoo.io import run_folders
+from zoo.io import run_folders, write_text
 
 HEAD = ["cell", "model", "task", "target_sparsity", "measured_sparsity", "layers", "width", "quant", "distilled", "total_params",
         "nonzero_params"]
@@ -189,9 +189,9 @@ def build(family: str, root: Path, out_dir: Path, readme: Path | None, archive: 
     records = load_records(root)
     df = table(records)
     out_dir.mkdir(parents=True, exist_ok=True)
-    df.to_csv(out_dir / f"{family}.csv", index=False)
+    write_text(out_dir / f"{family}.csv", df.to_csv(index=False))
     md = markdown(df, records)
-    (out_dir / f"{family}.md").write_text(md, encoding="utf-8")
+    write_text(out_dir / f"{family}.md", md)
     plot(df, out_dir / f"{family}.png", f"{family}: score vs non-zero parameters ({records[0]['cell']['matrix_profile']} profile)")
     if archive and Path(archive).resolve() != Path(root).resolve():
         if (Path(root) / "matrix-runs.json").is_file():  # wall time per phase of each matrix invocation
@@ -204,5 +204,5 @@ def build(family: str, root: Path, out_dir: Path, readme: Path | None, archive: 
                 if (folder / name).is_file():
                     shutil.copy2(folder / name, target / name)
     if readme:
-        readme.write_text(replace_between_markers(readme.read_text(encoding="utf-8"), family, md), encoding="utf-8")
+        write_text(readme, replace_between_markers(readme.read_text(encoding="utf-8"), family, md))
     return {"rows": len(df), "csv": str(out_dir / f"{family}.csv")}
