@@ -137,8 +137,22 @@ def test_obs_cell_keeps_its_mask_through_recovery(tmp_path, squad_data_root, tin
     for n in names:
         if state[n].ndim == 2:
             assert int((state[n] == 0).sum()) == round(0.7 * state[n].numel()), n  # exact after training, read from disk
-    assert cell["compression"]["obs_pruning"]["seconds"] >= 0
+    assert [r["round"] for r in cell["compression"]["obs_pruning"]["rounds"]] == [1]
     assert cell["compression"]["measured"]["sparsity"] == pytest.approx(0.7, abs=1e-3)
+
+
+def test_obs_rounds_follow_the_cubic_schedule_and_end_exact(tmp_path, squad_data_root, tiny_bert_dir):
+    _, cell = teacher_then_cell("squad", tiny_bert_dir, squad_data_root, tmp_path,
+                                [{"type": "obs_pruning", "final_sparsity": 0.8, "rounds": 3, "end": 0.5, "calibration_examples": 8,
+                                  "block_size": 16}], batch_size=4, epochs=2)
+    steps = cell["train"]["steps"]
+    rounds = cell["compression"]["obs_pruning"]["rounds"]
+    assert [(r["round"], r["step"]) for r in rounds] == [(1, None), (2, round(0.5 * round(0.5 * steps))), (3, round(0.5 * steps))]
+    assert [r["sparsity"] for r in rounds] == [round(0.8 * (1 - (1 - i / 3) ** 3), 4) for i in (1, 2, 3)]
+    state = load_file(tmp_path / "cell" / "model.safetensors")
+    for n in target_names(state, DEFAULT_PRUNE_TARGETS, []):
+        if state[n].ndim == 2:
+            assert int((state[n] == 0).sum()) == round(0.8 * state[n].numel()), n
 
 
 def test_budget_gives_cheaper_cells_more_steps(tiny_matrix):

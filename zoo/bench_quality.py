@@ -71,7 +71,7 @@ def quality(family: str, profile_name: str, steps: int, eval_examples: int | Non
                       f"{metric}_se": round(record["metrics"].get(f"{metric}_se", float("nan")), 2),
                       "measured_sparsity": round(compression.get("measured", {}).get("sparsity", 0.0), 4),
                       "layers_kept": compression.get("layers_kept"),
-                      "one_shot_seconds": (compression.get("obs_pruning") or {}).get("seconds"),
+                      "obs_seconds": sum(r["seconds"] for r in (compression.get("obs_pruning") or {}).get("rounds", [])) or None,
                       "train_seconds": record["train"]["seconds"]}
         if "layer_search" in compression:
             rows[name]["layer_search"] = compression["layer_search"]

@@ -49,6 +49,9 @@ class Manager:
         self.teacher = None
         self.layer_map: list[int] = []
         self.kept_layers: list[int] = []
+        self._calibration: list[dict] = []
+        self._obs_rounds: dict[int, int] = {}
+        self._obs_model: torch.nn.Module | None = None
         self._schedule: tuple[int, int] = (0, 0)
         self.report: dict = {"recipe": recipe.model_dump(mode="json")}
 
@@ -105,11 +108,9 @@ class Manager:
             head_scores, neuron_scores = width.importance(model, batches(self.width))
             self.report["width"] = width.prune_width(model, head_scores, neuron_scores, self.width.width)
         if self.obs:
-            p = self.obs
-            names = _prunable(model, p.targets, p.exclude, "obs_pruning")
-            sparsities = obs.allocate({n: model.get_parameter(n) for n in names}, p.final_sparsity, p.scope)
-            self.report["obs_pruning"] = {"scope": p.scope, "final_sparsity": p.final_sparsity,
-                                          **obs.prune_model(model, batches(p), sparsities, p.block_size, p.damp)}
+            self._calibration = batches(self.obs)  # kept: later rounds prune on the same batches
+            self.report["obs_pruning"] = {"scope": self.obs.scope, "final_sparsity": self.obs.final_sparsity, "rounds": []}
+            self._obs_round(model, 1, step=None)
         if self.distillation and self.distillation.attention_mse > 0:
             model.set_attn_implementation("eager")  # sdpa returns no attention maps
         return model
@@ -140,11 +141,24 @@ class Manager:
         mask = batch["attention_mask"]
         return sum(self._soft_loss(student[n], teacher[n], mask, 1.0) for n in self.output_names) / len(self.output_names)
 
+    def _obs_round(self, model: torch.nn.Module, i: int, step: int | None) -> None:
+        p = self.obs
+        names = _prunable(model, p.targets, p.exclude, "obs_pruning")
+        sparsities = obs.allocate({n: model.get_parameter(n) for n in names}, p.sparsity_of_round(i), p.scope)
+        result = obs.prune_model(model, self._calibration, sparsities, p.block_size, p.damp)
+        self.report["obs_pruning"]["rounds"].append({"round": i, "step": step, "sparsity": round(p.sparsity_of_round(i), 4), **result})
+        if self.masks:
+            self.masks.freeze_zeros()
+
     def on_train_start(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, total_steps: int) -> None:
-        if self.obs:  # the one-shot mask, held fixed while the model recovers
+        if self.obs:  # the mask after round 1, held fixed (until the next round, if any) while the model recovers
             self.masks = MaskSet(model, _prunable(model, self.obs.targets, self.obs.exclude, "obs_pruning"))
             self.masks.freeze_zeros()
             self.masks.attach(optimizer)
+            self._obs_model = model
+            self._obs_rounds = self.obs.round_steps(total_steps)
+            if self.obs.rounds > 1 and total_steps == 0:  # no steps to spread rounds over: the last one now
+                self._obs_round(model, self.obs.rounds, step=0)
         if not self.pruning:
             return
         p = self.pruning
@@ -159,7 +173,9 @@ class Manager:
 
     # ---- each step -----------------------------------------------------------------
     def before_step(self, step: int) -> None:
-        if not self.pruning:  # no schedule: OBS masks stay as pruned
+        if self.obs and step in self._obs_rounds:
+            self._obs_round(self._obs_model, self._obs_rounds[step], step)
+        if not self.pruning:
             return
         start, end = self._schedule
         p = self.pruning

@@ -78,17 +78,39 @@ class MagnitudePruning(Modifier):
 
 
 class ObsPruning(Modifier):
-    """One-shot unstructured pruning before training by layer-wise OBS reconstruction on
-    calibration batches (zoo/obs.py); the mask is then held fixed while the model recovers."""
+    """Unstructured pruning by layer-wise OBS reconstruction on calibration batches (zoo/obs.py).
+    One round (the default) prunes once, before training, and the mask is then held fixed while
+    the model recovers. With `rounds: n` the first round still runs before training and the
+    last at `end`, the sparsity rising on the cubic GMP curve, final_sparsity x (1 - (1 - i/n)^3)
+    at round i: each round removes fewer weights from a model that has recovered from the last."""
 
     type: Literal["obs_pruning"]
     final_sparsity: float = Field(gt=0, lt=1)
+    rounds: int = Field(1, gt=0, description="OBS passes: the first before training, the last at `end`")
+    end: float = Field(0.0, ge=0, description="when the last round runs (with rounds > 1)")
     scope: Literal["uniform", "global"] = "uniform"
     targets: Regexes = Field(default_factory=lambda: list(DEFAULT_PRUNE_TARGETS), min_length=1)
     exclude: Regexes = Field(default_factory=list)
     calibration_examples: int = Field(128, gt=0, description="training features whose inputs form each Linear's Hessian")
     block_size: int = Field(128, gt=0, description="columns whose mask is chosen together")
     damp: float = Field(0.01, gt=0, description="added to H's diagonal, as a fraction of its mean")
+
+    @model_validator(mode="after")
+    def _schedule(self):
+        if self.rounds > 1 and self.end <= 0:
+            raise ValueError(f"rounds: {self.rounds} needs 'end' > 0, when the last round runs")
+        if self.unit == "fraction" and self.end >= 1:
+            raise ValueError("with unit 'fraction', end must lie in [0, 1): the last round needs steps after it to recover")
+        return self
+
+    def sparsity_of_round(self, i: int) -> float:
+        """Target sparsity after round i (1-based); the last round reaches final_sparsity."""
+        return self.final_sparsity * (1 - (1 - i / self.rounds) ** 3)
+
+    def round_steps(self, total_steps: int) -> dict[int, int]:
+        """Training step -> round, for rounds 2..n (round 1 runs before training)."""
+        last = min(self.step_of(self.end, total_steps), max(total_steps - 1, 0))
+        return {round((i - 1) / (self.rounds - 1) * last): i for i in range(2, self.rounds + 1)} if self.rounds > 1 else {}
 
 
 class LayerDrop(Modifier):
