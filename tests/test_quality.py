@@ -307,3 +307,31 @@ def test_misspelt_key_names_the_unknown_and_the_missing_key():
 
     with pytest.raises(ZooError, match="key 'modifiers.0.final_sparsty': unknown key \\(missing: 'modifiers.0.final_sparsity'; misspelt\\?\\)"):
         parse_recipe({"modifiers": [{"type": "obs_pruning", "final_sparsty": 0.5}]}, "r.yaml")
+
+
+def test_bench_quality_measures_every_variant_against_the_teacher(tiny_matrix, tmp_path, monkeypatch):
+    import json
+
+    import yaml
+    from rich.progress import Progress
+
+    from tests.conftest import run_matrix
+    from zoo import bench_quality
+
+    path, data = tiny_matrix
+    run_matrix(path, data, tmp_path / "cells", patterns=["*-s50-l2"])  # builds the teacher
+    doc = yaml.safe_load(path.read_text())
+    doc["profiles"]["tiny"]["pruning"] = {"type": "obs_pruning", "calibration_examples": 8, "block_size": 16}
+    path.write_text(yaml.safe_dump(doc))
+    monkeypatch.setattr(bench_quality, "load_matrix", lambda family, profile: matrix.load_matrix(family, profile, path))
+    output = tmp_path / "quality.json"
+    with Progress(disable=True) as progress:
+        record = bench_quality.quality("squad", "tiny", 1, 8, [0.5], [[0]], tmp_path / "variants", output, progress, str(data))
+    rows = record["results"]
+    assert record["complete"] and json.loads(output.read_text())["results"] == rows
+    assert set(rows) == {"teacher", "magnitude-s50-0steps", "magnitude-s50-1steps-kd", "obs-s50-0steps", "obs-s50-1steps-kd",
+                         "layers-0-0steps", "layers-0-2steps-kd", "layers-search-0steps", "layers-search-2steps-kd"}
+    assert rows["teacher"]["retention_pct"] == 100.0 and rows["teacher"]["steps"] == 0
+    assert rows["magnitude-s50-0steps"]["measured_sparsity"] == rows["obs-s50-0steps"]["measured_sparsity"] == 0.5
+    assert rows["layers-0-2steps-kd"]["steps"] == 2 and rows["layers-0-0steps"]["layers_kept"] == [0]  # half the depth, twice the steps
+    assert "scores" in rows["layers-search-0steps"]["layer_search"]

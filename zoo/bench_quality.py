@@ -9,6 +9,7 @@ Each variant is a run folder under `--root`, so an interrupted benchmark resumes
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from rich.progress import Progress
@@ -56,8 +57,12 @@ def quality(family: str, profile_name: str, steps: int, eval_examples: int | Non
     base_layers = AutoConfig.from_pretrained(str(teacher)).num_hidden_layers
     layer_steps = round(steps * base_layers / keep_n)  # the matrix's budget rule: a cheaper step buys more steps
     metric = results.metric_names(task)[0]
-    rows = {}
-    for name, (modifiers, n_steps) in variants(sparsities, keep_lists, keep_n, steps, layer_steps, matrix).items():
+    planned = variants(sparsities, keep_lists, keep_n, steps, layer_steps, matrix)
+    settings = {"matrix": str(source), "profile": profile_name, "task": task, "base_model": model, "teacher": str(teacher),
+                "eval_examples": eval_examples, "steps": steps, "layer_steps": layer_steps, "cell_train": matrix.cell_train.model_dump(),
+                "distillation": matrix.distillation, "pruning": matrix.pruning}
+    rows: dict[str, dict] = {}
+    for name, (modifiers, n_steps) in planned.items():
         folder = root / name
         record = read_metrics(folder)
         if record is None:
@@ -66,22 +71,24 @@ def quality(family: str, profile_name: str, steps: int, eval_examples: int | Non
             recipe = parse_recipe({"modifiers": [{**m, "teacher": str(teacher)} if m["type"] == "distillation" else m for m in modifiers]},
                                   f"bench quality ({name})")
             record = pipeline.finetune(run, folder, progress, eval_examples, recipe=recipe if modifiers else None)
-        compression = record.get("compression", {})
-        rows[name] = {"steps": record["train"]["steps"], metric: round(record["metrics"][metric], 2),
-                      f"{metric}_se": round(record["metrics"].get(f"{metric}_se", float("nan")), 2),
-                      "measured_sparsity": round(compression.get("measured", {}).get("sparsity", 0.0), 4),
-                      "layers_kept": compression.get("layers_kept"),
-                      "obs_seconds": sum(r["seconds"] for r in (compression.get("obs_pruning") or {}).get("rounds", [])) or None,
-                      "train_seconds": record["train"]["seconds"]}
-        if "layer_search" in compression:
-            rows[name]["layer_search"] = compression["layer_search"]
-    reference = rows["teacher"][metric]
-    for row in rows.values():
-        row["retention_pct"] = round(100 * row[metric] / reference, 1)
-    record = {"benchmark": "quality", "what": f"{task}: magnitude vs OBS pruning and layer keep-lists, 0 and N recovery steps, vs the teacher",
-              "settings": {"matrix": str(source), "profile": profile_name, "task": task, "base_model": model, "teacher": str(teacher),
-                           "eval_examples": eval_examples, "steps": steps, "layer_steps": layer_steps, "cell_train": matrix.cell_train.model_dump(),
-                           "distillation": matrix.distillation, "pruning": matrix.pruning},
-              "results": rows, "provenance": provenance.collect()}
-    write_json(output, record)
-    return record
+        rows[name] = _row(record, metric, rows.get("teacher", {}).get(metric))
+        # Rewritten after every variant, so an interrupted run still leaves what it measured.
+        write_json(output, {"benchmark": "quality", "complete": len(rows) == len(planned),
+                            "what": f"{task}: magnitude vs OBS pruning and layer keep-lists, 0 and N recovery steps, vs the teacher",
+                            "settings": settings, "results": rows, "provenance": provenance.collect()})
+    return json.loads(output.read_text())
+
+
+def _row(record: dict, metric: str, teacher_score: float | None) -> dict:
+    compression = record.get("compression", {})
+    score = record["metrics"][metric]
+    row = {"steps": record["train"]["steps"], metric: round(score, 2), f"{metric}_se": round(record["metrics"].get(f"{metric}_se", float("nan")), 2),
+           # the first row is the teacher itself; a teacher scoring 0 gives no ratio
+           "retention_pct": 100.0 if teacher_score is None else round(100 * score / teacher_score, 1) if teacher_score else None,
+           "measured_sparsity": round(compression.get("measured", {}).get("sparsity", 0.0), 4),
+           "layers_kept": compression.get("layers_kept"),
+           "obs_seconds": sum(r["seconds"] for r in (compression.get("obs_pruning") or {}).get("rounds", [])) or None,
+           "train_seconds": record["train"]["seconds"]}
+    if "layer_search" in compression:
+        row["layer_search"] = compression["layer_search"]
+    return row
