@@ -335,3 +335,14 @@ def test_bench_quality_measures_every_variant_against_the_teacher(tiny_matrix, t
     assert rows["magnitude-s50-0steps"]["measured_sparsity"] == rows["obs-s50-0steps"]["measured_sparsity"] == 0.5
     assert rows["layers-0-2steps-kd"]["steps"] == 2 and rows["layers-0-0steps"]["layers_kept"] == [0]  # half the depth, twice the steps
     assert "scores" in rows["layers-search-0steps"]["layer_search"]
+
+
+def test_train_settings_by_setting(tiny_matrix):
+    path, _ = tiny_matrix
+    profile, _ = matrix.load_matrix("squad", "tiny", path)
+    profile = matrix.MatrixProfile(**{**profile.model_dump(), "cell_train_by": {"layers": {1: {"learning_rate": 0.5}}}})
+    cells = {c.layers: c for c in matrix.build_cells("squad", profile, 2, "test")}
+    assert profile.train_config(cells[1], 7).learning_rate == 0.5 and profile.train_config(cells[1], 7).max_steps == 7
+    assert profile.train_config(cells[2], None).learning_rate == profile.cell_train.learning_rate
+    with pytest.raises(Exception, match="cell_train_by.layers.1.0: key 'learning_rte': unknown key"):
+        matrix.MatrixProfile(**{**profile.model_dump(), "cell_train_by": {"layers": {1: {"learning_rte": 0.5}}}})

@@ -91,11 +91,13 @@ def cmd_matrix(args: argparse.Namespace) -> None:
         table.add_column("modifiers")
         table.add_column("status")
         table.add_column("train steps", justify="right")
+        table.add_column("lr", justify="right")
         table.add_column("estimate", justify="right")
         for c in result["cells"]:
             estimate = f"{c['estimate_s'] / 60:.1f} min" if c["estimate_s"] is not None else "n/a"
             steps = "epochs" if c["train_steps"] is None else str(c["train_steps"])
-            table.add_row(c["cell"], ", ".join(c["modifiers"]) or "(none)", "done" if c["done"] else "to run", steps, estimate)
+            table.add_row(c["cell"], ", ".join(c["modifiers"]) or "(none)", "done" if c["done"] else "to run", steps,
+                          f"{c['learning_rate']:g}" if c["train_steps"] != 0 else "", estimate)
         todo = [c for c in result["cells"] if not c["done"]]
         if not todo:
             cost = "every selected cell is done"

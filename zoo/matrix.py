@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 
 from tasks import family_tasks
 from zoo.errors import ZooError
@@ -43,6 +43,9 @@ class MatrixProfile(Strict):
     teacher: str = Field(pattern=r"\{task\}")  # per-task folder, e.g. runs/{task}/dense-cpu
     init: Literal["teacher", "base"]
     cell_train: TrainConfig
+    # Training settings that differ by setting, e.g. {sparsity: {0.5: {learning_rate: 1.0e-4}}}:
+    # a lightly compressed cell needs a gentler rate than a heavily compressed one.
+    cell_train_by: dict[Literal["sparsity", "layers", "width"], dict[float, dict]] = Field(default_factory=dict)
     # Recovery budget: optimizer steps for a cell as costly as the base model. A cell costing a
     # fraction c of it per step (layers / base layers x width) gets round(cell_steps / c) steps,
     # so every cell trains for about the same time; with init: teacher, a cell with nothing
@@ -54,6 +57,23 @@ class MatrixProfile(Strict):
     layer_keep: dict[int, list[int]] = Field(default_factory=dict)
     width_pruning: dict = Field(default_factory=dict)  # settings for width cells besides `width` itself
     distillation: dict = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _overrides_are_train_settings(self):
+        for axis, by_value in self.cell_train_by.items():
+            for value, settings in by_value.items():
+                try:
+                    TrainConfig(**{**self.cell_train.model_dump(), **settings})
+                except ValidationError as e:
+                    raise ValueError(f"cell_train_by.{axis}.{value}: {describe(e)}") from None
+        return self
+
+    def train_config(self, cell: Cell, steps: int | None) -> TrainConfig:
+        """cell_train with the cell's overrides (cell_train_by) and its step budget."""
+        settings = self.cell_train.model_dump()
+        for axis, by_value in self.cell_train_by.items():
+            settings |= next((v for k, v in by_value.items() if k == getattr(cell, axis)), {})
+        return TrainConfig(**settings | ({} if steps is None else {"max_steps": steps}))
 
     @property
     def grids(self) -> list[Axes]:
@@ -232,6 +252,7 @@ def run(family: str, profile_name: str, progress, *, matrix_file: str | None = N
         return {"root": str(root_dir), "teachers": {t: {"folder": str(teacher_dir(matrix, t)), "ready": bool(m)} for t, m in teachers.items()},
                 "cells": [{"cell": c.name, "done": is_complete(root_dir / c.name), "modifiers": [m.type for m in c.recipe.modifiers],
                            "train_steps": train_steps(c, matrix, base_layers[c.task]),
+                           "learning_rate": matrix.train_config(c, None).learning_rate,
                            "estimate_s": estimate_seconds(c, matrix, base_layers[c.task], teachers[c.task])} for c in cells]}
 
     with folder_lock(root_dir, "zoo matrix run"):  # two runners on one folder would redo and clobber each other's cells
@@ -263,8 +284,7 @@ def _run_cells(cells: list[Cell], matrix: MatrixProfile, base_layers: dict, root
             init = str(teacher_dir(matrix, cell.task)) if matrix.init == "teacher" else cell.model
             cell_run = pipeline.open_run(cell.task, init, matrix.finetune_profile, data_dir)
             steps = train_steps(cell, matrix, base_layers[cell.task])
-            cell_train = matrix.cell_train if steps is None else matrix.cell_train.model_copy(update={"max_steps": steps})
-            cell_run.profile = cell_run.profile.model_copy(update={"train": cell_train})
+            cell_run.profile = cell_run.profile.model_copy(update={"train": matrix.train_config(cell, steps)})
             labels = {"name": cell.name, "matrix_profile": profile_name, "base_model": cell.model, "base_layers": base_layers[cell.task],
                       "target_sparsity": cell.sparsity, "layers": cell.layers, "width": cell.width, "distilled": cell.distill,
                       "quant": cell.quant, "init": matrix.init, "teacher": _reference(teachers[cell.task], matrix.eval_examples)}
