@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 ZOO    := $(BIN)/zoo
 PROFILE ?= cpu
 
-.PHONY: help setup test squad squad-fulldev squad-matrix glue-matrix clue-matrix ner-matrix tables publish-local hub-serve reproduce bench-train bench-compression clean
+.PHONY: help setup lint test test-fast squad squad-fulldev squad-matrix glue-matrix clue-matrix ner-matrix tables publish-local hub-serve reproduce bench-train bench-compression clean
 FAMILY   ?= squad
 ORG      ?= zoo-local
 HUB_DIR  ?= hub
@@ -13,7 +13,9 @@ HUB_PORT ?= 8090
 
 help:
 	@echo "make setup          venv in $(VENV); CPU torch 2.13.0 only if no torch is importable"
+	@echo "make lint           ruff over zoo/, tasks/, tests/"
 	@echo "make test           the test suite (uses \$$ZOO_DATA_DIR when set)"
+	@echo "make test-fast      the tests not marked slow (no training, export or subprocess)"
 	@echo "make squad          dense MiniLM fine-tune + eval on SQuAD (PROFILE=cpu|full)"
 	@echo "make squad-fulldev  re-score that checkpoint on all 10,570 dev questions"
 	@echo "make squad-matrix   the SQuAD compression matrix (PROFILE=cpu|full), then the tables"
@@ -35,8 +37,14 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q -e ".[dev]"
 	touch $@
 
+lint: setup
+	$(BIN)/ruff check zoo tasks tests
+
 test: setup
 	$(BIN)/python -m pytest -q
+
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not slow"
 
 squad: setup
 	$(ZOO) finetune squad --model minilm --profile $(PROFILE) --output runs/squad/dense-$(PROFILE)

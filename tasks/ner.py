@@ -196,7 +196,7 @@ class NerAdapter(TaskAdapter):
         from seqeval.scheme import IOB2
 
         gold, predicted, unpredicted = [], [], 0
-        for example_id, tags, words, logits in zip(examples["id"], examples["tags"], features.meta["word_ids"], outputs["logits"]):
+        for tags, words, logits in zip(examples["tags"], features.meta["word_ids"], outputs["logits"]):
             labels = ["O"] * len(tags)
             seen = set()
             for position, word in enumerate(words):

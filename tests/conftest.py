@@ -11,7 +11,6 @@ import yaml
 from rich.progress import Progress
 
 from zoo import matrix
-
 from zoo.models import embedded_model_dir
 
 

@@ -6,11 +6,11 @@ import json
 import numpy as np
 import pytest
 
-from tests.conftest import teacher_then_cell
 from tasks import get_adapter
 from tasks.base import FeatureSet
 from tasks.classification import ClassificationConfig
 from tasks.metrics import accuracy, f1, matthews_correlation, pearson, spearmanr
+from tests.conftest import teacher_then_cell
 from zoo.errors import ZooError
 
 
@@ -77,7 +77,8 @@ def test_wrong_file_is_one_clear_error(tmp_path):
 
 
 def test_mnli_dev_is_two_files_scored_separately(tmp_path):
-    header = "index\tpromptID\tpairID\tgenre\tsentence1_binary_parse\tsentence2_binary_parse\tsentence1_parse\tsentence2_parse\tsentence1\tsentence2\tlabel1\tgold_label\n"
+    header = ("index\tpromptID\tpairID\tgenre\tsentence1_binary_parse\tsentence2_binary_parse\tsentence1_parse\tsentence2_parse\t"
+              "sentence1\tsentence2\tlabel1\tgold_label\n")
     row = "0\t1\t1\tg\tx\tx\tx\tx\tPremise {n}.\tHypothesis {n}.\tneutral\t{label}\n"
     write(tmp_path / "glue/MNLI/dev_matched.tsv", header + row.format(n=1, label="neutral") + row.format(n=2, label="entailment"))
     write(tmp_path / "glue/MNLI/dev_mismatched.tsv", header + row.format(n=3, label="contradiction"))

@@ -10,8 +10,8 @@ from rich.progress import Progress
 from safetensors.torch import load_file
 from transformers import AutoModelForQuestionAnswering
 
-from tests.conftest import teacher_then_cell
 from tasks.base import FeatureSet
+from tests.conftest import teacher_then_cell
 from zoo import pipeline
 from zoo.distill import CachedTeacher, LiveTeacher, cache_key, hidden_mse, soft_logit_loss, uniform_layer_map
 from zoo.layers import drop_layers
@@ -44,7 +44,7 @@ def test_masks_hold_through_optimizer_steps(tiny_bert_dir):
     masks.attach(optimizer)
     masks.prune_to(0.7, "uniform")
     pruned = {n: (w == 0).clone() for n, w in masks.weights.items()}
-    for n, w in masks.weights.items():
+    for w in masks.weights.values():
         assert (w == 0).float().mean().item() == pytest.approx(0.7, abs=0.01)
     for _ in range(3):
         ids = torch.randint(1000, 2000, (2, 12))

@@ -213,7 +213,7 @@ def fake_hub():
 def commits(requests):
     """Decode each commit request's ndjson: (summary, {path: bytes})."""
     out = {}
-    for method, path, _, body in requests:
+    for _method, path, _, body in requests:
         if "/commit/" not in path:
             continue
         lines = [json.loads(l) for l in body.decode().splitlines() if l.strip()]

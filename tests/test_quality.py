@@ -5,6 +5,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForQuestionAnswering
 
+from tasks.base import FeatureSet
 from tests.conftest import teacher_then_cell
 from zoo import matrix
 from zoo.engine import Manager
@@ -14,7 +15,6 @@ from zoo.profiles import TrainConfig
 from zoo.recipe import DEFAULT_PRUNE_TARGETS, parse_recipe
 from zoo.sparsity import target_names
 from zoo.train import batch_plan
-from tasks.base import FeatureSet
 
 
 def correlated_inputs(tokens=3000, dim=48, seed=0):

@@ -123,7 +123,8 @@ class Manager:
         if d.hidden_mse > 0 or d.attention_mse > 0:
             self.layer_map = d.layer_map or self._default_layer_map(student_layers, teacher_layers)
             if len(self.layer_map) != student_layers or max(self.layer_map) > teacher_layers or min(self.layer_map) < 0:
-                raise ZooError(f"distillation.layer_map {self.layer_map} must give one teacher layer in 0..{teacher_layers} per student layer ({student_layers})")
+                raise ZooError(f"distillation.layer_map {self.layer_map} must give one teacher layer in 0..{teacher_layers} "
+                               f"per student layer ({student_layers})")
         self.teacher = build_teacher(self.layer_map if d.hidden_mse > 0 else [], teacher_layers)
         self.report["distillation"] = {"teacher": d.teacher, "layer_map": self.layer_map, "temperature": d.temperature,
                                        "alpha": d.alpha, "hidden_mse": d.hidden_mse, "attention_mse": d.attention_mse}

@@ -80,7 +80,8 @@ def model_card(record: dict, row: dict, table_md: str, org: str) -> ModelCard:
     lines = [
         f"# {name}", "",
         f"A {record['task']} model from the zoo matrix (profile `{cell['matrix_profile']}`): {cell['base_model']} "
-        f"({cell['base_layers']} layers), {'started from the dense fine-tuned teacher' if cell['init'] == 'teacher' else 'fine-tuned from the base model'}, then compressed.",
+        f"({cell['base_layers']} layers), "
+        f"{'started from the dense fine-tuned teacher' if cell['init'] == 'teacher' else 'fine-tuned from the base model'}, then compressed.",
         "",
         f"- measured sparsity over the pruned encoder weights: {100 * measured['sparsity']:.2f}% (target {100 * cell['target_sparsity']:.0f}%)",
         f"- layers kept: {compression.get('layers_kept', 'all')} → {measured['num_hidden_layers']} layers",
@@ -90,7 +91,8 @@ def model_card(record: dict, row: dict, table_md: str, org: str) -> ModelCard:
            f"`zoo.width.from_pretrained(AutoModelFor..., path)` (config key `zoo_attention_heads`)"] if "width" in compression else []),
         *(["- int8: `model.int8.onnx`, ONNX Runtime dynamic quantisation of these weights (per-channel int8 MatMul weights); "
            "the scores below are the int8 model's"] if "quantization" in compression else []),
-        *([f"- speed ({'ONNX Runtime int8' if row['quant'] != 'none' else 'PyTorch fp32'}, {record.get('bench', {}).get('threads')} CPU thread(s)): {row['latency_b1_s128_ms']:.1f} ms at "
+        *([f"- speed ({'ONNX Runtime int8' if row['quant'] != 'none' else 'PyTorch fp32'}, {record.get('bench', {}).get('threads')} CPU thread(s)): "
+           f"{row['latency_b1_s128_ms']:.1f} ms at "
            f"batch 1 x 128 tokens, {row['latency_b1_s384_ms']:.1f} ms at 1 x 384, {row['throughput_b32_s128']:.1f} sequences/s at "
            f"32 x 128; {row['size_mb']:.1f} MB; {row['gflops_s128']:.2f} GFLOPs per 128-token sequence"]
           if pd.notna(row.get("latency_b1_s128_ms")) else []),

@@ -18,6 +18,7 @@ earlier pruning. Only real (unpadded) tokens enter H. Everything is float32.
 from __future__ import annotations
 
 import time
+
 import torch
 from torch import nn
 

@@ -34,7 +34,6 @@ from zoo.recipe import DEFAULT_PRUNE_TARGETS, Quantization, Recipe, dump_recipe
 from zoo.sparsity import measure_sparsity, target_names
 from zoo.train import batch_plan, train
 
-
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json")
 
 

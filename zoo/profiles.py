@@ -15,7 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from zoo.errors import ZooError
 
-RECIPES_DIR = Path(__file__).resolve().parent.parent / "recipes"
+# An installed wheel carries the profiles and matrices as zoo/recipes; a checkout has recipes/ beside zoo/.
+_PACKAGED = Path(__file__).resolve().parent / "recipes"
+RECIPES_DIR = _PACKAGED if _PACKAGED.is_dir() else Path(__file__).resolve().parent.parent / "recipes"
 
 
 class Strict(BaseModel):

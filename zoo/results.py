@@ -162,7 +162,8 @@ def plot(df: pd.DataFrame, path: Path, title: str) -> None:
             part = df[(df.task == task) & (df.distilled == distilled)]
             ax.scatter(part.nonzero_params / 1e6, part[metric], marker=marker, label=f"KD {'on' if distilled else 'off'}", s=50)
             for _, r in part[~part.distilled].iterrows():  # one label per setting; KD on sits beside it
-                ax.annotate(f"s{round(r.target_sparsity * 100)} l{r.layers}", (r.nonzero_params / 1e6, r[metric]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+                ax.annotate(f"s{round(r.target_sparsity * 100)} l{r.layers}", (r.nonzero_params / 1e6, r[metric]), fontsize=7,
+                            xytext=(3, 3), textcoords="offset points")
         ax.set_xlabel("non-zero parameters (millions)")
         ax.set_ylabel(SHOWN.get(metric, metric))
         ax.set_title(task)

@@ -61,7 +61,7 @@ class MaskSet:
             flat = torch.ones_like(scores)
             self._set_mask(flat, scores, sparsity)
             offset = 0
-            for name, mask in self.masks.items():
+            for mask in self.masks.values():
                 mask.copy_(flat[offset : offset + mask.numel()].view_as(mask))
                 offset += mask.numel()
         self.apply()
