@@ -302,3 +302,25 @@ def test_tags_and_usage_say_what_each_kind_of_cell_is(changes, tags, snippet):
 def test_credentials_in_the_endpoint_never_reach_a_card(monkeypatch):
     monkeypatch.setenv("HF_ENDPOINT", "http://user:s3cret@127.0.0.1:8090/")
     assert hub.endpoint() == "http://127.0.0.1:8090"
+
+
+def test_publish_after_a_killed_publish_completes(two_cells, tmp_path):
+    """A publish killed mid-way leaves a git index.lock in a repo and no index commit; the next
+    publish clears the lock, commits what changed and writes the index."""
+    import shutil
+
+    root, _ = two_cells
+    hub_dir = tmp_path / "hub"
+    hub.publish("squad", root, "zoo-test", to=hub_dir)
+    repos = hub_dir / "models" / "zoo-test"
+    cells = {p.name for p in repos.iterdir() if p.is_dir() and p.name != "zoo-index-squad"}
+    cell = repos / sorted(cells)[0]
+    (cell / ".git" / "index.lock").write_text("")  # what a killed `git commit` leaves
+    shutil.rmtree(repos / "zoo-index-squad")  # killed before the index was written
+    (cell / "README.md").write_text("stale card")  # and mid-way through this repo's files
+    outcome = hub.publish("squad", root, "zoo-test", to=hub_dir)
+    assert outcome["zoo-index-squad"] and sum(outcome.values()) == 1  # the cells' commits were already in
+    assert (cell / "README.md").read_text().startswith("---")  # the half-written file is replaced
+    index = json.loads((repos / "zoo-index-squad" / "index.json").read_text())
+    assert {r["name"] for r in index["repos"]} == cells
+    assert all(set(r["sha256"]) >= {"model.safetensors", "config.json", "metrics.json"} for r in index["repos"])
