@@ -121,3 +121,14 @@ def teacher_then_cell(task: str, base: Path, data: Path, out: Path, modifiers: l
         recipe = parse_recipe({"modifiers": [*modifiers, {"type": "distillation", "teacher": str(out / "teacher"), "hidden_mse": 1.0}]}, "r")
         cell = pipeline.finetune(tiny_run(out / "teacher"), out / "cell", progress, None, recipe=recipe)
     return teacher, cell
+
+
+SLOW_FIXTURES = {"tiny_matrix", "two_cells", "real_data_dir"}  # each runs a matrix or reads the real datasets
+
+
+def pytest_collection_modifyitems(items):
+    """`make test-fast` leaves out what trains, exports or reads the real data (marked slow here
+    by fixture, or by hand with @pytest.mark.slow)."""
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)

@@ -113,6 +113,7 @@ def test_cluewsc_pairs_passage_with_spans(tmp_path):
     assert examples[0]["text_a"] == "小明说他饿了。" and examples[0]["text_b"] == "他: 小明" and examples[0]["label"] == 0
 
 
+@pytest.mark.slow
 def test_regression_cell_with_distillation_end_to_end(tiny_bert_dir, tmp_path, monkeypatch):
     """STS-B through the same engine: pruning + layer drop + KD (MSE on the score), saved and reloaded."""
     from transformers import AutoModelForSequenceClassification

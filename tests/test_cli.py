@@ -54,6 +54,7 @@ def test_missing_local_data_file(capsys, tmp_path, tiny_bert_dir):
     assert_one_clear_line(code, err, "train-v1.1.reconstructed.json not found")
 
 
+@pytest.mark.slow
 def test_unknown_model_id(capsys, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # same error path as an unreachable Hub, without network retries
     monkeypatch.delenv("ZOO_DATA_DIR", raising=False)
@@ -90,6 +91,7 @@ def test_debug_shows_the_traceback(monkeypatch):
         main(["--debug", "finetune", "squad"])
 
 
+@pytest.mark.slow
 def test_console_script_exit_code(tmp_path):
     env = {**os.environ, "ZOO_DATA_DIR": str(tmp_path / "missing")}
     proc = subprocess.run([sys.executable, "-m", "zoo.cli", "finetune", "squad"], capture_output=True, text=True, env=env, timeout=120)

@@ -174,6 +174,7 @@ def test_recipe_checked_against_model_before_any_work(tiny_bert_dir, squad_data_
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow
 def test_compressed_cell_end_to_end(tiny_bert_dir, squad_data_root, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the teacher cache lives under ./.cache
     modifiers = [{"type": "magnitude_pruning", "final_sparsity": 0.8, "start": 0.0, "end": 0.5, "update_every": 1},

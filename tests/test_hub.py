@@ -23,6 +23,8 @@ from zoo import hub, results
 from zoo.errors import ZooError
 from zoo.io import run_folders
 
+pytestmark = pytest.mark.slow  # every test here exports, serves or trains
+
 COMPARED = ["cell", "target_sparsity", "measured_sparsity", "layers", "width", "quant", "distilled", "total_params", "nonzero_params",
             "exact_match", "f1", "dev_examples"]
 

@@ -116,6 +116,7 @@ def test_truncated_words_are_predicted_o_and_counted(tokenizer):
     assert predictions["s"] == "B-LOC O O" and metrics["words_not_predicted"] == 1 and metrics["recall"] == 50.0
 
 
+@pytest.mark.slow
 def test_distilled_ner_cell_end_to_end(tiny_bert_dir, tmp_path, monkeypatch):
     """Token classification through the same engine: per-token KD over real tokens only."""
     from transformers import AutoModelForTokenClassification

@@ -11,6 +11,8 @@ from tasks.base import FeatureSet
 from zoo.onnx_export import OrtModel, export, parity, quantize_int8
 from zoo.predict import predict
 
+pytestmark = pytest.mark.slow  # every test here exports, serves or trains
+
 VOCAB = 100
 CLASSES = {"seq": BertForSequenceClassification, "qa": BertForQuestionAnswering, "tok": BertForTokenClassification}
 OUTPUTS = {"seq": ("logits",), "qa": ("start_logits", "end_logits"), "tok": ("logits",)}

@@ -21,6 +21,7 @@ def tiny_run(tiny_bert_dir, squad_data_root):
     return run
 
 
+@pytest.mark.slow
 def test_finetune_writes_a_complete_run_folder(tiny_run, tmp_path):
     run_dir = tmp_path / "run"
     with Progress(disable=True) as progress:
@@ -51,6 +52,7 @@ def test_finetune_writes_a_complete_run_folder(tiny_run, tmp_path):
     assert torch.equal(reloaded.state_dict()[name], weights[name])
 
 
+@pytest.mark.slow
 def test_evaluate_rescores_a_checkpoint_identically(tiny_run, tmp_path):
     with Progress(disable=True) as progress:
         trained = pipeline.finetune(tiny_run, tmp_path / "run", progress, eval_limit=10)
@@ -60,6 +62,7 @@ def test_evaluate_rescores_a_checkpoint_identically(tiny_run, tmp_path):
     assert json.loads((tmp_path / "eval" / "predictions.json").read_text()) == json.loads((tmp_path / "run" / "predictions.json").read_text())
 
 
+@pytest.mark.slow
 def test_onnx_export_parity_on_dev_examples(tiny_run, tmp_path):
     """`zoo export`: ONNX Runtime gives PyTorch's logits (to float noise) and the same EM/F1."""
     with Progress(disable=True) as progress:

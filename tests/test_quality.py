@@ -127,6 +127,7 @@ def test_layer_search_picks_the_layer_that_does_nothing(tokenizer):
     assert manager._default_layer_map(2, 3) == [1, 3]  # layer 0 -> teacher layer 1; the last -> the teacher's last
 
 
+@pytest.mark.slow
 def test_obs_cell_keeps_its_mask_through_recovery(tmp_path, squad_data_root, tiny_bert_dir):
     _, cell = teacher_then_cell("squad", tiny_bert_dir, squad_data_root, tmp_path,
                                 [{"type": "obs_pruning", "final_sparsity": 0.7, "calibration_examples": 8, "block_size": 16}],
@@ -141,6 +142,7 @@ def test_obs_cell_keeps_its_mask_through_recovery(tmp_path, squad_data_root, tin
     assert cell["compression"]["measured"]["sparsity"] == pytest.approx(0.7, abs=1e-3)
 
 
+@pytest.mark.slow
 def test_obs_rounds_follow_the_cubic_schedule_and_end_exact(tmp_path, squad_data_root, tiny_bert_dir):
     _, cell = teacher_then_cell("squad", tiny_bert_dir, squad_data_root, tmp_path,
                                 [{"type": "obs_pruning", "final_sparsity": 0.8, "rounds": 3, "end": 0.5, "calibration_examples": 8,

@@ -125,6 +125,7 @@ def test_latency_and_measure_torch():
     assert result["runs"]["throughput_b4_s128"]["batch"] == 4 and result["threads"] == threads
 
 
+@pytest.mark.slow
 def test_bench_folder_measures_torch_and_onnx_fp32_int8(tmp_path):
     model = tiny(BertForSequenceClassification, num_labels=3)
     model.save_pretrained(tmp_path)  # config.json names BertForSequenceClassification: the default loader

@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 import torch
 from safetensors.torch import load_file
 from transformers import AutoTokenizer, BertConfig, BertModel
@@ -9,6 +10,7 @@ from transformers import AutoTokenizer, BertConfig, BertModel
 from zoo.transplant import transplant
 
 
+@pytest.mark.slow
 def test_transplant_keeps_shared_embeddings_and_every_other_weight(tmp_path, tokenizer):
     torch.manual_seed(0)
     source = tmp_path / "source"
