@@ -73,3 +73,20 @@ def test_onnx_export_parity_on_dev_examples(tiny_run, tmp_path):
     assert max(record["max_abs_logit_diff"].values()) < 1e-3
     assert record["metrics_identical"] and record["metrics"]["pytorch"]["f1"] == record["metrics"]["onnxruntime"]["f1"]
     assert json.loads((tmp_path / "parity.json").read_text())["metrics_identical"]
+
+
+@pytest.mark.slow
+def test_full_profile_code_path_smoke(capsys, tmp_path, tiny_bert_dir, squad_data_root, monkeypatch):
+    """The GPU profile's code path (bf16 autocast, 384/128 windows, batch 32, warmup) for two
+    steps on a slice, on the CPU: what `zoo finetune squad --profile full` would do, minus the hours."""
+    from zoo.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "smoke"
+    code = main(["finetune", "squad", "--model", str(tiny_bert_dir), "--profile", "full", "--data-dir", str(squad_data_root),
+                 "--max-steps", "2", "--train-examples", "16", "--eval-examples", "8", "--output", str(out)])
+    assert code == 0, capsys.readouterr().err
+    record = json.loads((out / "metrics.json").read_text())
+    assert record["profile"] == "full" and record["train"]["steps"] == 2  # 16 features: one batch of 32 per epoch, 2 epochs
+    assert record["config"]["train"]["mixed_precision"] == "bf16" and record["config"]["task"]["max_seq_length"] == 384
+    assert record["eval"]["examples"] == 8

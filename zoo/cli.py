@@ -35,6 +35,12 @@ def _eval_limit(value: str | None, default: int | None) -> int | None:
     raise ZooError(f"--eval-examples {value}: expected a positive number or 'all'")
 
 
+def _count(value: str) -> int:
+    if not value.isdigit() or int(value) == 0:
+        raise argparse.ArgumentTypeError(f"{value!r}: expected a positive whole number")
+    return int(value)
+
+
 def _summary(record: dict, run_dir: Path) -> None:
     table = Table(title=f"{record['task']} · {record['model']} · profile {record['profile']}")
     table.add_column("what")
@@ -62,6 +68,9 @@ def cmd_run(args: argparse.Namespace) -> None:
             from zoo.recipe import load_recipe
 
             recipe = load_recipe(args.recipe) if args.recipe else None
+            overrides = {k: v for k, v in (("max_steps", args.max_steps), ("max_examples", args.train_examples)) if v is not None}
+            if overrides:  # e.g. the full profile's code path for a few steps on a slice (a smoke run)
+                run.profile = run.profile.model_copy(update={"train": run.profile.train.model_copy(update=overrides)})
             record = pipeline.finetune(run, run_dir, progress, eval_limit, recipe=recipe)
         else:
             record = pipeline.evaluate(run, run_dir, progress, eval_limit)
@@ -251,6 +260,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--eval-examples", help="dev examples to score: N or 'all' (default: the profile's)")
         if name == "finetune":
             p.add_argument("--recipe", help="compression recipe YAML (zoo/recipe.py modifiers); none: dense")
+            p.add_argument("--max-steps", type=_count, help="stop training after N optimizer steps (default: the profile's epochs)")
+            p.add_argument("--train-examples", type=_count, help="train on a seeded random N examples (default: the profile's)")
         p.set_defaults(func=cmd_run)
     p = sub.add_parser("matrix", help="run a compression matrix (recipes/FAMILY-matrix.yaml) for each of its tasks")
     p.add_argument("family", help="squad, glue, clue or ner")
