@@ -113,17 +113,36 @@ def provenance_line(records: list[dict]) -> str:
             f"{machine['device']}, {machine['cpu_count']} CPU cores, torch {first['libraries']['torch']}, {span}; git {commits}.")
 
 
-def markdown(df: pd.DataFrame, records: list[dict], header: str | None = None) -> str:
-    """The provenance line, then one table per task (only that task's metric columns)."""
+def setting(row) -> str:
+    """What was done to a cell, in words: '80% sparse · KD', '3 layers', 'width 50% · int8', 'dense'."""
+    parts = [f"{round(row.target_sparsity * 100)}% sparse" if row.target_sparsity else "",
+             f"{row.layers} layers" if row.layers < row.base_layers else "",
+             f"width {round(row.width * 100)}%" if row.width < 1 else "", "int8" if row.quant != "none" else ""]
+    return " · ".join([p for p in parts if p] or ["dense"]) + (" · KD" if row.distilled else "")
+
+
+COMPACT = ["cell", "setting", "nonzero_params", "retention", "latency_b1_s128_ms", "size_mb"]
+
+
+def markdown(df: pd.DataFrame, records: list[dict], header: str | None = None, compact: bool = False) -> str:
+    """The provenance line, then one table per task (only that task's metric columns). Compact:
+    what the README shows — setting, non-zero parameters (millions), the task's metrics, % of
+    teacher, speed and size; the full-width table lives in results/<family>.md."""
     shown = df.assign(
         target_sparsity=(df.target_sparsity * 100).round(0).astype(int),
         measured_sparsity=(df.measured_sparsity * 100).round(2),
         distilled=df.distilled.map({True: "yes", False: "no"}),
     )
+    if compact:
+        base_layers = {r["cell"]["name"]: r["cell"]["base_layers"] for r in records}
+        shown = df.assign(setting=[setting(row) for row in df.assign(base_layers=df.cell.map(base_layers)).itertuples()],
+                          nonzero_params=(df.nonzero_params / 1e6).round(1))
+        metrics = [c for c in df.columns if c not in HEAD + SPEED + TAIL + ["retention"]]
+        shown = shown[["task"] + COMPACT[:3] + metrics + COMPACT[3:]].rename(columns={"nonzero_params": "non-zero params (M)"})
     parts = [header or provenance_line(records)]
     tasks = list(dict.fromkeys(df.task))
     for task in tasks:
-        part = shown[shown.task == task].dropna(axis=1, how="all").rename(columns=SHOWN)
+        part = shown[shown.task == task].drop(columns=["task"] if compact else []).dropna(axis=1, how="all").rename(columns=SHOWN)
         note = teacher_line([r for r in records if r["task"] == task])
         parts.append((f"**{task}** ({', '.join(metric_names(task))})\n\n" if len(tasks) > 1 else "") + (f"{note}\n\n" if note else "")
                      + part.to_markdown(index=False))
@@ -191,8 +210,7 @@ def build(family: str, root: Path, out_dir: Path, readme: Path | None, archive: 
     df = table(records)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_text(out_dir / f"{family}.csv", df.to_csv(index=False))
-    md = markdown(df, records)
-    write_text(out_dir / f"{family}.md", md)
+    write_text(out_dir / f"{family}.md", markdown(df, records))
     plot(df, out_dir / f"{family}.png", f"{family}: score vs non-zero parameters ({records[0]['cell']['matrix_profile']} profile)")
     if archive and Path(archive).resolve() != Path(root).resolve():
         if (Path(root) / "matrix-runs.json").is_file():  # wall time per phase of each matrix invocation
@@ -205,5 +223,7 @@ def build(family: str, root: Path, out_dir: Path, readme: Path | None, archive: 
                 if (folder / name).is_file():
                     shutil.copy2(folder / name, target / name)
     if readme:
-        write_text(readme, replace_between_markers(readme.read_text(encoding="utf-8"), family, md))
+        full = f"results/{family}.md"
+        compact = markdown(df, records, compact=True) + f"\nEvery column (measured sparsity, parameters, wall time): [`{full}`]({full}).\n"
+        write_text(readme, replace_between_markers(readme.read_text(encoding="utf-8"), family, compact))
     return {"rows": len(df), "csv": str(out_dir / f"{family}.csv")}
