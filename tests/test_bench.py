@@ -17,7 +17,9 @@ def test_train_throughput_writes_comparable_results(tiny_bert_dir, squad_data_ro
     assert base["features"] == ours["features"] == 12
     assert base["mean_padded_length"] == 128
     assert ours["mean_padded_length"] < 128 and ours["real_token_fraction"] > base["real_token_fraction"]
-    assert record["comparison"]["speedup_features_per_second"] > 0
+    speedup = ours["features_per_second"] / base["features_per_second"]
+    assert record["comparison"]["speedup_features_per_second"] == round(speedup, 3)
+    assert record["comparison"]["met"] == (speedup >= record["comparison"]["target"])
     assert {"date", "machine", "libraries"} <= set(record["provenance"])
 
 
@@ -31,5 +33,19 @@ def test_compression_step_cost_compares_three_variants(tiny_bert_dir, squad_data
     assert set(record["results"]) == {"plain_finetune", "prune_kd_cached_teacher", "prune_kd_live_teacher"}
     assert len(record["results"]["plain_finetune"]["seconds_per_step_by_round"]) == 2
     assert "teacher_cache_hit" in record["results"]["prune_kd_cached_teacher"]["best_round"]
-    assert record["comparison"]["cached_kd_step_over_plain_step"] > 0
+    per_step = {name: r["best_round"]["seconds_per_step"] for name, r in record["results"].items()}
+    assert record["comparison"]["cached_kd_step_over_plain_step"] == round(per_step["prune_kd_cached_teacher"] / per_step["plain_finetune"], 3)
+    assert all(r["best_round"]["seconds_per_step"] == min(r["seconds_per_step_by_round"]) for r in record["results"].values())
     assert (tmp_path / "c.json").is_file()
+
+
+def test_compression_bench_rounds_option_is_honoured(tiny_bert_dir, squad_data_root, tmp_path, monkeypatch):
+    from zoo.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    code = main(["bench", "compression", "--model", str(tiny_bert_dir), "--teacher", str(tiny_bert_dir), "--data-dir", str(squad_data_root),
+                 "--steps", "2", "--warmup-steps", "1", "--batch-size", "4", "--max-seq-length", "128", "--doc-stride", "32",
+                 "--rounds", "1", "--output", str(tmp_path / "c.json")])
+    assert code == 0
+    record = json.loads((tmp_path / "c.json").read_text())
+    assert record["settings"]["rounds"] == 1 and len(record["results"]["plain_finetune"]["seconds_per_step_by_round"]) == 1

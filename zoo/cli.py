@@ -83,7 +83,7 @@ def cmd_bench_train(args: argparse.Namespace) -> None:
     with _progress() as progress:
         result = bench.train_throughput(
             args.model, args.data_dir, args.steps, args.warmup_steps, args.batch_size,
-            args.max_seq_length, args.doc_stride, args.output, progress,
+            args.max_seq_length, args.doc_stride, args.output, progress, rounds=args.rounds,
         )
     Console().print_json(data={"results": result["results"], "comparison": result["comparison"]})
 
@@ -187,7 +187,7 @@ def cmd_bench_compression(args: argparse.Namespace) -> None:
     with _progress() as progress:
         result = bench.compression_step_cost(
             args.model, args.teacher, args.data_dir, args.steps, args.warmup_steps, args.batch_size,
-            args.max_seq_length, args.doc_stride, args.output, progress,
+            args.max_seq_length, args.doc_stride, args.output, progress, rounds=args.rounds,
         )
     Console().print_json(data={"results": result["results"], "comparison": result["comparison"]})
 
