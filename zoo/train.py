@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import torch
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 from transformers import get_linear_schedule_with_warmup, set_seed
 
 from tasks.base import FeatureSet
@@ -89,6 +90,9 @@ def train(
     set_seed(cfg.seed)
     manager = manager or Manager(Recipe(), ())
     plan = plan if plan is not None else batch_plan(features, cfg)
+    # accelerate keeps one process-wide state and refuses a second precision in the same process
+    # (a matrix that trains fp32 cells after a bf16 teacher, or the test suite); each run sets its own.
+    AcceleratorState._reset_state()
     accelerator = Accelerator(mixed_precision=cfg.mixed_precision)
     optimizer = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.learning_rate)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * len(plan)), len(plan))
