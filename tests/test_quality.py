@@ -323,7 +323,7 @@ def test_bench_quality_measures_every_variant_against_the_teacher(tiny_matrix, t
     path, data = tiny_matrix
     run_matrix(path, data, tmp_path / "cells", patterns=["*-s50-l2"])  # builds the teacher
     doc = yaml.safe_load(path.read_text())
-    doc["profiles"]["tiny"]["pruning"] = {"type": "obs_pruning", "calibration_examples": 8, "block_size": 16}
+    doc["profiles"]["tiny"]["pruning"] = {"type": "obs_pruning", "calibration_examples": 8, "block_size": 16, "rounds": 2, "end": 0.5}
     path.write_text(yaml.safe_dump(doc))
     monkeypatch.setattr(bench_quality, "load_matrix", lambda family, profile: matrix.load_matrix(family, profile, path))
     output = tmp_path / "quality.json"

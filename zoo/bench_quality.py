@@ -26,7 +26,7 @@ def variants(sparsities: list[float], keep_lists: list[list[int]], keep_n: int, 
     """name -> (modifiers, recovery steps). Pruning settings other than the sparsity come from
     the matrix profile (calibration size etc.); magnitude pruning is one-shot at step 0."""
     kd = [{"type": "distillation", "teacher": "{teacher}", **matrix.distillation}]
-    obs_settings = {k: v for k, v in matrix.pruning.items() if k not in ("type", "start", "end", "update_every", "init_sparsity")}
+    obs_settings = {k: v for k, v in matrix.pruning.items() if k not in ("type", "start", "update_every", "init_sparsity")}  # GMP-only keys
     out: dict[str, tuple[list[dict], int]] = {"teacher": ([], 0)}
     for s in sparsities:
         pct = round(s * 100)
