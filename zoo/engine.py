@@ -7,7 +7,7 @@ one-shot changes on calibration batches: layer drop (given, or the keep-list the
 prefers), width pruning, then OBS pruning of what is left; after training the pipeline
 applies `quantization`, if any. Order within a step:
 
-    before_step(step)        -> GMP: update masks when the schedule says so (OBS masks are fixed)
+    before_step(step)        -> GMP: update masks when the schedule says so; OBS: its later rounds
     forward(**model_kwargs)  -> hidden states / attentions only when distillation needs them
     loss(hard, outputs, ...) -> (1 - alpha) * hard + alpha * soft-logit KL + hidden/attention MSE
     optimizer.step()         -> the MaskSet's post-step hook re-zeroes pruned weights
@@ -53,6 +53,7 @@ class Manager:
         self._obs_rounds: dict[int, int] = {}
         self._obs_model: torch.nn.Module | None = None
         self._schedule: tuple[int, int] = (0, 0)
+        self._total_steps = 0
         self.report: dict = {"recipe": recipe.model_dump(mode="json")}
 
     # ---- before training -------------------------------------------------------------
@@ -166,6 +167,7 @@ class Manager:
         self.masks = MaskSet(model, _prunable(model, p.targets, p.exclude, "magnitude_pruning"))
         self.masks.attach(optimizer)
         self._schedule = (p.step_of(p.start, total_steps), p.step_of(p.end, total_steps))
+        self._total_steps = total_steps
         if p.unit == "step" and self._schedule[1] > total_steps:
             raise ZooError(f"magnitude_pruning.end is step {self._schedule[1]}, past the {total_steps} training steps: "
                            f"the model would never reach final_sparsity {p.final_sparsity}; end the schedule by step {total_steps}")
@@ -216,7 +218,7 @@ class Manager:
 
     # ---- after training --------------------------------------------------------------
     def on_train_end(self, model: torch.nn.Module) -> None:
-        if self.pruning and self._schedule[1] >= self.report["pruning"].get("total_steps", 0):
+        if self.pruning and self._schedule[1] >= self._total_steps:
             # the schedule ends with training (end = 1.0, or a one-shot with no steps): its last point is final_sparsity
             self.masks.prune_to(self.pruning.final_sparsity, self.pruning.scope)
         if self.masks:

@@ -94,7 +94,7 @@ class Cell:
 
     @property
     def compressed(self) -> bool:
-        return bool(self.recipe.modifiers) and any(m.type != "distillation" for m in self.recipe.modifiers)
+        return any(m.type != "distillation" for m in self.recipe.modifiers)
 
     @property
     def fp32_sibling(self) -> str | None:
