@@ -75,6 +75,19 @@ def test_interrupted_matrix_resumes_to_the_same_table(tiny_matrix, tmp_path):
     listing = run_matrix(path, data, root, dry_run=True)
     assert all(c["done"] and c["estimate_s"] > 0 for c in listing["cells"])  # timed from the dense run
 
+    # An edited matrix re-runs exactly the cells it changed, never leaving their old numbers.
+    doc = yaml.safe_load(path.read_text())
+    doc["profiles"]["tiny"]["cell_train_by"] = {"layers": {1: {"learning_rate": 3.0e-3}}}
+    path.write_text(yaml.safe_dump(doc))
+    listing = run_matrix(path, data, root, dry_run=True)
+    assert {c["cell"]: c.get("changed") for c in listing["cells"] if not c["done"]} == {
+        "tiny-bert0-l2-squad-s50-l1": ["training settings"], "tiny-bert0-l2-squad-s50-l1-kd": ["training settings"]}
+    edited = run_matrix(path, data, root)
+    assert [name for name, outcome in edited["cells"].items() if outcome == "re-ran (matrix changed)"] == [
+        "tiny-bert0-l2-squad-s50-l1", "tiny-bert0-l2-squad-s50-l1-kd"]
+    by_name = {r["cell"]["name"]: r for r in results.load_records(root)}
+    assert [by_name[f"tiny-bert0-l2-squad-s50-{c}"]["config"]["train"]["learning_rate"] for c in ("l1", "l2")] == [3.0e-3, 1.0e-3]
+
 
 def test_tables_csv_markdown_plot_readme(tiny_matrix, tmp_path):
     path, data = tiny_matrix

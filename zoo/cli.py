@@ -105,7 +105,7 @@ def cmd_matrix(args: argparse.Namespace) -> None:
         for c in result["cells"]:
             estimate = f"{c['estimate_s'] / 60:.1f} min" if c["estimate_s"] is not None else "n/a"
             steps = "epochs" if c["train_steps"] is None else str(c["train_steps"])
-            table.add_row(c["cell"], ", ".join(c["modifiers"]) or "(none)", "done" if c["done"] else "to run", steps,
+            table.add_row(c["cell"], ", ".join(c["modifiers"]) or "(none)", "done" if c["done"] else "changed: re-run" if c.get("changed") else "to run", steps,
                           f"{c['learning_rate']:g}" if c["train_steps"] != 0 else "", estimate)
         todo = [c for c in result["cells"] if not c["done"]]
         if not todo:

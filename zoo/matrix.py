@@ -3,7 +3,9 @@
 Each cell gets its own folder under the matrix's run root. A cell is complete when its
 `metrics.json` exists: the pipeline writes it last inside a staging folder that is then
 renamed into place, so a killed run leaves at most a `.NAME.partial` folder, which the
-next run removes and redoes. Completed cells are skipped.
+next run removes and redoes. Completed cells are skipped unless the matrix now asks for
+something else (a changed recipe, training or eval setting, or a re-run fp32 sibling): those
+are re-run, so an edited matrix never leaves old numbers in its table.
 """
 
 from __future__ import annotations
@@ -223,6 +225,25 @@ def is_complete(cell_dir: Path) -> bool:
     return (cell_dir / "metrics.json").is_file()
 
 
+def changes_since_run(cell: Cell, matrix: MatrixProfile, base_layers: int, root_dir: Path) -> list[str] | None:
+    """None: the cell has not run; []: it ran with what the matrix asks for today; otherwise
+    what changed since (a recipe, training or eval setting, or a re-run fp32 sibling)."""
+    record = read_metrics(root_dir / cell.name)
+    if record is None:
+        return None
+    as_json = lambda value: json.loads(json.dumps(value))  # noqa: E731 - compared as the JSON it is read back from
+    train = matrix.train_config(cell, train_steps(cell, matrix, base_layers))
+    changed = [what for what, recorded, wanted in (
+        ("recipe", record.get("compression", {}).get("recipe"), as_json(cell.recipe.model_dump(mode="json"))),
+        ("training settings", record.get("config", {}).get("train"), as_json(train.model_dump(mode="json"))),
+        ("dev examples", record.get("eval", {}).get("max_examples"), matrix.eval_examples),
+    ) if recorded != wanted]
+    sibling = read_metrics(root_dir / cell.fp32_sibling) if cell.fp32_sibling else None
+    if sibling and sibling["provenance"]["finished"] > record["provenance"]["date"]:
+        changed.append(f"{cell.fp32_sibling} re-ran after it")
+    return changed
+
+
 def read_metrics(folder: Path) -> dict | None:
     path = Path(folder) / "metrics.json"
     return json.loads(path.read_text()) if path.is_file() else None
@@ -250,13 +271,18 @@ def run(family: str, profile_name: str, progress, *, matrix_file: str | None = N
     teachers = {task: read_metrics(teacher_dir(matrix, task)) for task in matrix.tasks}
     if dry_run:
         return {"root": str(root_dir), "teachers": {t: {"folder": str(teacher_dir(matrix, t)), "ready": bool(m)} for t, m in teachers.items()},
-                "cells": [{"cell": c.name, "done": is_complete(root_dir / c.name), "modifiers": [m.type for m in c.recipe.modifiers],
+                "cells": [{"cell": c.name, **_dry_run_status(changes_since_run(c, matrix, base_layers[c.task], root_dir)),
+                           "modifiers": [m.type for m in c.recipe.modifiers],
                            "train_steps": train_steps(c, matrix, base_layers[c.task]),
                            "learning_rate": matrix.train_config(c, None).learning_rate,
                            "estimate_s": estimate_seconds(c, matrix, base_layers[c.task], teachers[c.task])} for c in cells]}
 
     with folder_lock(root_dir, "zoo matrix run"):  # two runners on one folder would redo and clobber each other's cells
         return _run_cells(cells, matrix, base_layers, root_dir, profile_name, progress, data_dir)
+
+
+def _dry_run_status(changed: list[str] | None) -> dict:
+    return {"done": changed == []} | ({"changed": changed} if changed else {})
 
 
 def _run_cells(cells: list[Cell], matrix: MatrixProfile, base_layers: dict, root_dir: Path, profile_name: str,
@@ -276,9 +302,12 @@ def _run_cells(cells: list[Cell], matrix: MatrixProfile, base_layers: dict, root
     overall = progress.add_task("matrix", total=len(cells))
     for cell in cells:
         cell_dir = root_dir / cell.name
-        if is_complete(cell_dir):
+        changed = changes_since_run(cell, matrix, base_layers[cell.task], root_dir)
+        if changed == []:
             outcome[cell.name] = "skipped (complete)"
         else:
+            if changed:
+                progress.console.print(f"{cell.name}: re-running, the matrix changed since it ran ({'; '.join(changed)})")
             cell_started = time.perf_counter()
             before = set(progress.task_ids)
             init = str(teacher_dir(matrix, cell.task)) if matrix.init == "teacher" else cell.model
@@ -298,7 +327,7 @@ def _run_cells(cells: list[Cell], matrix: MatrixProfile, base_layers: dict, root
             for task_id in set(progress.task_ids) - before:
                 progress.remove_task(task_id)
             phases[cell.name] = round(time.perf_counter() - cell_started, 1)
-            outcome[cell.name] = "ran"
+            outcome[cell.name] = "re-ran (matrix changed)" if changed else "ran"
         progress.advance(overall)
     phases["total"] = round(time.perf_counter() - started, 1)
     write_run_log(root_dir, {"profile": profile_name, "cells": outcome, "wall_time_s": phases})
