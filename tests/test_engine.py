@@ -15,8 +15,8 @@ from tests.conftest import teacher_then_cell
 from zoo import pipeline
 from zoo.distill import CachedTeacher, LiveTeacher, cache_key, hidden_mse, soft_logit_loss, uniform_layer_map
 from zoo.layers import drop_layers
-from zoo.recipe import DEFAULT_PRUNE_TARGETS, parse_recipe
-from zoo.sparsity import MaskSet, gmp_sparsity, measure_sparsity, target_names
+from zoo.recipe import parse_recipe
+from zoo.sparsity import DEFAULT_PRUNE_TARGETS, MaskSet, gmp_sparsity, measure_sparsity, target_names
 
 
 def test_gmp_schedule_values():
@@ -143,7 +143,7 @@ def test_teacher_cache_matches_live_teacher_and_is_keyed_by_teacher_and_data(tin
 @pytest.mark.parametrize(
     "recipe, needle",
     [
-        ({"modifiers": [{"type": "quantum_pruning"}]}, "allowed: magnitude_pruning, obs_pruning, layer_drop, width_pruning, distillation, quantization"),
+        ({"modifiers": [{"type": "quantum_pruning"}]}, "allowed: layer_drop, width_pruning, obs_pruning, magnitude_pruning, distillation, quantization"),
         ({"modifiers": [{"type": "magnitude_pruning", "final_sparsity": 1.0}]}, "modifiers.0.final_sparsity"),
         ({"modifiers": [{"type": "magnitude_pruning", "final_sparsity": -0.1}]}, "modifiers.0.final_sparsity"),
         ({"modifiers": [{"type": "magnitude_pruning", "final_sparsity": 0.5, "start": 0.6, "end": 0.2}]}, "end (0.2) is before start (0.6)"),

@@ -8,12 +8,14 @@ from transformers import AutoModelForQuestionAnswering
 from tasks.base import FeatureSet
 from tests.conftest import teacher_then_cell
 from zoo import matrix
+from zoo.distill import output_loss
 from zoo.engine import Manager
 from zoo.layers import choose_layers
+from zoo.modifiers.distillation import default_layer_map
 from zoo.obs import allocate, obs_prune_weight, prune_model
 from zoo.profiles import TrainConfig
-from zoo.recipe import DEFAULT_PRUNE_TARGETS, parse_recipe
-from zoo.sparsity import target_names
+from zoo.recipe import parse_recipe
+from zoo.sparsity import DEFAULT_PRUNE_TARGETS, target_names
 from zoo.train import batch_plan
 
 
@@ -114,17 +116,20 @@ def test_layer_search_picks_the_layer_that_does_nothing(tokenizer):
         for linear in (model.bert.encoder.layer[1].attention.output.dense, model.bert.encoder.layer[1].output.dense):
             linear.weight.zero_()
             linear.bias.zero_()
-    manager = Manager(parse_recipe({"modifiers": [{"type": "layer_drop", "strategy": "search", "n": 2}]}, "r"),
-                      ("start_logits", "end_logits"))
-    keep, report = choose_layers(model, 2, calibration(), manager._output_distance)
+    def distance(student, teacher, batch):
+        return output_loss(student, teacher, batch["attention_mask"], 1.0, ("start_logits", "end_logits"), "kl")
+
+    keep, report = choose_layers(model, 2, calibration(), distance)
     assert keep == [0, 2]
     assert report["method"] == "exhaustive" and len(report["scores"]) == 3
     assert report["scores"]["[0, 2]"] < 1e-4 < min(v for k, v in report["scores"].items() if k != "[0, 2]")
     assert len(model.bert.encoder.layer) == 3  # the search leaves the model as it was
 
+    manager = Manager(parse_recipe({"modifiers": [{"type": "layer_drop", "strategy": "search", "n": 2}]}, "r"),
+                      ("start_logits", "end_logits"))
     manager.prepare(model, lambda n: calibration())
     assert len(model.bert.encoder.layer) == 2 and manager.report["layers_kept"] == [0, 2]
-    assert manager._default_layer_map(2, 3) == [1, 3]  # layer 0 -> teacher layer 1; the last -> the teacher's last
+    assert default_layer_map([0, 2], 2, 3) == [1, 3]  # layer 0 -> teacher layer 1; the last -> the teacher's last
 
 
 @pytest.mark.slow

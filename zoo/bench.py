@@ -13,7 +13,7 @@ from tasks.squad import SquadAdapter, SquadConfig
 from zoo import provenance, results, speed
 from zoo.batching import length_grouped_batches, random_batches
 from zoo.data import data_root
-from zoo.engine import Manager, build_teacher_source
+from zoo.engine import Manager
 from zoo.errors import ZooError
 from zoo.io import run_folders, write_json, write_text
 from zoo.models import resolve_model
@@ -29,7 +29,7 @@ def _timed_training(adapter, model_path, pool: FeatureSet, cfg: TrainConfig, pla
     manager = Manager(recipe or Recipe(), adapter.output_names, adapter.logit_loss)
     model = manager.prepare(adapter.build_model(model_path))
     setup_started = time.perf_counter()
-    cache = build_teacher_source(manager, adapter, pool, model.config.num_hidden_layers, lambda n: None, 64, adapter.tokenizer.pad_token_id)
+    cache = manager.load_references(model, adapter, pool, lambda n: None, 64, adapter.tokenizer.pad_token_id)
     setup_seconds = time.perf_counter() - setup_started
     ticks: list[float] = []
     task_id = progress.add_task(label, total=len(plan))

@@ -39,6 +39,18 @@ def soft_logit_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: f
     return per_distribution.mean() * temperature**2
 
 
+def output_loss(student, teacher, mask: torch.Tensor, temperature: float, output_names: tuple[str, ...], kind: str) -> torch.Tensor:
+    """The logit loss between two models' outputs, averaged over the task's scored outputs:
+    `kind` "kl" (class distributions) or "mse" (regression)."""
+    def one(s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        if kind == "mse":
+            return F.mse_loss(s.float(), t.float())
+        # (B, T, C): one distribution per token, so padded positions are left out; (B, C) and
+        # SQuAD's (B, T) distributions over tokens carry padding as ~zero teacher probability.
+        return soft_logit_loss(s, t, temperature, mask if s.dim() == 3 else None)
+    return sum(one(student[n], teacher[n]) for n in output_names) / len(output_names)
+
+
 def hidden_mse(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """MSE between (B, T, H) hidden states over the real (unpadded) positions of `mask` (B, T)."""
     weights = mask.to(student.dtype).unsqueeze(-1)

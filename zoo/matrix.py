@@ -14,6 +14,7 @@ import fnmatch
 import itertools
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
@@ -133,36 +134,49 @@ def teacher_dir(matrix: MatrixProfile, task: str) -> Path:
     return Path(matrix.teacher.format(task=task))
 
 
+def _layer_drop(layers: int, matrix: MatrixProfile, task: str, base_layers: int) -> dict | None:
+    if not 0 < layers <= base_layers:
+        raise ValueError(f"axes.layers value {layers} is out of range for {matrix.tasks[task]} with {base_layers} layers (1..{base_layers})")
+    if layers == base_layers:
+        return None
+    keep = matrix.layer_keep.get(layers)
+    if not keep:
+        return {"type": "layer_drop", "strategy": "search", "n": layers}
+    if len(keep) != layers:
+        raise ValueError(f"layer_keep for {layers} layers lists {len(keep)} layers")
+    if max(keep) >= base_layers:
+        raise ValueError(f"layer_keep for {layers} layers: index {max(keep)} is out of range for {matrix.tasks[task]} "
+                         f"with {base_layers} layers (0..{base_layers - 1})")
+    return {"type": "layer_drop", "keep": keep}
+
+
+# How each axis becomes a modifier: axis -> (value, matrix, task, base layers) -> the modifier's
+# settings, or None for the axis's uncompressed value. A cell's recipe lists them in this order.
+AXIS_MODIFIERS: dict[str, Callable[[object, MatrixProfile, str, int], dict | None]] = {
+    "sparsity": lambda s, matrix, task, base: {"type": "magnitude_pruning", **matrix.pruning, "final_sparsity": s} if s > 0 else None,
+    "layers": _layer_drop,
+    "width": lambda w, matrix, task, base: {"type": "width_pruning", "width": w, **matrix.width_pruning} if w < 1 else None,
+    "distill": lambda d, matrix, task, base: {"type": "distillation", "teacher": str(teacher_dir(matrix, task)), **matrix.distillation} if d else None,
+    "quant": lambda q, matrix, task, base: {"type": "quantization", "scheme": "int8_dynamic"} if q == "int8" else None,
+}
+
+
 def build_cells(task: str, matrix: MatrixProfile, base_layers: int, source: str) -> list[Cell]:
     """Every cell of one task's grid with its recipe, validated before anything runs."""
     model = matrix.tasks[task]
     tag = model_tag(model, base_layers)
     cells: dict[str, Cell] = {}
-    combos = [combo for grid in matrix.grids
-              for combo in itertools.product(grid.sparsity, grid.layers or [base_layers], grid.width, grid.distill, grid.quant)]
-    for sparsity, layers, width, distill, quant in combos:
-        if not 0 < layers <= base_layers:
-            raise ZooError(f"{source}: axes.layers value {layers} is out of range for {model} with {base_layers} layers (1..{base_layers})")
-        modifiers = []
-        if sparsity > 0:
-            modifiers.append({"type": "magnitude_pruning", **matrix.pruning, "final_sparsity": sparsity})
-        if layers < base_layers:
-            keep = matrix.layer_keep.get(layers)
-            modifiers.append({"type": "layer_drop", "keep": keep} if keep else {"type": "layer_drop", "strategy": "search", "n": layers})
-        if width < 1:
-            modifiers.append({"type": "width_pruning", "width": width, **matrix.width_pruning})
-        if distill:
-            modifiers.append({"type": "distillation", "teacher": str(teacher_dir(matrix, task)), **matrix.distillation})
-        if quant == "int8":
-            modifiers.append({"type": "quantization", "scheme": "int8_dynamic"})
-        name = cell_name(tag, task, sparsity, layers, distill, width, quant)
-        recipe = parse_recipe({"modifiers": modifiers}, f"{source} (cell {name})")
-        for drop in recipe.modifiers:
-            if drop.type == "layer_drop" and not drop.from_data:
-                kept = drop.kept_layers(base_layers)
-                if len(kept) != layers:
-                    raise ZooError(f"{source}: layer_keep for {layers} layers lists {len(kept)} layers")
-        cells.setdefault(name, Cell(name, task, model, sparsity, layers, width, distill, quant, recipe))
+    for grid in matrix.grids:
+        values = [getattr(grid, axis) or [base_layers] for axis in AXIS_MODIFIERS]  # layers None: the base model's depth
+        for combo in itertools.product(*values):
+            settings = dict(zip(AXIS_MODIFIERS, combo))
+            try:
+                modifiers = [m for axis, build in AXIS_MODIFIERS.items() if (m := build(settings[axis], matrix, task, base_layers))]
+            except ValueError as e:
+                raise ZooError(f"{source}: {e}") from None
+            name = cell_name(tag, task, **settings)
+            recipe = parse_recipe({"modifiers": modifiers}, f"{source} (cell {name})")
+            cells.setdefault(name, Cell(name, task, model, **settings, recipe=recipe))
     missing = [c.name for c in cells.values() if c.fp32_sibling and c.fp32_sibling not in cells]
     if missing:
         raise ZooError(f"{source}: quantised cell {missing[0]} needs its unquantised cell in the matrix too (it quantises those weights)")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -24,14 +23,14 @@ from tasks.base import TaskAdapter
 from zoo import onnx_export, provenance
 from zoo.batching import collate
 from zoo.data import data_root
-from zoo.engine import Manager, build_teacher_source
+from zoo.engine import Manager
 from zoo.errors import ZooError
 from zoo.io import check_replaceable, replace_dir, sha256_file, write_json
 from zoo.models import resolve_model
 from zoo.predict import predict
 from zoo.profiles import Profile, load_profile, parse_task_config
-from zoo.recipe import DEFAULT_PRUNE_TARGETS, Quantization, Recipe, dump_recipe
-from zoo.sparsity import measure_sparsity, target_names
+from zoo.recipe import Recipe, dump_recipe
+from zoo.sparsity import DEFAULT_PRUNE_TARGETS, measure_sparsity, target_names
 from zoo.train import batch_plan, train
 
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json")
@@ -183,15 +182,13 @@ def calibration_batches(features, batch_size: int, seed: int, pad_id: int):
     return batches
 
 
-def quantize_into(model, adapter: TaskAdapter, folder: Path, modifier: Quantization) -> tuple[onnx_export.OrtModel, dict]:
-    """Post-training quantisation: ONNX export of the trained model, dynamic int8 weights,
-    written as `folder/model.int8.onnx`; returns the ONNX Runtime model to score."""
-    with tempfile.TemporaryDirectory(prefix="zoo-onnx-") as tmp:
-        fp32 = onnx_export.export(model, tmp, output_names=adapter.output_names)
-        int8 = onnx_export.quantize_int8(fp32, folder / onnx_export.INT8_FILE, per_channel=modifier.per_channel)
-        report = {"scheme": modifier.scheme, "per_channel": modifier.per_channel, "engine": "onnxruntime",
-                  "onnx_fp32_bytes": fp32.stat().st_size, "onnx_int8_bytes": int8.stat().st_size}
-    return onnx_export.OrtModel(int8), report
+def after_training(manager: Manager, model, adapter: TaskAdapter, folder: Path, phases: Phases, compression: dict):
+    """The recipe's post-training steps (quantization: ONNX export + int8 into `folder`), each
+    timed as its phase and reported under its type; returns the model to score."""
+    for modifier in manager.post_training_steps():
+        with phases(modifier.after_training_phase):
+            model, compression[modifier.type] = modifier.after_training(model, adapter, folder)
+    return model
 
 
 def prune_targets(recipe: dict) -> list[str]:
@@ -226,9 +223,8 @@ def finetune(run: Run, run_dir: Path, progress: Progress, eval_limit: int | None
         calibration = calibration_batches(features, run.profile.eval.batch_size, cfg.seed, run.pad_id)
         model = manager.prepare(model, calibration)
     with phases("teacher"):
-        teacher_cache = build_teacher_source(
-            manager, run.adapter, features, model.config.num_hidden_layers,
-            lambda n: bar(progress, "teacher outputs", n), run.profile.eval.batch_size, run.pad_id,
+        teacher_cache = manager.load_references(
+            model, run.adapter, features, lambda n: bar(progress, "teacher outputs", n), run.profile.eval.batch_size, run.pad_id,
         )
     plan = batch_plan(features, cfg)
     task_id = progress.add_task("train", total=len(plan))
@@ -246,9 +242,7 @@ def finetune(run: Run, run_dir: Path, progress: Progress, eval_limit: int | None
             (staging / "recipe.yaml").write_text(dump_recipe(recipe), encoding="utf-8")
     targets = prune_targets(manager.recipe.model_dump(mode="json"))
     record["compression"] = {**manager.report, "teacher_cache": teacher_cache, "measured": measure_checkpoint(staging, targets)}
-    if manager.quantization:
-        with phases("quantize"):
-            model, record["compression"]["quantization"] = quantize_into(model, run.adapter, staging, manager.quantization)
+    model = after_training(manager, model, run.adapter, staging, phases, record["compression"])
     predictions = _evaluate(run, model, dev, eval_limit, progress, phases, record)
     return _finish(run_dir, staging, record, predictions, phases, started)
 
@@ -256,7 +250,7 @@ def finetune(run: Run, run_dir: Path, progress: Progress, eval_limit: int | None
 def quantize_trained(run: Run, source_dir: Path, run_dir: Path, progress: Progress, eval_limit: int | None,
                      recipe: Recipe, cell: dict) -> dict:
     """A quantised cell from an already trained one (its fp32 sibling in the matrix): the same
-    weights, quantised after training as the recipe's `quantization` says, then scored."""
+    weights, through the recipe's post-training steps (its `quantization`), then scored."""
     started, phases = time.perf_counter(), Phases()
     source = json.loads((Path(source_dir) / "metrics.json").read_text())
     record = {**_new_record(run, "quantize"), "cell": cell, "train": {**source["train"], "trained_in": str(source_dir)}}
@@ -266,11 +260,11 @@ def quantize_trained(run: Run, source_dir: Path, run_dir: Path, progress: Progre
         if file.is_file() and file.name not in ("metrics.json", "predictions.json", "bench.json"):
             shutil.copy2(file, staging / file.name)
     (staging / "recipe.yaml").write_text(dump_recipe(recipe), encoding="utf-8")
-    with phases("quantize"):
+    with phases("load_model"):
         model = run.adapter.build_model(str(source_dir))
-        ort_model, report = quantize_into(model, run.adapter, staging, manager.quantization)
-    record["compression"] = {**source["compression"], "recipe": recipe.model_dump(mode="json"), "quantization": report}
-    predictions = _evaluate(run, ort_model, _load_dev(run, eval_limit, phases, record), eval_limit, progress, phases, record)
+    record["compression"] = {**source["compression"], "recipe": recipe.model_dump(mode="json")}
+    model = after_training(manager, model, run.adapter, staging, phases, record["compression"])
+    predictions = _evaluate(run, model, _load_dev(run, eval_limit, phases, record), eval_limit, progress, phases, record)
     return _finish(run_dir, staging, record, predictions, phases, started)
 
 

@@ -14,6 +14,10 @@ from collections.abc import Mapping
 
 import torch
 
+from zoo.errors import ZooError
+
+DEFAULT_PRUNE_TARGETS = [r"encoder\.layer\.\d+\..*(query|key|value|dense)\.weight$"]  # the encoder's Linear weights
+
 
 def gmp_sparsity(step: int, start: int, end: int, init: float, final: float) -> float:
     """Sparsity at `step` under the cubic schedule of Zhu & Gupta (2017): 0 before `start`,
@@ -31,6 +35,14 @@ def target_names(names, targets: list[str], exclude: list[str]) -> list[str]:
     include = [re.compile(p) for p in targets]
     skip = [re.compile(p) for p in exclude]
     return [n for n in names if any(p.search(n) for p in include) and not any(p.search(n) for p in skip)]
+
+
+def prunable(model: torch.nn.Module, targets: list[str], exclude: list[str], modifier: str) -> list[str]:
+    """Weight matrices (not biases or LayerNorm) whose names match the modifier's targets."""
+    names = [n for n in target_names([n for n, _ in model.named_parameters()], targets, exclude) if model.get_parameter(n).ndim >= 2]
+    if not names:
+        raise ZooError(f"{modifier}.targets {targets} match no weight matrix of {type(model).__name__}")
+    return names
 
 
 class MaskSet:

@@ -1,0 +1,72 @@
+"""Unstructured magnitude pruning: one-shot (start == end) or gradual on the cubic GMP schedule.
+
+    - type: magnitude_pruning
+      final_sparsity: 0.9
+      start: 0.0
+      end: 0.6
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from pydantic import Field, PrivateAttr, model_validator
+
+from zoo.errors import ZooError
+from zoo.modifiers.base import Context, Modifier, Regexes
+from zoo.sparsity import DEFAULT_PRUNE_TARGETS, MaskSet, gmp_sparsity, prunable
+
+
+class MagnitudePruning(Modifier):
+    type: Literal["magnitude_pruning"]
+    final_sparsity: float = Field(ge=0, lt=1)
+    init_sparsity: float = Field(0.0, ge=0, lt=1)
+    start: float = Field(0.0, ge=0)
+    end: float = Field(0.0, ge=0)
+    update_every: int = Field(10, gt=0, description="steps between mask updates during the ramp")
+    scope: Literal["uniform", "global"] = "uniform"
+    targets: Regexes = Field(default_factory=lambda: list(DEFAULT_PRUNE_TARGETS), min_length=1)
+    exclude: Regexes = Field(default_factory=list)
+
+    order = 40
+    group = "unstructured pruning"
+    _masks: MaskSet | None = PrivateAttr(None)
+    _schedule: tuple[int, int] = PrivateAttr((0, 0))  # (start step, end step)
+    _total_steps: int = PrivateAttr(0)
+
+    @model_validator(mode="after")
+    def _order(self):
+        if self.end < self.start:
+            raise ValueError(f"end ({self.end}) is before start ({self.start})")
+        if self.init_sparsity > self.final_sparsity:
+            raise ValueError("init_sparsity must not exceed final_sparsity")
+        if self.unit == "fraction" and self.end > 1:
+            raise ValueError("with unit 'fraction', start and end must lie in [0, 1]")
+        return self
+
+    def check(self, model: torch.nn.Module, ctx: Context) -> None:
+        prunable(model, self.targets, self.exclude, self.type)
+
+    def on_train_start(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, total_steps: int, ctx: Context) -> None:
+        self._masks = MaskSet(model, prunable(model, self.targets, self.exclude, self.type))
+        self._masks.attach(optimizer)
+        self._schedule = (self.step_of(self.start, total_steps), self.step_of(self.end, total_steps))
+        self._total_steps = total_steps
+        if self.unit == "step" and self._schedule[1] > total_steps:
+            raise ZooError(f"magnitude_pruning.end is step {self._schedule[1]}, past the {total_steps} training steps: "
+                           f"the model would never reach final_sparsity {self.final_sparsity}; end the schedule by step {total_steps}")
+        ctx.report["pruning"] = {"targets": sorted(self._masks.weights), "scope": self.scope, "final_sparsity": self.final_sparsity,
+                                 "start_step": self._schedule[0], "end_step": self._schedule[1], "total_steps": total_steps}
+
+    def before_step(self, step: int, ctx: Context) -> None:
+        start, end = self._schedule
+        if step == start or step == end or (start < step < end and (step - start) % self.update_every == 0):
+            self._masks.prune_to(gmp_sparsity(step, start, end, self.init_sparsity, self.final_sparsity), self.scope)
+
+    def on_train_end(self, model: torch.nn.Module, ctx: Context) -> None:
+        if self._schedule[1] >= self._total_steps:
+            # the schedule ends with training (end = 1.0, or a one-shot with no steps): its last point is final_sparsity
+            self._masks.prune_to(self.final_sparsity, self.scope)
+        self._masks.apply()
+        self._masks.detach(model)

@@ -1,0 +1,37 @@
+"""Structured width pruning: fewer attention heads and FFN neurons, the weights sliced.
+
+    - type: width_pruning
+      width: 0.5
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from pydantic import Field
+
+from zoo import width
+from zoo.errors import ZooError
+from zoo.modifiers.base import Context, Modifier
+
+
+class WidthPruning(Modifier):
+    """DynaBERT-style width: before training, score heads and FFN neurons on calibration
+    batches (zoo/width.py), keep the top `width` fraction in every layer and slice the weights."""
+
+    type: Literal["width_pruning"]
+    width: float = Field(gt=0, le=1, description="fraction of attention heads and FFN neurons kept per layer")
+    calibration_examples: int = Field(256, gt=0, description="training features the importance scores are summed over")
+
+    order = 20  # after layer drop (fewer layers to score), before OBS (which prunes what is left)
+
+    def check(self, model: torch.nn.Module, ctx: Context) -> None:
+        distillation = ctx.find("distillation")
+        if distillation and distillation.attention_mse > 0:
+            raise ZooError("width_pruning with distillation.attention_mse: the student keeps fewer heads than the teacher, "
+                           "so their attention maps do not pair up; use hidden_mse instead")
+
+    def prepare(self, model: torch.nn.Module, ctx: Context) -> None:
+        head_scores, neuron_scores = width.importance(model, ctx.batches(self, self.calibration_examples))
+        ctx.report["width"] = width.prune_width(model, head_scores, neuron_scores, self.width)
