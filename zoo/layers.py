@@ -5,7 +5,6 @@ from __future__ import annotations
 import itertools
 import json
 import math
-from collections.abc import Callable
 
 import torch
 
@@ -32,24 +31,47 @@ def drop_layers(model: torch.nn.Module, keep: list[int]) -> None:
 
 
 MAX_EXHAUSTIVE = 64  # candidate keep-lists scored one by one; beyond this, greedy removal
+RIDGE = 1e-2  # the probe's ridge penalty, per token (hidden states are LayerNorm outputs, of order 1)
+
+
+def unexplained_variance(student: torch.Tensor, reference: torch.Tensor) -> float:
+    """The fraction of `reference`'s variance (tokens x H) that the best affine map of
+    `student` (tokens x H', ridge-regularised least squares) leaves unexplained: 0 when the
+    reference is an affine function of the student, 1 when nothing of it is."""
+    x = torch.cat([student.double(), torch.ones(len(student), 1, dtype=torch.float64)], dim=1)
+    y = reference.double()
+    gram = x.T @ x + RIDGE * len(x) * torch.eye(x.shape[1], dtype=torch.float64)
+    fit = x @ torch.linalg.solve(gram, x.T @ y)
+    return float(((fit - y) ** 2).sum() / ((y - y.mean(0)) ** 2).sum().clamp(min=1e-12))
 
 
 @torch.no_grad()
-def choose_layers(model: torch.nn.Module, n: int, batches: list[dict], distance: Callable[[object, object, dict], torch.Tensor]) -> tuple[list[int], dict]:
+def choose_layers(model: torch.nn.Module, n: int, batches: list[dict]) -> tuple[list[int], dict]:
     """The `n` encoder layers to keep, chosen on calibration batches: every keep-list (or, when
     there are more than MAX_EXHAUSTIVE, greedy removal of the least missed layer) is scored by
-    `distance(outputs, reference_outputs, batch)` between the model with only those layers
-    and the full model, averaged over batches; the lowest wins. The model is left unchanged."""
+    how much of the full model's last hidden state an affine map of the cut model's last
+    hidden state cannot recover, over the batches' real tokens; the lowest wins.
+
+    Why a linear probe and not the cut model's output loss as it stands: recovery training
+    readily re-learns a linear read-out, but not information the kept layers never compute.
+    On the SQuAD MiniLM teacher the zero-step logit loss preferred [0, 4, 5] (F1 22.7 after
+    200 distillation steps) over [0, 2, 4] (51.6); the probe ranks them the other way round.
+    The model is left unchanged."""
     layers = encoder_layers(model)
     total = len(layers)
     was_training = model.training
     model.eval()
     inputs = [{k: v for k, v in b.items() if k in MODEL_INPUTS} for b in batches]
-    reference = [model(**b) for b in inputs]
+    real = [b["attention_mask"].bool() for b in batches]
+
+    def last_hidden() -> torch.Tensor:
+        return torch.cat([model.base_model(**b).last_hidden_state[m] for b, m in zip(inputs, real)])
+
+    reference = last_hidden()
 
     def score(keep: tuple[int, ...]) -> float:
         model.base_model.encoder.layer = torch.nn.ModuleList(layers[i] for i in keep)
-        return sum(float(distance(model(**b), ref, b)) for b, ref in zip(inputs, reference)) / len(inputs)
+        return unexplained_variance(last_hidden(), reference)
 
     scores: dict[str, float] = {}
     try:
@@ -70,6 +92,7 @@ def choose_layers(model: torch.nn.Module, n: int, batches: list[dict], distance:
         model.train(was_training)
     best = min(scores, key=scores.get)
     ranked = dict(sorted(scores.items(), key=lambda kv: kv[1]))
-    return json.loads(best), {"method": method, "calibration_batches": len(inputs),
-                              "criterion": "distillation logit loss (T=1) of the kept layers vs the full model",
+    return json.loads(best), {"method": method, "calibration_batches": len(inputs), "calibration_tokens": len(reference),
+                              "criterion": "variance of the full model's last hidden state left unexplained by an affine map "
+                                           "of the kept layers' last hidden state (ridge, real tokens)",
                               "scores": {k: round(v, 5) for k, v in ranked.items()}}

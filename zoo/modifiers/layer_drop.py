@@ -11,7 +11,6 @@ from typing import Literal
 import torch
 from pydantic import Field, model_validator
 
-from zoo.distill import output_loss
 from zoo.errors import ZooError
 from zoo.layers import choose_layers, drop_layers, encoder_layers
 from zoo.modifiers.base import Context, Modifier
@@ -22,7 +21,7 @@ class LayerDrop(Modifier):
     keep: list[int] | None = Field(None, min_length=1, description="explicit encoder layer indices to keep")
     strategy: Literal["every_k", "first_n", "spread", "search"] | None = None
     n: int | None = Field(None, gt=0, description="layers kept (first_n, spread, search) or k (every_k)")
-    calibration_examples: int = Field(64, gt=0, description="search: training features each candidate keep-list is scored on")
+    calibration_examples: int = Field(128, gt=0, description="search: training features each candidate keep-list is scored on")
 
     order = 10  # first: width and OBS pruning then work on the layers that remain
 
@@ -64,10 +63,7 @@ class LayerDrop(Modifier):
     def prepare(self, model: torch.nn.Module, ctx: Context) -> None:
         keep = self.kept_layers(len(encoder_layers(model)))
         if self.from_data:
-            # the criterion is the distillation logit loss at T=1 between the full and the cut model
-            def distance(student, teacher, batch):
-                return output_loss(student, teacher, batch["attention_mask"], 1.0, ctx.output_names, ctx.logit_loss)
-            keep, ctx.report["layer_search"] = choose_layers(model, self.n, ctx.batches(self, self.calibration_examples), distance)
+            keep, ctx.report["layer_search"] = choose_layers(model, self.n, ctx.batches(self, self.calibration_examples))
         drop_layers(model, keep)
         ctx.kept_layers = keep
         ctx.report["layers_kept"] = keep
