@@ -30,6 +30,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from zoo.errors import ZooError
+from zoo.io import write_json
 
 FORMAT = "zoo-sparse-bitmask-v1"
 DENSE_FILE = "model.safetensors"
@@ -55,7 +56,7 @@ def compress(state: dict[str, torch.Tensor], values_dtype: torch.dtype | None = 
         else:
             tensors[f"{name}.bitmask"] = torch.from_numpy(np.packbits(nonzero.flatten().numpy()))
             tensors[f"{name}.values"] = stored.flatten()[nonzero.flatten()].contiguous()
-    return tensors, {"format": FORMAT, "tensors": json.dumps(layout)}
+    return tensors, {"format": "pt", "zoo_format": FORMAT, "tensors": json.dumps(layout)}  # "format": safetensors' own key
 
 
 def save(state: dict[str, torch.Tensor], path: str | Path, values_dtype: torch.dtype | None = None) -> Path:
@@ -83,8 +84,8 @@ def load(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         with safe_open(str(path), framework="pt") as f:
             metadata = f.metadata() or {}
-            if metadata.get("format") != FORMAT:
-                raise ValueError(f"format {metadata.get('format')!r}, expected {FORMAT!r}")
+            if metadata.get("zoo_format") != FORMAT:
+                raise ValueError(f"zoo_format {metadata.get('zoo_format')!r} in its metadata, expected {FORMAT!r}")
             state = {}
             for name, entry in json.loads(metadata["tensors"]).items():
                 dtype, shape = getattr(torch, entry["dtype"]), entry["shape"]
@@ -123,6 +124,18 @@ def compress_folder(folder: str | Path) -> dict:
         report["forms"][form] = {"file": name, "bytes": size, "ratio_to_dense": round(size / report["dense_bytes"], 4),
                                  "reload": "exact" if values_dtype is None else "exact to the fp16-rounded weights"}
     return report
+
+
+def compress_run(folder: str | Path) -> dict:
+    """`zoo compress`: an existing run folder (trained before this format existed) gets both
+    forms and its metrics.json the `size_on_disk` facts, without retraining."""
+    metrics = Path(folder) / "metrics.json"
+    if not metrics.is_file():
+        raise ZooError(f"{folder} has no metrics.json, so it is not a zoo run folder; pass a folder written by zoo finetune or zoo matrix")
+    record = json.loads(metrics.read_text())
+    record["size_on_disk"] = compress_folder(folder)
+    write_json(metrics, record)
+    return record["size_on_disk"]
 
 
 def compressed_file(folder: str | Path) -> Path | None:
