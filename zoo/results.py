@@ -27,7 +27,7 @@ SHOWN = {"target_sparsity": "target sparsity %", "measured_sparsity": "measured 
          "spearmanr": "spearman", "dev_examples": "dev examples", "train_steps": "train steps", "wall_time_s": "wall time s",
          "latency_b1_s128_ms": "ms b1x128", "latency_b1_s384_ms": "ms b1x384", "throughput_b32_s128": "seq/s b32x128",
          "size_mb": "size MB", "gflops_s128": "GFLOPs x128", "retention": "% of teacher",
-         "fp32_file_mb": "sparse file MB (fp32, lossless)", "fp32_file_pct": "% of dense file (fp32, lossless)",
+         "fp32_file_mb": "sparse file MB (fp32)", "fp32_file_pct": "% of dense file (fp32)",
          "fp16_file_mb": "sparse file MB (fp16)", "fp16_file_pct": "% of dense file (fp16)"}
 
 
@@ -158,7 +158,7 @@ def markdown(df: pd.DataFrame, records: list[dict], header: str | None = None, c
         part = shown[shown.task == task].drop(columns=["task"] if compact else []).dropna(axis=1, how="all").rename(columns=SHOWN)
         note = teacher_line([r for r in records if r["task"] == task])
         parts.append((f"**{task}** ({', '.join(metric_names(task))})\n\n" if len(tasks) > 1 else "") + (f"{note}\n\n" if note else "")
-                     + part.to_markdown(index=False))
+                     + part.astype(object).where(part.notna(), None).to_markdown(index=False, missingval=""))  # an empty cell, not "nan"
     return "\n\n".join(parts) + "\n"
 
 
