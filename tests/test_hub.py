@@ -142,6 +142,7 @@ def test_every_kind_of_cell_round_trips_and_tampering_is_caught(tiny_matrix, tmp
     error = bad.stderr.strip().splitlines()[-1]
     assert f"zoo-test/{dense} f1: card" in error
     assert f"{sparse} model.safetensors: sha256 differs from the index" in error and f"{sparse} sparsity: weights give" in error
+    assert f"{sparse} model.sparse.safetensors does not reload to the weights of model.safetensors" in error
     assert f"{width_int8} model.int8.onnx and model.safetensors disagree on a probe batch" in error
     assert f"{dense_int8} model.int8.onnx: sha256 differs from the index" in error
 

@@ -11,7 +11,7 @@ from rich.progress import Progress
 from safetensors.torch import load_file, save_file
 from transformers import BertConfig, BertForQuestionAnswering
 
-from zoo import pipeline, results, sparse_storage, width
+from zoo import hub, pipeline, results, sparse_storage, width
 from zoo.cli import main
 from zoo.errors import ZooError
 from zoo.models import check_weights
@@ -142,6 +142,15 @@ def test_compress_command_and_table_columns(tmp_path, capsys):
     for compact in (False, True):
         assert "% of dense file (fp16)" in results.markdown(df, [compressed, record], header="h", compact=compact)
     assert "% of dense file" not in results.markdown(results.table([record]), [record], header="h")  # no empty columns
+
+
+def test_card_names_the_smaller_files_and_how_to_load_one():
+    record = json.loads((REPO / "results/squad/matrix-cpu/minilm-l6-squad-s90-l6/metrics.json").read_text())
+    text = str(hub.model_card(record, results.row_of(record), "(table)", "zoo-test"))
+    assert "- smaller files: `model.sparse.safetensors` 53.4 MB (59.2% of `model.safetensors`, exact)" in text
+    assert "`model.sparse-fp16.safetensors` 27.4 MB (30.3% of `model.safetensors`, exact to the fp16-rounded weights)" in text
+    assert 'snapshot_download("zoo-test/minilm-l6-squad-s90-l6", allow_patterns=["*.json", "model.sparse-fp16.safetensors"])' in text
+    assert "model.sparse.safetensors" in hub.OPTIONAL_FILES
 
 
 @pytest.mark.slow

@@ -116,14 +116,19 @@ def compress_folder(folder: str | Path) -> dict:
     report = {"dense_file": DENSE_FILE, "dense_bytes": dense.stat().st_size, "format": FORMAT, "forms": {}}
     for form, (name, values_dtype) in FORMS.items():
         path = save(state, folder / name, values_dtype)
-        expected = {k: v.to(values_dtype).to(v.dtype) if values_dtype and v.is_floating_point() else v for k, v in state.items()}
-        reloaded = load(path)
-        if reloaded.keys() != expected.keys() or not all(torch.equal(reloaded[k], expected[k]) for k in expected):
+        if not reloads_to(path, state, values_dtype):
             raise ZooError(f"{path} does not reload to the weights of {dense}; this is a bug in zoo.sparse_storage")
         size = path.stat().st_size
         report["forms"][form] = {"file": name, "bytes": size, "ratio_to_dense": round(size / report["dense_bytes"], 4),
                                  "reload": "exact" if values_dtype is None else "exact to the fp16-rounded weights"}
     return report
+
+
+def reloads_to(path: str | Path, state: dict[str, torch.Tensor], values_dtype: torch.dtype | None) -> bool:
+    """Whether the compressed file holds exactly `state` (rounded to `values_dtype`, when given)."""
+    reloaded = load(path)
+    expected = {k: v.to(values_dtype).to(v.dtype) if values_dtype and v.is_floating_point() else v for k, v in state.items()}
+    return reloaded.keys() == expected.keys() and all(torch.equal(reloaded[k], expected[k]) for k in expected)
 
 
 def compress_run(folder: str | Path) -> dict:
