@@ -313,14 +313,14 @@ def weight_claims(name: str, local: Path, original: dict, hashes: dict[str, str]
     for key in ("sparsity", "num_hidden_layers", "attention_heads", "intermediate_size", "nonzero_params"):
         if key in claimed and abs(measured[key] - claimed[key]) > (1e-4 if key == "sparsity" else 0):
             problems.append(f"{key}: weights give {measured[key]}, metrics.json claims {claimed[key]}")
-    compressed = [(name, dtype) for name, dtype in sparse_storage.FORMS.values() if (local / name).is_file()]
+    compressed = [(file, dtype) for file, dtype in sparse_storage.FORMS.values() if (local / file).is_file()]
     state = sparse_storage.load_weights(local) if compressed and (local / sparse_storage.DENSE_FILE).is_file() else None
-    for name, values_dtype in compressed if state is not None else []:
+    for file, values_dtype in compressed if state is not None else []:
         try:
-            if not sparse_storage.reloads_to(local / name, state, values_dtype):
-                problems.append(f"{name} does not reload to the weights of model.safetensors")
+            if not sparse_storage.reloads_to(local / file, state, values_dtype):
+                problems.append(f"{file} does not reload to the weights of model.safetensors")
         except ZooError:  # truncated or not this format: one more claim that does not hold
-            problems.append(f"{name} is not a readable {sparse_storage.FORMAT} file")
+            problems.append(f"{file} is not a readable {sparse_storage.FORMAT} file")
     if (local / "model.int8.onnx").is_file():
         try:
             agreement = int8_agreement(local)
