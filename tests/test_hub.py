@@ -241,7 +241,7 @@ def test_real_hub_contract(two_cells, fake_hub, caplog, capsys):
     assert len(by_repo) == 3, "exactly one commit per repo"
     for name in ("tiny-bert0-l2-squad-s50-l2", "tiny-bert0-l2-squad-s50-l1-kd"):
         summary, files = by_repo[f"zoo-org/{name}"]
-        assert set(files) == set(hub.REPO_FILES) | {"README.md"}
+        assert set(files) == set(hub.REPO_FILES) | {"README.md", "model.sparse.safetensors", "model.sparse-fp16.safetensors"}  # sparse cells
         assert hub.recipe_hash(root / name) in summary
         for file_name in hub.REPO_FILES:
             local = (root / name / file_name).read_bytes()
