@@ -176,6 +176,6 @@ def from_pretrained(model_cls, path: str, **kwargs):
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:  # a file from another model: missing, unexpected or misshapen weights
-        raise ZooError(f"{compressed or path}: its weights do not fit the model config.json describes ({str(e).splitlines()[0][:200]}); "
+        raise ZooError(f"{compressed or path}: its weights do not fit the model config.json describes ({' '.join(str(e).split())[:300]}); "
                        f"the weights and config.json must come from the same run folder") from e
     return model.eval()  # as from_pretrained returns it
