@@ -142,6 +142,7 @@ def test_every_kind_of_cell_round_trips_and_tampering_is_caught(tiny_matrix, tmp
     error = bad.stderr.strip().splitlines()[-1]
     assert f"zoo-test/{dense} f1: card" in error
     assert f"{sparse} model.safetensors: sha256 differs from the index" in error and f"{sparse} sparsity: weights give" in error
+    assert f"{sparse} model.sparse.safetensors does not reload to the weights of model.safetensors" in error
     assert f"{width_int8} model.int8.onnx and model.safetensors disagree on a probe batch" in error
     assert f"{dense_int8} model.int8.onnx: sha256 differs from the index" in error
 
@@ -240,7 +241,7 @@ def test_real_hub_contract(two_cells, fake_hub, caplog, capsys):
     assert len(by_repo) == 3, "exactly one commit per repo"
     for name in ("tiny-bert0-l2-squad-s50-l2", "tiny-bert0-l2-squad-s50-l1-kd"):
         summary, files = by_repo[f"zoo-org/{name}"]
-        assert set(files) == set(hub.REPO_FILES) | {"README.md"}
+        assert set(files) == set(hub.REPO_FILES) | {"README.md", "model.sparse.safetensors", "model.sparse-fp16.safetensors"}  # sparse cells
         assert hub.recipe_hash(root / name) in summary
         for file_name in hub.REPO_FILES:
             local = (root / name / file_name).read_bytes()

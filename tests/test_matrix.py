@@ -14,7 +14,7 @@ from tests.conftest import run_matrix
 from zoo import pipeline, results
 from zoo.errors import ZooError
 
-COLUMNS = results.HEAD + ["f1", "exact_match", "retention"] + results.SPEED + results.TAIL
+COLUMNS = results.HEAD + ["f1", "exact_match", "retention"] + results.SPEED + results.FILES + results.TAIL
 COMPARED = [c for c in COLUMNS if c != "wall_time_s"]
 
 

@@ -136,6 +136,19 @@ def cmd_tables(args: argparse.Namespace) -> None:
     Console().print(f"{summary['rows']} rows -> {summary['csv']}")
 
 
+def cmd_compress(args: argparse.Namespace) -> None:
+    from zoo import sparse_storage
+
+    table = Table(title="size on disk")
+    for column in ("run folder", "dense MB", *(f"{form} MB (% of dense)" for form in sparse_storage.FORMS)):
+        table.add_column(column, justify="right")
+    for folder in args.run_dirs:
+        size = sparse_storage.compress_run(folder)
+        table.add_row(folder, f"{size['dense_bytes'] / 1e6:.1f}",
+                      *(f"{f['bytes'] / 1e6:.1f} ({100 * f['ratio_to_dense']:.1f}%)" for f in size["forms"].values()))
+    Console().print(table)
+
+
 def cmd_export(args: argparse.Namespace) -> None:
     from zoo import pipeline
 
@@ -294,6 +307,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir")
     p.add_argument("--tolerance", type=float, default=0.1)
     p.set_defaults(func=cmd_reproduce)
+    p = sub.add_parser("compress", help="write the bitmask-compressed weights (lossless fp32 and fp16) into run folders, sizes into metrics.json")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    p.set_defaults(func=cmd_compress)
     p = sub.add_parser("export", help="export a checkpoint to ONNX and check ONNX Runtime against PyTorch on dev examples")
     p.add_argument("checkpoint", help="a run or cell folder")
     p.add_argument("--task", help="default: the folder's metrics.json")

@@ -21,12 +21,13 @@ import pandas as pd
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from tasks import family_tasks, get_adapter
-from zoo import results
+from zoo import results, sparse_storage
 from zoo.errors import ZooError
 from zoo.io import folder_lock, sha256_file, write_json, write_text
 
 REPO_FILES = ("model.safetensors", "config.json", "tokenizer.json", "tokenizer_config.json", "recipe.yaml", "metrics.json")
-OPTIONAL_FILES = ("model.int8.onnx", "bench.json")  # a quantised cell's served model; speed measured by `zoo bench cells`
+# a quantised cell's served model; speed measured by `zoo bench cells`; a sparse cell's bitmask-compressed weights
+OPTIONAL_FILES = ("model.int8.onnx", "bench.json", *(name for name, _ in sparse_storage.FORMS.values()))
 INDEX_REPO = "zoo-index-{family}"  # lists an org's repos of a family where the server cannot (olah has no /api/models listing)
 TRANSPLANT = "minilm-zh"
 LICENSE = "apache-2.0"
@@ -97,12 +98,16 @@ def model_card(record: dict, row: dict, table_md: str, org: str) -> ModelCard:
            f"32 x 128; {row['size_mb']:.1f} MB; {row['gflops_s128']:.2f} GFLOPs per 128-token sequence"]
           if pd.notna(row.get("latency_b1_s128_ms")) else []),
         f"- parameters: {measured['total_params']:,} total, {measured['nonzero_params']:,} non-zero",
+        *(["- smaller files: " + ", ".join(
+            f"`{f['file']}` {f['bytes'] / 1e6:.1f} MB ({100 * f['ratio_to_dense']:.1f}% of `model.safetensors`, {f['reload']})"
+            for f in record["size_on_disk"]["forms"].values()) + "; the pruned zeros are a bitmask (see Use)"] if "size_on_disk" in record else []),
         "- distillation: " + (f"from `{distill['teacher']}`, KL at T={distill['temperature']} (alpha {distill['alpha']}), "
                                 f"hidden-state MSE x{distill['hidden_mse']} with layer map {distill['layer_map']}" if distill else "none"),
         f"- {', '.join(f'{m}: {row[m]:.2f}' for m in hub['metrics'])} on {row['dev_examples']} {hub['dataset_name']} {hub['dataset_split']} examples",
         *(["- base model: a vocabulary transplant of all-MiniLM-L6-v2 onto the bert-base-chinese vocabulary (zoo/transplant.py), "
            "not a pretrained Chinese model"] if cell["base_model"] == TRANSPLANT else []), "",
         "## Use", "", *usage(cell, "quantization" in compression, hub["pipeline_tag"], f"{org}/{name}"), "",
+        *(sparse_usage(hub["pipeline_tag"], f"{org}/{name}") if "size_on_disk" in record else []),
         "## Reproduce", "", "Trained by", "", f"```bash\n{record['provenance']['command']}\n```", "",
         f"(zoo git {str(record['provenance']['git']['sha'])[:10]}, recipe `recipe.yaml` in this repo), "
         f"and re-scored from the Hub by `zoo reproduce --org {org} --family {get_adapter(record['task']).family}`.", "",
@@ -143,6 +148,17 @@ def usage(cell: dict, quantised: bool, pipeline_tag: str, repo: str) -> list[str
                 "from zoo.width import from_pretrained", "",
                 f'model = from_pretrained({AUTO_CLASS[pipeline_tag]}, snapshot_download("{repo}"))', "```"]
     return ["```python", "from transformers import pipeline", "", f'model = pipeline("{pipeline_tag}", model="{repo}")', "```"]
+
+
+def sparse_usage(pipeline_tag: str, repo: str) -> list[str]:
+    """How to download and load only a compressed file (zoo's bitmask format, zoo/sparse_storage.py)."""
+    fp16 = sparse_storage.FORMS["fp16"][0]
+    return [f"To download a smaller file instead of `model.safetensors`, take `{fp16}` (or the lossless `{sparse_storage.FORMS['fp32'][0]}`) "
+            "and load it with zoo's loader (`pip install` this project), which rebuilds the dense weights:", "", "```python",
+            "from huggingface_hub import snapshot_download", f"from transformers import {AUTO_CLASS[pipeline_tag]}",
+            "from zoo.width import from_pretrained", "",
+            f'path = snapshot_download("{repo}", allow_patterns=["*.json", "{fp16}"])',
+            f"model = from_pretrained({AUTO_CLASS[pipeline_tag]}, path)", "```", ""]
 
 
 def _hub_base(model: str) -> str | None:
@@ -297,6 +313,14 @@ def weight_claims(name: str, local: Path, original: dict, hashes: dict[str, str]
     for key in ("sparsity", "num_hidden_layers", "attention_heads", "intermediate_size", "nonzero_params"):
         if key in claimed and abs(measured[key] - claimed[key]) > (1e-4 if key == "sparsity" else 0):
             problems.append(f"{key}: weights give {measured[key]}, metrics.json claims {claimed[key]}")
+    compressed = [(file, dtype) for file, dtype in sparse_storage.FORMS.values() if (local / file).is_file()]
+    state = sparse_storage.load_weights(local) if compressed and (local / sparse_storage.DENSE_FILE).is_file() else None
+    for file, values_dtype in compressed if state is not None else []:
+        try:
+            if not sparse_storage.reloads_to(local / file, state, values_dtype):
+                problems.append(f"{file} does not reload to the weights of model.safetensors")
+        except ZooError:  # truncated or not this format: one more claim that does not hold
+            problems.append(f"{file} is not a readable {sparse_storage.FORMAT} file")
     if (local / "model.int8.onnx").is_file():
         try:
             agreement = int8_agreement(local)

@@ -55,12 +55,15 @@ def resolve_model(ref: str) -> str:
 
 
 def check_weights(folder: Path) -> None:
-    """The folder's weights are a complete safetensors file: zoo never unpickles weights, and a
+    """The folder's weights are a complete safetensors file (model.safetensors, or only its
+    bitmask-compressed form, zoo/sparse_storage.py): zoo never unpickles weights, and a
     truncated download should fail here with its name, not deep inside a load."""
     import json
     import struct
 
-    weights = folder / "model.safetensors"
+    from zoo import sparse_storage
+
+    weights = sparse_storage.compressed_file(folder) or folder / "model.safetensors"  # the first when it is all there is
     if not weights.is_file():
         if (folder / "model.safetensors.index.json").is_file():
             return  # sharded: transformers checks each shard against the index

@@ -20,7 +20,7 @@ from rich.progress import Progress
 
 from tasks import get_adapter
 from tasks.base import TaskAdapter
-from zoo import onnx_export, provenance
+from zoo import onnx_export, provenance, sparse_storage
 from zoo.batching import collate
 from zoo.data import data_root
 from zoo.engine import Manager
@@ -163,10 +163,9 @@ def _staging(run_dir: Path) -> Path:
 def measure_checkpoint(run_dir: Path, targets: list[str]) -> dict:
     """What the saved checkpoint really is, read back from disk: sparsity over the targeted
     weights, total and non-zero parameters, encoder depth and width."""
-    from safetensors.torch import load_file
     from transformers import AutoConfig
 
-    state = load_file(run_dir / "model.safetensors")
+    state = sparse_storage.load_weights(run_dir)
     names = target_names(state, targets, [])
     config = AutoConfig.from_pretrained(run_dir)
     heads = getattr(config, "zoo_attention_heads", None) or config.num_attention_heads
@@ -242,6 +241,9 @@ def finetune(run: Run, run_dir: Path, progress: Progress, eval_limit: int | None
             (staging / "recipe.yaml").write_text(dump_recipe(recipe), encoding="utf-8")
     targets = prune_targets(manager.recipe.model_dump(mode="json"))
     record["compression"] = {**manager.report, "teacher_cache": teacher_cache, "measured": measure_checkpoint(staging, targets)}
+    if record["compression"]["measured"]["sparsity"] > 0:  # the pruned zeros are dropped from these files
+        with phases("compress_file"):
+            record["size_on_disk"] = sparse_storage.compress_folder(staging)
     model = after_training(manager, model, run.adapter, staging, phases, record["compression"])
     predictions = _evaluate(run, model, dev, eval_limit, progress, phases, record)
     return _finish(run_dir, staging, record, predictions, phases, started)

@@ -20,12 +20,15 @@ from zoo.io import run_folders, write_text
 HEAD = ["cell", "model", "task", "target_sparsity", "measured_sparsity", "layers", "width", "quant", "distilled", "total_params",
         "nonzero_params"]
 SPEED = ["latency_b1_s128_ms", "latency_b1_s384_ms", "throughput_b32_s128", "size_mb", "gflops_s128"]  # from `zoo bench cells`
+FILES = ["fp32_file_mb", "fp32_file_pct", "fp16_file_mb", "fp16_file_pct"]  # sparse cells' bitmask-compressed files
 TAIL = ["dev_examples", "train_steps", "wall_time_s", "profile"]
 SHOWN = {"target_sparsity": "target sparsity %", "measured_sparsity": "measured sparsity %", "nonzero_params": "non-zero params",
          "total_params": "total params", "exact_match": "EM", "f1": "F1", "accuracy": "acc", "matthews_correlation": "MCC",
          "spearmanr": "spearman", "dev_examples": "dev examples", "train_steps": "train steps", "wall_time_s": "wall time s",
          "latency_b1_s128_ms": "ms b1x128", "latency_b1_s384_ms": "ms b1x384", "throughput_b32_s128": "seq/s b32x128",
-         "size_mb": "size MB", "gflops_s128": "GFLOPs x128", "retention": "% of teacher"}
+         "size_mb": "size MB", "gflops_s128": "GFLOPs x128", "retention": "% of teacher",
+         "fp32_file_mb": "sparse file MB (fp32)", "fp32_file_pct": "% of dense file (fp32)",
+         "fp16_file_mb": "sparse file MB (fp16)", "fp16_file_pct": "% of dense file (fp16)"}
 
 
 def metric_names(task: str) -> tuple[str, ...]:
@@ -41,6 +44,15 @@ def speed_columns(bench: dict | None) -> dict:
     return {"latency_b1_s128_ms": runs["latency_b1_s128"]["median_ms"], "latency_b1_s384_ms": runs["latency_b1_s384"]["median_ms"],
             "throughput_b32_s128": runs["throughput_b32_s128"]["sequences_per_second"],
             "size_mb": round(bench["size_bytes"] / 1e6, 1), "gflops_s128": round(bench["flops"]["b1_s128"] / 1e9, 3)}
+
+
+def file_columns(size: dict | None) -> dict:
+    """Size of the sparse cell's compressed files (metrics.json `size_on_disk`, zoo/sparse_storage.py),
+    each also as a percentage of the cell's dense fp32 model.safetensors."""
+    if not size:
+        return {}
+    return {column: value for form, facts in size["forms"].items()
+            for column, value in ((f"{form}_file_mb", round(facts["bytes"] / 1e6, 1)), (f"{form}_file_pct", round(100 * facts["ratio_to_dense"], 1)))}
 
 
 def retention(record: dict) -> float | None:
@@ -70,6 +82,7 @@ def row_of(record: dict) -> dict:
         **{m: round(record["metrics"][m], 2) for m in metric_names(record["task"])},
         "retention": retention(record),
         **speed_columns(record.get("bench")),
+        **file_columns(record.get("size_on_disk")),
         "dev_examples": record["eval"]["examples"],
         "train_steps": record["train"]["steps"],
         "wall_time_s": record["timings_s"]["total"],
@@ -93,7 +106,7 @@ def table(records: list[dict]) -> pd.DataFrame:
     """One row per cell; metric columns are the union over the tasks present (empty where a task lacks one)."""
     tasks = list(dict.fromkeys(r["task"] for r in records))
     metrics = list(dict.fromkeys(m for t in tasks for m in metric_names(t)))
-    df = pd.DataFrame([row_of(r) for r in records], columns=HEAD + metrics + ["retention"] + SPEED + TAIL)
+    df = pd.DataFrame([row_of(r) for r in records], columns=HEAD + metrics + ["retention"] + SPEED + FILES + TAIL)
     order = df.assign(task_order=df.task.map(tasks.index), quantised=df.quant != "none")
     order = order.sort_values(["task_order", "quantised", "layers", "width", "target_sparsity", "distilled"],
                               ascending=[True, True, False, False, True, True])
@@ -121,7 +134,7 @@ def setting(row) -> str:
     return " · ".join([p for p in parts if p] or ["dense"]) + (" · KD" if row.distilled else "")
 
 
-COMPACT = ["cell", "setting", "nonzero_params", "retention", "latency_b1_s128_ms", "size_mb"]
+COMPACT = ["cell", "setting", "nonzero_params", "retention", "latency_b1_s128_ms", "size_mb", "fp32_file_pct", "fp16_file_pct"]
 
 
 def markdown(df: pd.DataFrame, records: list[dict], header: str | None = None, compact: bool = False) -> str:
@@ -137,7 +150,7 @@ def markdown(df: pd.DataFrame, records: list[dict], header: str | None = None, c
         base_layers = {r["cell"]["name"]: r["cell"]["base_layers"] for r in records}
         shown = df.assign(setting=[setting(row) for row in df.assign(base_layers=df.cell.map(base_layers)).itertuples()],
                           nonzero_params=(df.nonzero_params / 1e6).round(1))
-        metrics = [c for c in df.columns if c not in HEAD + SPEED + TAIL + ["retention"]]
+        metrics = [c for c in df.columns if c not in HEAD + SPEED + FILES + TAIL + ["retention"]]
         shown = shown[["task"] + COMPACT[:3] + metrics + COMPACT[3:]].rename(columns={"nonzero_params": "non-zero params (M)"})
     parts = [header or provenance_line(records)]
     tasks = list(dict.fromkeys(df.task))
@@ -145,7 +158,7 @@ def markdown(df: pd.DataFrame, records: list[dict], header: str | None = None, c
         part = shown[shown.task == task].drop(columns=["task"] if compact else []).dropna(axis=1, how="all").rename(columns=SHOWN)
         note = teacher_line([r for r in records if r["task"] == task])
         parts.append((f"**{task}** ({', '.join(metric_names(task))})\n\n" if len(tasks) > 1 else "") + (f"{note}\n\n" if note else "")
-                     + part.to_markdown(index=False))
+                     + part.astype(object).where(part.notna(), None).to_markdown(index=False, missingval=""))  # an empty cell, not "nan"
     return "\n\n".join(parts) + "\n"
 
 

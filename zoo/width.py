@@ -19,6 +19,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
+from zoo import sparse_storage
 from zoo.errors import ZooError
 from zoo.layers import encoder_layers
 
@@ -153,7 +154,8 @@ def from_pretrained(model_cls, path: str, **kwargs):
     # config overrides (num_labels, id2label, ...) land on the config, as from_pretrained does
     config, model_kwargs = AutoConfig.from_pretrained(path, return_unused_kwargs=True, **kwargs)
     heads = getattr(config, "zoo_attention_heads", None)
-    if heads is None:
+    compressed = sparse_storage.compressed_file(path)  # a folder holding only the bitmask-compressed weights
+    if heads is None and compressed is None:
         return model_cls.from_pretrained(path, use_safetensors=True, **kwargs)
 
     from safetensors.torch import load_file
@@ -161,12 +163,19 @@ def from_pretrained(model_cls, path: str, **kwargs):
 
     build = getattr(model_cls, "from_config", None) or model_cls._from_config  # Auto classes resolve the concrete class
     model = build(config, **model_kwargs)
-    for layer in encoder_layers(model):
+    for layer in encoder_layers(model) if heads else []:
         _keep_heads(layer.attention, list(range(heads)))  # saved weights are already in kept order
+    if compressed:
+        state = sparse_storage.load(compressed)
+    else:
+        try:
+            state = load_file(cached_file(path, "model.safetensors"))
+        except OSError as e:
+            raise ZooError(f"{path}: a width-pruned checkpoint (zoo_attention_heads={heads}) needs a single model.safetensors; "
+                           f"none found") from e
     try:
-        weights = cached_file(path, "model.safetensors")
-    except OSError as e:
-        raise ZooError(f"{path}: a width-pruned checkpoint (zoo_attention_heads={heads}) needs a single model.safetensors; "
-                       f"none found") from e
-    model.load_state_dict(load_file(weights), strict=True)
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:  # a file from another model: missing, unexpected or misshapen weights
+        raise ZooError(f"{compressed or path}: its weights do not fit the model config.json describes ({' '.join(str(e).split())[:300]}); "
+                       f"the weights and config.json must come from the same run folder") from e
     return model.eval()  # as from_pretrained returns it

@@ -1,0 +1,158 @@
+"""Sparse checkpoints that are really smaller on disk: a bitmask + non-zero values per weight.
+
+A dense safetensors file stores every pruned zero as 4 bytes. Here a weight whose zeros make
+it worth it is stored as `NAME.bitmask` (numpy.packbits of `weight != 0`, row-major: 1 bit per
+element) and `NAME.values` (the non-zero elements in that order); every other tensor is stored
+as it is. The result is one plain safetensors file (never pickle); its metadata names the
+format and each tensor's shape, dtype and form, and `load` turns it back into a normal
+state dict. compressed-tensors' `sparse-bitmask` is the same idea, but its compressor is gone
+from compressed-tensors 0.20 and transformers 5 no longer loads it, hence this small format.
+
+Two forms, written side by side:
+- `model.sparse.safetensors` (fp32): lossless. Reload equals the dense weights exactly
+  (torch.equal); only -0.0, which masking leaves behind and no product can tell from +0.0,
+  comes back as +0.0.
+- `model.sparse-fp16.safetensors`: every float tensor (embeddings included) in float16.
+  Reload equals the fp16-rounded weights exactly; it is smaller mainly because the unpruned
+  word embeddings (half of MiniLM's file) are halved too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+from zoo.errors import ZooError
+from zoo.io import write_json
+
+FORMAT = "zoo-sparse-bitmask-v1"
+DENSE_FILE = "model.safetensors"
+FORMS = {"fp32": ("model.sparse.safetensors", None), "fp16": ("model.sparse-fp16.safetensors", torch.float16)}
+
+
+def compress(state: dict[str, torch.Tensor], values_dtype: torch.dtype | None = None) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """(tensors, metadata) of the compressed form; float tensors cast to `values_dtype` when given.
+    A tensor is bitmask-stored only where that is smaller: with fp32 values when more than
+    1/32 of it is zero (the mask costs 1 bit of every element's 32)."""
+    tensors, layout = {}, {}
+    for name, weight in state.items():
+        stored = weight.to(values_dtype) if values_dtype and weight.is_floating_point() else weight
+        if stored.dtype != weight.dtype and weight.numel() and weight.abs().max() > torch.finfo(stored.dtype).max:
+            raise ZooError(f"{name} holds values beyond {stored.dtype}'s range; use the lossless fp32 form")
+        nonzero = weight != 0  # the mask comes from the original weights: a value fp16 rounds to 0 is still stored
+        kept = int(nonzero.sum())
+        bitmask_bytes = (weight.numel() + 7) // 8 + kept * stored.element_size()
+        form = "bitmask" if weight.is_floating_point() and bitmask_bytes < stored.numel() * stored.element_size() else "dense"
+        layout[name] = {"shape": list(weight.shape), "dtype": str(weight.dtype).removeprefix("torch."), "form": form}
+        if form == "dense":
+            tensors[name] = stored.contiguous()
+        else:
+            tensors[f"{name}.bitmask"] = torch.from_numpy(np.packbits(nonzero.flatten().numpy()))
+            tensors[f"{name}.values"] = stored.flatten()[nonzero.flatten()].contiguous()
+    return tensors, {"format": "pt", "zoo_format": FORMAT, "tensors": json.dumps(layout)}  # "format": safetensors' own key
+
+
+def save(state: dict[str, torch.Tensor], path: str | Path, values_dtype: torch.dtype | None = None) -> Path:
+    """Write the compressed form to a temp file beside `path`, then rename it into place."""
+    path = Path(path)
+    tensors, metadata = compress(state, values_dtype)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        save_file(tensors, tmp, metadata=metadata)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load(path: str | Path) -> dict[str, torch.Tensor]:
+    """The state dict a compressed file holds, each tensor in its original dtype and shape.
+    A file that is not one (truncated, another format, bitmask and values that disagree)
+    raises one ZooError naming it."""
+    path = Path(path)
+    fix = f"re-create it from the run folder's {DENSE_FILE} with `zoo compress {path.parent}`"
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+            if metadata.get("zoo_format") != FORMAT:
+                raise ValueError(f"zoo_format {metadata.get('zoo_format')!r} in its metadata, expected {FORMAT!r}")
+            state = {}
+            for name, entry in json.loads(metadata["tensors"]).items():
+                dtype, shape = getattr(torch, entry["dtype"]), entry["shape"]
+                if entry["form"] == "dense":
+                    state[name] = f.get_tensor(name).to(dtype)
+                    continue
+                numel = int(np.prod(shape))
+                nonzero = torch.from_numpy(np.unpackbits(f.get_tensor(f"{name}.bitmask").numpy(), count=numel).astype(bool))
+                values = f.get_tensor(f"{name}.values")
+                if int(nonzero.sum()) != values.numel():
+                    raise ValueError(f"{name}: the bitmask marks {int(nonzero.sum())} non-zeros but {values.numel()} values are stored")
+                weight = torch.zeros(numel, dtype=dtype)
+                weight[nonzero] = values.to(dtype)
+                state[name] = weight.view(shape)
+    except Exception as e:  # safetensors, json and shape errors all mean the same to the user
+        raise ZooError(f"{path} is not a readable {FORMAT} checkpoint ({type(e).__name__}: {str(e)[:200]}); {fix}") from e
+    return state
+
+
+def compress_folder(folder: str | Path) -> dict:
+    """Write both forms beside the folder's model.safetensors, read each back to check it, and
+    return the `size_on_disk` facts for metrics.json: bytes and ratio to the dense file per form."""
+    folder = Path(folder)
+    dense = folder / DENSE_FILE
+    if not dense.is_file():
+        raise ZooError(f"{folder} has no {DENSE_FILE} to compress; pass a run folder written by zoo")
+    state = load_file(dense)
+    report = {"dense_file": DENSE_FILE, "dense_bytes": dense.stat().st_size, "format": FORMAT, "forms": {}}
+    for form, (name, values_dtype) in FORMS.items():
+        path = save(state, folder / name, values_dtype)
+        if not reloads_to(path, state, values_dtype):
+            raise ZooError(f"{path} does not reload to the weights of {dense}; this is a bug in zoo.sparse_storage")
+        size = path.stat().st_size
+        report["forms"][form] = {"file": name, "bytes": size, "ratio_to_dense": round(size / report["dense_bytes"], 4),
+                                 "reload": "exact" if values_dtype is None else "exact to the fp16-rounded weights"}
+    return report
+
+
+def reloads_to(path: str | Path, state: dict[str, torch.Tensor], values_dtype: torch.dtype | None) -> bool:
+    """Whether the compressed file holds exactly `state` (rounded to `values_dtype`, when given)."""
+    reloaded = load(path)
+    expected = {k: v.to(values_dtype).to(v.dtype) if values_dtype and v.is_floating_point() else v for k, v in state.items()}
+    return reloaded.keys() == expected.keys() and all(torch.equal(reloaded[k], expected[k]) for k in expected)
+
+
+def compress_run(folder: str | Path) -> dict:
+    """`zoo compress`: an existing run folder (trained before this format existed) gets both
+    forms and its metrics.json the `size_on_disk` facts, without retraining."""
+    metrics = Path(folder) / "metrics.json"
+    if not metrics.is_file():
+        raise ZooError(f"{folder} has no metrics.json, so it is not a zoo run folder; pass a folder written by zoo finetune or zoo matrix")
+    record = json.loads(metrics.read_text())
+    record["size_on_disk"] = compress_folder(folder)
+    write_json(metrics, record)
+    return record["size_on_disk"]
+
+
+def compressed_file(folder: str | Path) -> Path | None:
+    """A local folder's compressed weights when it has no dense model.safetensors (e.g. a
+    download of only the small file): the lossless form first."""
+    folder = Path(folder)
+    if not folder.is_dir() or (folder / DENSE_FILE).is_file():
+        return None
+    return next((folder / name for name, _ in FORMS.values() if (folder / name).is_file()), None)
+
+
+def load_weights(folder: str | Path) -> dict[str, torch.Tensor]:
+    """The folder's weights: model.safetensors, else its compressed form."""
+    compressed = compressed_file(folder)
+    return load(compressed) if compressed else load_file(Path(folder) / DENSE_FILE)
