@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -63,6 +64,56 @@ def attention_mse(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tens
     pairs = (mask[:, None, :, None] * mask[:, None, None, :]).to(student.dtype)
     squared = (student - teacher.to(student.dtype)) ** 2 * pairs
     return squared.sum() / (pairs.sum() * student.shape[1]).clamp(min=1)
+
+
+def cls_mse(student: list[torch.Tensor], teacher: list[torch.Tensor]) -> torch.Tensor:
+    """Patient-KD: MSE between the L2-normalised [CLS] (position 0) hidden states of paired
+    layers, averaged over layers, examples and hidden units (as the PKD code does, so useful
+    weights are large: the paper used 100-500)."""
+    pairs = [F.mse_loss(F.normalize(s[:, 0].float(), dim=-1), F.normalize(t[:, 0].float(), dim=-1)) for s, t in zip(student, teacher)]
+    return sum(pairs) / len(pairs)
+
+
+def relation_logits(x: torch.Tensor, y: torch.Tensor, heads: int, mask: torch.Tensor) -> torch.Tensor:
+    """(B, T, W) projections split into `heads` relation heads -> (B, heads, T, T) scaled dot
+    products x_h y_h^T / sqrt(W / heads); padded keys get ~zero probability."""
+    b, t, width = x.shape
+    d = width // heads
+    xh, yh = x.float().view(b, t, heads, d).transpose(1, 2), y.float().view(b, t, heads, d).transpose(1, 2)
+    scores = xh @ yh.transpose(-1, -2) / math.sqrt(d)
+    return scores.masked_fill(mask[:, None, None, :] == 0, LOGIT_PAD)
+
+
+def relation_kl(student: tuple[torch.Tensor, torch.Tensor], teacher: tuple[torch.Tensor, torch.Tensor], heads: int,
+                mask: torch.Tensor) -> torch.Tensor:
+    """MiniLM: KL(teacher || student) between the relation distributions softmax(x y^T / sqrt(d))
+    of (x, y) projection pairs ((query, key): attention; (value, value): value relation), averaged
+    over relation heads and real query positions. Splitting the concatenated heads into the same
+    number of relation heads on both sides (MiniLMv2) makes head counts and widths free to differ."""
+    s, t = relation_logits(*student, heads, mask), relation_logits(*teacher, heads, mask)
+    return soft_logit_loss(s, t, 1.0, mask[:, None, :].expand(-1, heads, -1))
+
+
+class ProjectionCapture:
+    """The query/key/value Linear outputs (B, T, heads * head_dim) of one self-attention module,
+    kept by forward hooks on its last forward pass (sdpa returns no attention maps; these give
+    attention and value relations with any attention kernel)."""
+
+    NAMES = ("query", "key", "value")
+
+    def __init__(self, self_attention: torch.nn.Module):
+        self.outputs: dict[str, torch.Tensor] = {}
+        self.handles = [getattr(self_attention, n).register_forward_hook(self._keep(n)) for n in self.NAMES]
+
+    def _keep(self, name: str):
+        def hook(module, args, output):
+            self.outputs[name] = output
+        return hook
+
+    def remove(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+        self.outputs.clear()
 
 
 def uniform_layer_map(student_layers: int, teacher_layers: int) -> list[int]:
