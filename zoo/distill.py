@@ -22,10 +22,30 @@ import torch.nn.functional as F
 
 from tasks.base import FeatureSet
 from zoo.batching import collate, sorted_batches
+from zoo.errors import ZooError
 from zoo.io import sha256_file, write_json
+from zoo.models import check_weights
 
 CACHE_FORMAT = 1
 LOGIT_PAD = -1e4  # padded token positions get ~zero teacher probability
+
+
+def check_teacher(folder: str, model: torch.nn.Module, what: str, key: str):
+    """`folder` (a recipe's `key`) is a checkpoint of the student's task (same model class and
+    number of labels); otherwise its head would be loaded at random and learnt from. Returns its config."""
+    from transformers import AutoConfig
+
+    if not ((Path(folder) / "model.safetensors").is_file() and (Path(folder) / "config.json").is_file()):
+        raise ZooError(f"{what} {folder} has no model.safetensors + config.json; "
+                       f"fine-tune it first (zoo finetune ...) or fix '{key}' in the recipe")
+    check_weights(Path(folder))
+    config = AutoConfig.from_pretrained(folder)
+    teacher_class = (config.architectures or [type(model).__name__])[0]
+    if (teacher_class, config.num_labels) != (type(model).__name__, model.config.num_labels):
+        raise ZooError(f"{what} {folder} is a {teacher_class} with {config.num_labels} labels, "
+                       f"the student a {type(model).__name__} with {model.config.num_labels}: "
+                       f"use the dense fine-tuned model of the same task")
+    return config
 
 
 def soft_logit_loss(student: torch.Tensor, teacher: torch.Tensor, temperature: float, mask: torch.Tensor | None = None) -> torch.Tensor:

@@ -25,6 +25,7 @@ from zoo.distill import (
     LiveTeacher,
     ProjectionCapture,
     attention_mse,
+    check_teacher,
     cls_mse,
     hidden_mse,
     output_loss,
@@ -33,7 +34,6 @@ from zoo.distill import (
 )
 from zoo.errors import ZooError
 from zoo.layers import encoder_layers
-from zoo.models import check_weights
 from zoo.modifiers.base import Context, Modifier, TrainingData
 
 TEACHER_CACHE = Path(".cache") / "teacher"
@@ -91,21 +91,7 @@ class Distillation(Modifier):
         return {k: v for k, v in dumped.items() if k not in LATER_OPTIONS or v != type(self).model_fields[k].default}
 
     def check(self, model: torch.nn.Module, ctx: Context) -> None:
-        """The teacher exists and is a checkpoint of the student's task (same model class and
-        number of labels); otherwise its head would be loaded at random and distilled from."""
-        from transformers import AutoConfig
-
-        teacher = Path(self.teacher)
-        if not ((teacher / "model.safetensors").is_file() and (teacher / "config.json").is_file()):
-            raise ZooError(f"distillation teacher {teacher} has no model.safetensors + config.json; "
-                           f"fine-tune it first (zoo finetune ...) or fix 'teacher' in the recipe")
-        check_weights(teacher)
-        config = AutoConfig.from_pretrained(self.teacher)
-        teacher_class = (config.architectures or [type(model).__name__])[0]
-        if (teacher_class, config.num_labels) != (type(model).__name__, model.config.num_labels):
-            raise ZooError(f"distillation teacher {self.teacher} is a {teacher_class} with {config.num_labels} labels, "
-                           f"the student a {type(model).__name__} with {model.config.num_labels}: "
-                           f"distil from the dense fine-tuned model of the same task")
+        config = check_teacher(self.teacher, model, "distillation teacher", "teacher")
         compares_hidden = [n for n in ("hidden_mse", "embedding_mse", "pkd_cls") if getattr(self, n) > 0]
         if compares_hidden and config.hidden_size != model.config.hidden_size:
             raise ZooError(f"distillation.{compares_hidden[0]} compares hidden states, but the student's hidden size is "
