@@ -17,6 +17,8 @@ step, `1.0` = last) or absolute steps (`unit: step`).
         width: 0.5
       - type: distillation
         teacher: runs/squad/dense-cpu
+      - type: theseus                # module replacement: kept layers stand in for groups of the dense model's
+        predecessor: runs/squad/dense-cpu
       - type: quantization           # post-training: ONNX export + dynamic int8 (ONNX Runtime)
         scheme: int8_dynamic
 """
