@@ -206,7 +206,7 @@ class Distillation(Modifier):
             for capture in self._captures:
                 capture.remove()
         report = ctx.report.setdefault("distillation", {})
-        report |= {k: getattr(self, k) for k in LATER_OPTIONS if k in self.model_dump()}
+        report |= self.model_dump(include=set(LATER_OPTIONS))  # those that are on
         report["term_means"] = {name: round(float(total) / steps, 6) for name, (total, steps) in self._sums.items()}
         report["term_steps"] = {name: steps for name, (_, steps) in self._sums.items()}
         if self.two_step:

@@ -69,7 +69,8 @@ class Theseus(Modifier):
             raise ZooError(f"theseus.predecessor {self.predecessor} has hidden size {config.hidden_size}, the student "
                            f"{model.config.hidden_size}: replaced layers must pass on states of one size")
         distillation = ctx.find("distillation")
-        layer_losses = [n for n in INTERMEDIATE if distillation and getattr(distillation, n) > 0]
+        # the embeddings are the student's own whatever runs after them, so embedding_mse still applies
+        layer_losses = [n for n in INTERMEDIATE if n != "embedding_mse" and distillation and getattr(distillation, n) > 0]
         if layer_losses:
             raise ZooError(f"theseus runs predecessor layers in place of the student's, so distillation's layer losses "
                            f"do not apply: set {', '.join(layer_losses)} to 0 (logit distillation works)")
