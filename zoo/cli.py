@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
@@ -41,16 +40,16 @@ def _count(value: str) -> int:
     return int(value)
 
 
-def _summary(record: dict, run_dir: Path) -> None:
-    table = Table(title=f"{record['task']} · {record['model']} · profile {record['profile']}")
+def _summary(record, run_dir: Path) -> None:
+    table = Table(title=f"{record.task} · {record.model} · profile {record.finetune_profile}")
     table.add_column("what")
     table.add_column("value", justify="right")
-    for key, value in record["metrics"].items():
+    for key, value in record.metrics.items():
         table.add_row(key, f"{value:.2f}" if isinstance(value, float) else str(value))
-    if "train" in record:
-        table.add_row("train examples / features", f"{record['train']['examples']} / {record['train']['features']}")
-        table.add_row("train steps", str(record["train"]["steps"]))
-    for phase, seconds in record["timings_s"].items():
+    if record.train:
+        table.add_row("train examples / features", f"{record.train.examples} / {record.train.features}")
+        table.add_row("train steps", str(record.train.steps))
+    for phase, seconds in record.timings_s.items():
         table.add_row(f"time {phase}", f"{seconds:.1f} s")
     table.add_row("run folder", str(run_dir))
     Console().print(table)
@@ -151,12 +150,13 @@ def cmd_compress(args: argparse.Namespace) -> None:
 
 def cmd_export(args: argparse.Namespace) -> None:
     from zoo import pipeline
+    from zoo.record import find_record
 
-    record = json.loads((Path(args.checkpoint) / "metrics.json").read_text()) if (Path(args.checkpoint) / "metrics.json").is_file() else {}
-    task = args.task or record.get("task")
+    record = find_record(args.checkpoint)
+    task = args.task or (record.task if record else None)
     if not task:
         raise ZooError(f"{args.checkpoint} has no metrics.json naming its task; pass --task")
-    run = pipeline.open_run(task, args.checkpoint, args.profile or record.get("profile", "cpu"), args.data_dir)
+    run = pipeline.open_run(task, args.checkpoint, args.profile or (record.finetune_profile if record else "cpu"), args.data_dir)
     output = Path(args.output or Path("results") / "bench" / f"onnx-parity-{Path(args.checkpoint).name}.json")
     with _progress() as progress:
         result = pipeline.onnx_parity(run, output, progress, int(args.eval_examples), args.threads)
