@@ -103,6 +103,8 @@ def test_tables_csv_markdown_plot_readme(tiny_matrix, tmp_path):
     assert (tmp_path / "out" / "squad.png").stat().st_size > 1000
     text = readme.read_text()
     assert "old" not in text and "tiny-bert0-l2-squad-s50-l1-kd" in text and text.endswith("tail\n")
+    assert "[`out/README.md`](out/README.md)" in text  # the compact table links the full one
+    assert md.strip() in (tmp_path / "out" / "README.md").read_text()
     df = results.table(results.load_records(tmp_path / "cells"))
     assert (abs(df.measured_sparsity - df.target_sparsity) < 0.005).all()
     assert sorted(df.layers.tolist()) == [1, 1, 2, 2]

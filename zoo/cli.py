@@ -172,14 +172,8 @@ def cmd_bench_cells(args: argparse.Namespace) -> None:
     output = args.output or f"results/bench/{args.family}-cells-{args.profile}.json"
     with _progress() as progress:
         record = bench.cells_speed(root, args.family, args.threads, output, progress, args.cells, args.reuse, args.repeats)
-    readme = Path(args.readme) if args.readme else None
-    if readme and f"<!-- results:{args.family}-speed:start -->" in readme.read_text(encoding="utf-8"):
-        from zoo.io import write_text
-        from zoo.results import replace_between_markers
-
-        table = Path(output).with_suffix(".md").read_text(encoding="utf-8")
-        write_text(readme, replace_between_markers(readme.read_text(encoding="utf-8"), f"{args.family}-speed", table))
-    Console().print(f"{len(record['results'])} cells measured -> bench.json in each cell, {output} and {Path(output).with_suffix('.md')}")
+    Console().print(f"{len(record['results'])} cells measured -> bench.json in each cell, {output} and {Path(output).with_suffix('.md')}; "
+                    f"`zoo tables {args.family}` puts them into the tables")
 
 
 def cmd_bench_model(args: argparse.Namespace) -> None:
@@ -285,7 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="list the cells with an estimated cost, run nothing")
     p.add_argument("--data-dir")
     p.set_defaults(func=cmd_matrix)
-    p = sub.add_parser("tables", help="build results/FAMILY.{csv,md,png} and the README table from matrix cells")
+    p = sub.add_parser("tables", help="build results/FAMILY.{csv,md,png}, results/README.md and the README table from matrix cells")
     p.add_argument("family")
     p.add_argument("--profile", default="cpu")
     p.add_argument("--root", help="folder of cell folders (default runs/FAMILY-matrix/PROFILE)")
@@ -336,7 +330,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cells", nargs="+", help="only cells matching these names/globs")
     p.add_argument("--threads", type=int, default=1, help="CPU threads for both engines (default 1: steady on a shared machine)")
     p.add_argument("--output", help="default results/bench/FAMILY-cells-PROFILE.json (+ .md)")
-    p.add_argument("--readme", default="README.md", help="README whose FAMILY-speed results markers get the table ('' to skip)")
     p.add_argument("--reuse", action="store_true", help="keep cells' existing bench.json; measure only the others")
     p.add_argument("--repeats", type=int, default=20, help="timed calls per batch-1 shape (batch 32: a quarter, at least 3)")
     p.set_defaults(func=cmd_bench_cells)

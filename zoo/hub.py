@@ -4,6 +4,31 @@ Publishing targets the real Hub (`HfApi`: create_repo, then ONE `upload_folder` 
 local folder of git repos laid out as `models/ORG/NAME`, which `olah` serves over the Hub
 protocol (`make hub-serve`). Each repo's model card carries a `model-index` built from the
 same results row as the README table, so `reproduce` can hold every card to account.
+
+Every matrix cell becomes one model repo named like its folder holding `model.safetensors`,
+`config.json`, the tokenizer, `recipe.yaml`, `metrics.json` (provenance), `bench.json`,
+`model.int8.onnx` and the two compressed sparse files when the cell has them, and a model card
+(`huggingface_hub.ModelCard`): license, `base_model`, datasets, tags and a `model-index`
+built from the same results row as the README table, plus what was done (including how to
+load a width-pruned checkpoint or only a sparse cell's compressed file, and "vocabulary
+transplant" for `minilm-zh`), its measured speed, the sibling table with links, a `pipeline`
+snippet, the command that trained it and its limits.
+
+- The token comes from `HF_TOKEN` or the login cache, through `huggingface_hub`; zoo never
+  reads, prints or stores it. The commit message names the recipe hash; re-publishing an
+  unchanged cell makes no new commit (local: git finds nothing staged; Hub:
+  `huggingface_hub` skips the empty commit).
+- Every cell is checked (complete, every file present) before the first push; a refused
+  upload stops with one line and leaves that repo without a partial commit.
+- olah serves repos but has no model-listing endpoint, so publishing also writes an index
+  repo per family, `ORG/zoo-index-<family>`; `reproduce` uses the Hub's listing where there
+  is one and the index otherwise.
+- `zoo reproduce` downloads each repo with `snapshot_download` (honours `HF_ENDPOINT`),
+  loads it with stock transformers (safetensors only), re-scores it with the same adapter on
+  the same dev questions, re-measures sparsity from the downloaded weights (and checks each
+  compressed file reloads to them), writes the rebuilt
+  table and `comparison.json` to `results/reproduced/<family>-<org>/`, and exits non-zero,
+  naming repo and metric, when any metric differs from the card by more than 0.1.
 """
 
 from __future__ import annotations

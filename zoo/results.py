@@ -1,11 +1,15 @@
-"""Result tables: every cell's metrics.json -> one DataFrame -> CSV, Markdown, plot, README.
+"""Result tables: every cell's metrics.json -> one DataFrame -> CSV, Markdown, plot, READMEs.
 
 Only numbers that a run of this code wrote into a metrics.json reach a table; the header
 of each Markdown table says which command, profile, machine and dates produced them.
+`zoo tables FAMILY` writes results/FAMILY.{csv,md,png}, the family's compact table into
+README.md (between its `<!-- results:FAMILY:start/end -->` markers) and rebuilds
+results/README.md from every family's tables and the hand-written notes in results/notes/.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 from pathlib import Path
@@ -114,32 +118,44 @@ def setting(row) -> str:
     return " · ".join([p for p in parts if p] or ["dense"]) + (" · KD" if row.distilled else "")
 
 
-COMPACT = ["cell", "setting", "nonzero_params", "retention", "latency_b1_s128_ms", "size_mb", "fp32_file_pct", "fp16_file_pct"]
+def _markdown_table(part: pd.DataFrame) -> str:
+    return part.astype(object).where(part.notna(), None).to_markdown(index=False, missingval="")  # an empty cell, not "nan"
 
 
-def markdown(df: pd.DataFrame, records: list[Record], header: str | None = None, compact: bool = False) -> str:
-    """The provenance line, then one table per task (only that task's metric columns). Compact:
-    what the README shows — setting, non-zero parameters (millions), the task's metrics, % of
-    teacher, speed and size; the full-width table lives in results/<family>.md."""
+def markdown(df: pd.DataFrame, records: list[Record], header: str | None = None) -> str:
+    """The provenance line, then one full-width table per task (only that task's metric columns)."""
     shown = df.assign(
         target_sparsity=(df.target_sparsity * 100).round(0).astype(int),
         measured_sparsity=(df.measured_sparsity * 100).round(2),
         distilled=df.distilled.map({True: "yes", False: "no"}),
     )
-    if compact:
-        base_layers = {r.cell.name: r.cell.base_layers for r in records}
-        shown = df.assign(setting=[setting(row) for row in df.assign(base_layers=df.cell.map(base_layers)).itertuples()],
-                          nonzero_params=(df.nonzero_params / 1e6).round(1))
-        metrics = [c for c in df.columns if c not in HEAD + SPEED + FILES + TAIL + ["retention"]]
-        shown = shown[["task"] + COMPACT[:3] + metrics + COMPACT[3:]].rename(columns={"nonzero_params": "non-zero params (M)"})
     parts = [header or provenance_line(records)]
     tasks = list(dict.fromkeys(df.task))
     for task in tasks:
-        part = shown[shown.task == task].drop(columns=["task"] if compact else []).dropna(axis=1, how="all").rename(columns=SHOWN)
+        part = shown[shown.task == task].dropna(axis=1, how="all").rename(columns=SHOWN)
         note = teacher_line([r for r in records if r.task == task])
         parts.append((f"**{task}** ({', '.join(metric_names(task))})\n\n" if len(tasks) > 1 else "") + (f"{note}\n\n" if note else "")
-                     + part.astype(object).where(part.notna(), None).to_markdown(index=False, missingval=""))  # an empty cell, not "nan"
+                     + _markdown_table(part))
     return "\n\n".join(parts) + "\n"
+
+
+COMPACT = {"cell": "cell", "setting": "compression", "nonzero_params": "non-zero params (M)", "score": "score",
+           "retention": "% of teacher", "latency_b1_s128_ms": "ms b1x128", "fp16_file_pct": "% of dense file (fp16)"}
+
+
+def score(row: pd.Series) -> str:
+    """A row's headline metric with its name, e.g. 'F1 64.78'."""
+    metric = metric_names(row["task"])[0]
+    return f"{SHOWN.get(metric, metric)} {row[metric]:.2f}"
+
+
+def compact_markdown(df: pd.DataFrame, records: list[Record]) -> str:
+    """What README.md shows: the provenance line and one table for the family, a row per cell:
+    what was done to it, its headline score, % of teacher, speed and file size (empty columns left out)."""
+    base_layers = {r.cell.name: r.cell.base_layers for r in records}
+    shown = df.assign(setting=[setting(row) for row in df.assign(base_layers=df.cell.map(base_layers)).itertuples()],
+                      nonzero_params=(df.nonzero_params / 1e6).round(1), score=[score(row) for _, row in df.iterrows()])
+    return provenance_line(records) + "\n\n" + _markdown_table(shown[list(COMPACT)].dropna(axis=1, how="all").rename(columns=COMPACT)) + "\n"
 
 
 def teacher_line(records: list[Record]) -> str:
@@ -195,10 +211,39 @@ def replace_between_markers(text: str, key: str, body: str) -> str:
     return pattern.sub(lambda _: f"{start}\n{body}{end}", text)
 
 
+NOTES_DIR = "notes"  # under results/: hand-written notes, kept across regeneration
+TABLE_HERE, SPEED_HERE = "<!-- zoo:table -->", "<!-- zoo:speed -->"  # where a family's notes want its generated tables
+
+
+def results_readme(out_dir: Path) -> str:
+    """results/README.md, rebuilt from what `out_dir` holds: notes/intro.md; per family with a
+    table, its full-width tables and `zoo bench cells` speed tables put into notes/<family>.md
+    where it says TABLE_HERE and SPEED_HERE (appended where it does not); then notes/other-runs.md."""
+    from tasks import adapters
+
+    def note(name: str) -> str:
+        path = out_dir / NOTES_DIR / name
+        return path.read_text(encoding="utf-8").strip() if path.is_file() else ""
+
+    parts = ["# Results", "Generated by `zoo tables FAMILY` from the committed cells (`results/FAMILY/matrix-PROFILE/`) and "
+             f"the hand-written notes in [`{NOTES_DIR}/`]({NOTES_DIR}/): edit those, not this file.", note("intro.md")]
+    for family in dict.fromkeys(a.family for a in adapters()):
+        if not (out_dir / f"{family}.md").is_file():
+            continue
+        table_md = (out_dir / f"{family}.md").read_text(encoding="utf-8").strip()
+        speed_md = "\n\n".join(p.read_text(encoding="utf-8").strip() for p in sorted((out_dir / "bench").glob(f"{family}-cells-*.md")))
+        body = note(f"{family}.md") or TABLE_HERE
+        body = body if TABLE_HERE in body else f"{TABLE_HERE}\n\n{body}"
+        body = body if SPEED_HERE in body or not speed_md else f"{body}\n\n{SPEED_HERE}"
+        parts += [f"## {family}", body.replace(TABLE_HERE, table_md).replace(SPEED_HERE, speed_md)]
+    parts.append(note("other-runs.md"))
+    return "\n\n".join(p for p in parts if p) + "\n"
+
+
 def build(family: str, root: Path, out_dir: Path, readme: Path | None, archive: Path | None) -> dict:
-    """Write {family}.csv/.md/.png into out_dir, update the README section, and copy each cell's
-    metrics.json, recipe and predictions (and the runner's wall-time log) into `archive`, so the tables can
-    be rebuilt from git alone."""
+    """Write {family}.csv/.md/.png into out_dir, rebuild out_dir/README.md, update the README
+    section, and copy each cell's metrics.json, recipe and predictions (and the runner's wall-time
+    log) into `archive`, so the tables can be rebuilt from git alone."""
     records = load_records(root)
     df = table(records)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -215,8 +260,9 @@ def build(family: str, root: Path, out_dir: Path, readme: Path | None, archive: 
             for name in ("metrics.json", "bench.json", "recipe.yaml", "predictions.json"):
                 if (folder / name).is_file():
                     shutil.copy2(folder / name, target / name)
+    write_text(out_dir / "README.md", results_readme(out_dir))
     if readme:
-        full = f"results/{family}.md"
-        compact = markdown(df, records, compact=True) + f"\nEvery column (measured sparsity, parameters, wall time): [`{full}`]({full}).\n"
+        full = Path(os.path.relpath(out_dir / "README.md", readme.parent)).as_posix()
+        compact = compact_markdown(df, records) + f"\nEvery column, the teacher and the run details: [`{full}`]({full}).\n"
         write_text(readme, replace_between_markers(readme.read_text(encoding="utf-8"), family, compact))
     return {"rows": len(df), "csv": str(out_dir / f"{family}.csv")}
