@@ -54,3 +54,11 @@ def test_a_missing_or_unreadable_record_is_one_clear_error(tmp_path):
     (tmp_path / "metrics.json").write_text("{not json")
     with pytest.raises(ZooError, match="metrics.json: not valid JSON"):
         load_record(tmp_path)
+
+
+def test_a_run_that_is_no_matrix_cell_is_named_in_a_table_root(tmp_path):
+    from zoo import results
+
+    shutil.copytree(REPO / "results/squad/dense-cpu", tmp_path / "dense-cpu")
+    with pytest.raises(ZooError, match=r"dense-cpu/metrics.json has no 'cell' labels: it is not a matrix cell"):
+        results.load_records(tmp_path)

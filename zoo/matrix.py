@@ -26,7 +26,7 @@ from zoo.errors import ZooError
 from zoo.io import folder_lock, write_json
 from zoo.profiles import RECIPES_DIR, Strict, TrainConfig, describe, profile_section
 from zoo.recipe import Recipe, parse_recipe
-from zoo.record import CellLabels, Record, TeacherReference, find_record, fp32_sibling
+from zoo.record import METRICS_FILE, CellLabels, Record, TeacherReference, find_record, fp32_sibling
 
 
 class Axes(Strict):
@@ -243,7 +243,7 @@ def _reference(teacher: Record | None, eval_examples: int | None) -> TeacherRefe
 
 
 def is_complete(cell_dir: Path) -> bool:
-    return (cell_dir / "metrics.json").is_file()
+    return (cell_dir / METRICS_FILE).is_file()
 
 
 def changes_since_run(cell: Cell, matrix: MatrixProfile, base_layers: int, root_dir: Path) -> list[str] | None:

@@ -81,9 +81,14 @@ def row_of(record: Record) -> dict:
 
 def load_records(root: Path) -> list[Record]:
     """Every matrix cell's record under `root`."""
-    records = [load_record(folder) for folder in run_folders(root)]
+    folders = run_folders(root)
+    records = [load_record(folder) for folder in folders]
     if not records:
         raise ZooError(f"no cell results (*/metrics.json) under {root}; run the matrix first (make squad-matrix)")
+    strays = [folder for folder, record in zip(folders, records) if record.cell is None]
+    if strays:
+        raise ZooError(f"{strays[0]}/metrics.json has no 'cell' labels: it is not a matrix cell; "
+                       f"point --root at a folder holding only `zoo matrix` cells")
     return records
 
 
