@@ -22,7 +22,7 @@ help:
 	@echo "make glue-matrix    the GLUE matrix (cpu: SST-2, MRPC, RTE, CoLA, STS-B), then the tables"
 	@echo "make clue-matrix    the CLUE matrix (cpu: TNEWS on the minilm-zh transplant), then the tables"
 	@echo "make ner-matrix     the NER matrix (cpu: CoNLL-2003; MSRA NER on minilm-zh), then the tables"
-	@echo "make tables         results/FAMILY.{csv,md,png} + README table from the matrix cells (FAMILY=$(FAMILY))"
+	@echo "make tables         results/FAMILY.{csv,md,png}, results/README.md + README table from the matrix cells (FAMILY=$(FAMILY))"
 	@echo "make publish-local  publish FAMILY's matrix cells to the local hub folder $(HUB_DIR)/ as ORG=$(ORG)"
 	@echo "make hub-serve      serve $(HUB_DIR)/ over the Hub protocol (olah) on 127.0.0.1:$(HUB_PORT)"
 	@echo "make reproduce      (with hub-serve running) re-derive the tables from the served checkpoints"

@@ -12,6 +12,9 @@ from rich.progress import Progress
 
 from zoo import matrix
 from zoo.models import embedded_model_dir
+from zoo.record import Record, parse_record
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="session")
@@ -104,7 +107,16 @@ def run_matrix(path, data, root, **kw):
         return matrix.run("squad", "tiny", progress, matrix_file=str(path), data_dir=str(data), root=str(root), **kw)
 
 
-def teacher_then_cell(task: str, base: Path, data: Path, out: Path, modifiers: list[dict], **train) -> tuple[dict, dict]:
+def committed_record(folder: str, **changes) -> Record:
+    """A committed record (results/FOLDER/metrics.json) with top-level sections replaced, or
+    updated where both are dicts: a realistic record with only the facts a test is about changed."""
+    data = json.loads((REPO / "results" / folder / "metrics.json").read_text())
+    for key, value in changes.items():
+        data[key] = {**data[key], **value} if isinstance(value, dict) and isinstance(data.get(key), dict) else value
+    return parse_record(data, folder)
+
+
+def teacher_then_cell(task: str, base: Path, data: Path, out: Path, modifiers: list[dict], **train) -> tuple[Record, Record]:
     """Fine-tune a tiny teacher on `task`, then a compressed cell from it under `modifiers` plus
     distillation from that teacher (logits + hidden MSE); returns (teacher record, cell record).
     `train` overrides the cpu profile's training settings (e.g. batch_size=8)."""

@@ -127,13 +127,13 @@ def test_regression_cell_with_distillation_end_to_end(tiny_bert_dir, tmp_path, m
     modifiers = [{"type": "magnitude_pruning", "final_sparsity": 0.5, "start": 0.0, "end": 0.5, "update_every": 1},
                  {"type": "layer_drop", "keep": [0]}]
     teacher, record = teacher_then_cell("stsb", tiny_bert_dir, tmp_path / "data", tmp_path, modifiers, batch_size=8, epochs=1)
-    assert set(teacher["metrics"]) == {"pearson", "spearmanr", "examples"}
-    assert record["compression"]["measured"]["num_hidden_layers"] == 1
-    assert abs(record["compression"]["measured"]["sparsity"] - 0.5) < 0.01
+    assert set(teacher.metrics) == {"pearson", "spearmanr", "examples"}
+    assert record.compression.measured.num_hidden_layers == 1
+    assert abs(record.measured_sparsity - 0.5) < 0.01
     reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path / "cell", use_safetensors=True)
     assert reloaded.config.num_labels == 1 and reloaded.config.problem_type == "regression"
-    assert np.isfinite(record["train"]["final_loss_mean50"])
-    assert set(record["metrics"]) == {"pearson", "spearmanr", "examples"}
+    assert np.isfinite(record.train.final_loss_mean50)
+    assert set(record.metrics) == {"pearson", "spearmanr", "examples"}
 
 
 @pytest.mark.data

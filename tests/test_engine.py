@@ -180,12 +180,12 @@ def test_compressed_cell_end_to_end(tiny_bert_dir, squad_data_root, tmp_path, mo
     modifiers = [{"type": "magnitude_pruning", "final_sparsity": 0.8, "start": 0.0, "end": 0.5, "update_every": 1},
                  {"type": "layer_drop", "keep": [1]}]
     _, record = teacher_then_cell("squad", tiny_bert_dir, squad_data_root, tmp_path, modifiers, max_examples=None, batch_size=8, epochs=2)
-    measured = record["compression"]["measured"]
-    assert measured["num_hidden_layers"] == 1
-    assert abs(measured["sparsity"] - 0.8) < 0.005
-    assert record["compression"]["layers_kept"] == [1]
-    assert record["compression"]["distillation"]["layer_map"] == [2]
-    assert not record["compression"]["teacher_cache"]["hit"]
+    measured = record.compression.measured
+    assert measured.num_hidden_layers == 1
+    assert abs(measured.sparsity - 0.8) < 0.005
+    assert record.compression.layers_kept == [1]
+    assert record.compression.distillation["layer_map"] == [2]
+    assert not record.compression.teacher_cache["hit"]
     state = load_file(tmp_path / "cell" / "model.safetensors")
     assert not any(k.endswith("_mask") for k in state)
     reloaded = AutoModelForQuestionAnswering.from_pretrained(tmp_path / "cell", use_safetensors=True)

@@ -18,10 +18,11 @@ import pytest
 from huggingface_hub import HfApi, ModelCard
 from huggingface_hub.repocard_data import model_index_to_eval_results
 
-from tests.conftest import run_matrix
+from tests.conftest import committed_record, run_matrix
 from zoo import hub, results
 from zoo.errors import ZooError
 from zoo.io import run_folders
+from zoo.record import CellLabels
 
 pytestmark = pytest.mark.slow  # every test here exports, serves or trains
 
@@ -268,17 +269,16 @@ def test_card_for_a_classification_cell_names_width_int8_speed_and_transplant():
     how fast it measured, and that minilm-zh is a vocabulary transplant."""
     cell = {"name": "minilm-zh-l6-tnews-s0-l6-w50-kd-int8", "matrix_profile": "cpu", "base_model": "minilm-zh", "base_layers": 6,
             "target_sparsity": 0.0, "layers": 6, "width": 0.5, "distilled": True, "quant": "int8", "init": "teacher"}
-    record = {
-        "task": "tnews", "cell": cell, "metrics": {"accuracy": 41.234, "examples": 2000}, "eval": {"examples": 2000},
-        "train": {"examples": 2000, "steps": 63}, "timings_s": {"total": 80.0},
-        "provenance": {"command": "zoo matrix clue --profile cpu", "git": {"sha": "abc"}},
-        "compression": {"measured": {"sparsity": 0.0, "num_hidden_layers": 6, "total_params": 9, "nonzero_params": 9},
-                        "width": {"heads_kept": 6, "heads_total": 12, "neurons_kept": 768, "neurons_total": 1536},
-                        "quantization": {"scheme": "int8_dynamic"}},
-        "bench": {"threads": 1, "runs": {"latency_b1_s128": {"median_ms": 12.5}, "latency_b1_s384": {"median_ms": 40.0},
-                                         "throughput_b32_s128": {"sequences_per_second": 80.0}},
-                  "size_bytes": 23_000_000, "flops": {"b1_s128": 1_500_000_000}},
-    }
+    record = committed_record(
+        "clue/matrix-cpu/minilm-zh-l6-tnews-s0-l6-kd", cell=cell, metrics={"accuracy": 41.234, "examples": 2000},
+        eval={"examples": 2000}, train={"examples": 2000, "steps": 63}, timings_s={"total": 80.0},
+        compression={"measured": {"sparsity": 0.0, "num_hidden_layers": 6, "total_params": 9, "nonzero_params": 9},
+                     "width": {"heads_kept": 6, "heads_total": 12, "neurons_kept": 768, "neurons_total": 1536},
+                     "quantization": {"scheme": "int8_dynamic"}},
+        bench={"threads": 1, "runs": {"latency_b1_s128": {"median_ms": 12.5}, "latency_b1_s384": {"median_ms": 40.0},
+                                      "throughput_b32_s128": {"sequences_per_second": 80.0}},
+               "size_bytes": 23_000_000, "flops": {"b1_s128": 1_500_000_000}},
+    )
     row = results.row_of(record)
     card = hub.model_card(record, row, "(table)", "zoo-test")
     assert [(r.metric_type, r.metric_value, r.dataset_type) for r in card.data.eval_results] == [("accuracy", 41.23, "clue/clue")]
@@ -297,7 +297,8 @@ def test_card_for_a_classification_cell_names_width_int8_speed_and_transplant():
     ({"target_sparsity": 0.8}, ["sparse"], 'pipeline("question-answering"'),
 ])
 def test_tags_and_usage_say_what_each_kind_of_cell_is(changes, tags, snippet):
-    cell = {"target_sparsity": 0.0, "layers": 6, "base_layers": 6, "width": 1.0, "quant": "none", "distilled": False, **changes}
+    cell = CellLabels.model_validate({"name": "x", "matrix_profile": "cpu", "base_model": "minilm", "init": "teacher", "target_sparsity": 0.0,
+                                      "layers": 6, "base_layers": 6, "width": 1.0, "quant": "none", "distilled": False, **changes})
     assert hub.kind_tags(cell) == tags
     assert snippet in "\n".join(hub.usage(cell, False, "question-answering", "org/x"))
 

@@ -85,8 +85,8 @@ def test_interrupted_matrix_resumes_to_the_same_table(tiny_matrix, tmp_path):
     edited = run_matrix(path, data, root)
     assert [name for name, outcome in edited["cells"].items() if outcome == "re-ran (matrix changed)"] == [
         "tiny-bert0-l2-squad-s50-l1", "tiny-bert0-l2-squad-s50-l1-kd"]
-    by_name = {r["cell"]["name"]: r for r in results.load_records(root)}
-    assert [by_name[f"tiny-bert0-l2-squad-s50-{c}"]["config"]["train"]["learning_rate"] for c in ("l1", "l2")] == [3.0e-3, 1.0e-3]
+    by_name = {r.cell.name: r for r in results.load_records(root)}
+    assert [by_name[f"tiny-bert0-l2-squad-s50-{c}"].config["train"]["learning_rate"] for c in ("l1", "l2")] == [3.0e-3, 1.0e-3]
 
 
 def test_tables_csv_markdown_plot_readme(tiny_matrix, tmp_path):
@@ -103,6 +103,8 @@ def test_tables_csv_markdown_plot_readme(tiny_matrix, tmp_path):
     assert (tmp_path / "out" / "squad.png").stat().st_size > 1000
     text = readme.read_text()
     assert "old" not in text and "tiny-bert0-l2-squad-s50-l1-kd" in text and text.endswith("tail\n")
+    assert "[`out/README.md`](out/README.md)" in text  # the compact table links the full one
+    assert md.strip() in (tmp_path / "out" / "README.md").read_text()
     df = results.table(results.load_records(tmp_path / "cells"))
     assert (abs(df.measured_sparsity - df.target_sparsity) < 0.005).all()
     assert sorted(df.layers.tolist()) == [1, 1, 2, 2]
@@ -138,7 +140,7 @@ def test_width_and_int8_cells_then_speed_columns(tiny_matrix, tmp_path):
     assert int8_record["train"]["trained_in"] == str(width_dir)  # not retrained
     with Progress(disable=True) as progress:  # re-scoring the folder (as `zoo reproduce` does) scores the int8 model
         rescored = pipeline.evaluate(pipeline.open_run("squad", str(int8_dir), "cpu", str(data)), tmp_path / "re", progress, 8)
-    assert rescored["engine"] == "onnxruntime int8" and rescored["metrics"] == int8_record["metrics"]
+    assert rescored.engine == "onnxruntime int8" and rescored.metrics == int8_record["metrics"]
 
     with Progress(disable=True) as progress:
         record = bench.cells_speed(tmp_path / "cells", "squad", 1, str(tmp_path / "speed.json"), progress)

@@ -129,8 +129,8 @@ def test_distilled_ner_cell_end_to_end(tiny_bert_dir, tmp_path, monkeypatch):
 
     pruning = {"type": "magnitude_pruning", "final_sparsity": 0.5, "start": 0.0, "end": 0.5, "update_every": 1}
     _, record = teacher_then_cell("conll2003", tiny_bert_dir, tmp_path / "data", tmp_path, [pruning], batch_size=8, epochs=1)
-    assert {"f1", "precision", "recall", "f1_PER", "f1_ORG", "f1_LOC", "f1_MISC"} <= set(record["metrics"])
-    assert np.isfinite(record["train"]["final_loss_mean50"])
+    assert {"f1", "precision", "recall", "f1_PER", "f1_ORG", "f1_LOC", "f1_MISC"} <= set(record.metrics)
+    assert np.isfinite(record.train.final_loss_mean50)
     assert AutoModelForTokenClassification.from_pretrained(tmp_path / "cell", use_safetensors=True).config.num_labels == 9
 
 

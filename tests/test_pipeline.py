@@ -33,7 +33,7 @@ def test_finetune_writes_a_complete_run_folder(tiny_run, tmp_path):
     assert not any(name.endswith((".bin", ".pt", ".pth")) for name in files)
 
     saved = json.loads((run_dir / "metrics.json").read_text())
-    assert saved["metrics"] == record["metrics"]
+    assert saved["metrics"] == record.metrics
     assert saved["train"]["steps"] == 6  # 24 single-window questions, batch 8, 2 epochs
     assert saved["train"]["final_loss_mean50"] < saved["train"]["first_loss"]
     assert saved["data"]["train"]["load_report"] == {"kept": 24, "repaired": 0, "skipped": {}}
@@ -58,7 +58,7 @@ def test_evaluate_rescores_a_checkpoint_identically(tiny_run, tmp_path):
         trained = pipeline.finetune(tiny_run, tmp_path / "run", progress, eval_limit=10)
         rerun = pipeline.open_run("squad", str(tmp_path / "run"), "cpu", str(tiny_run.adapter.data_root))
         again = pipeline.evaluate(rerun, tmp_path / "eval", progress, eval_limit=10)
-    assert again["metrics"] == trained["metrics"]
+    assert again.metrics == trained.metrics
     assert json.loads((tmp_path / "eval" / "predictions.json").read_text()) == json.loads((tmp_path / "run" / "predictions.json").read_text())
 
 

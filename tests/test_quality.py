@@ -6,7 +6,7 @@ from safetensors.torch import load_file
 from transformers import AutoModelForQuestionAnswering
 
 from tasks.base import FeatureSet
-from tests.conftest import teacher_then_cell
+from tests.conftest import committed_record, teacher_then_cell
 from zoo import matrix
 from zoo.engine import Manager
 from zoo.layers import choose_layers, unexplained_variance
@@ -144,14 +144,14 @@ def test_obs_cell_keeps_its_mask_through_recovery(tmp_path, squad_data_root, tin
     _, cell = teacher_then_cell("squad", tiny_bert_dir, squad_data_root, tmp_path,
                                 [{"type": "obs_pruning", "final_sparsity": 0.7, "calibration_examples": 8, "block_size": 16}],
                                 batch_size=8, epochs=2)
-    assert cell["train"]["steps"] > 1
+    assert cell.train.steps > 1
     state = load_file(tmp_path / "cell" / "model.safetensors")
     names = target_names(state, DEFAULT_PRUNE_TARGETS, [])
     for n in names:
         if state[n].ndim == 2:
             assert int((state[n] == 0).sum()) == round(0.7 * state[n].numel()), n  # exact after training, read from disk
-    assert [r["round"] for r in cell["compression"]["obs_pruning"]["rounds"]] == [1]
-    assert cell["compression"]["measured"]["sparsity"] == pytest.approx(0.7, abs=1e-3)
+    assert [r["round"] for r in cell.compression.obs_pruning["rounds"]] == [1]
+    assert cell.measured_sparsity == pytest.approx(0.7, abs=1e-3)
 
 
 @pytest.mark.slow
@@ -159,8 +159,8 @@ def test_obs_rounds_follow_the_cubic_schedule_and_end_exact(tmp_path, squad_data
     _, cell = teacher_then_cell("squad", tiny_bert_dir, squad_data_root, tmp_path,
                                 [{"type": "obs_pruning", "final_sparsity": 0.8, "rounds": 3, "end": 0.5, "calibration_examples": 8,
                                   "block_size": 16}], batch_size=4, epochs=2)
-    steps = cell["train"]["steps"]
-    rounds = cell["compression"]["obs_pruning"]["rounds"]
+    steps = cell.train.steps
+    rounds = cell.compression.obs_pruning["rounds"]
     assert [(r["round"], r["step"]) for r in rounds] == [(1, None), (2, round(0.5 * round(0.5 * steps))), (3, round(0.5 * steps))]
     assert [r["sparsity"] for r in rounds] == [round(0.8 * (1 - (1 - i / 3) ** 3), 4) for i in (1, 2, 3)]
     state = load_file(tmp_path / "cell" / "model.safetensors")
@@ -212,12 +212,12 @@ def test_retention_is_against_the_teacher_on_the_same_examples(tiny_matrix):
     from zoo import results
     from zoo.matrix import _reference
 
-    teacher = {"eval": {"max_examples": 2000, "examples": 2000}, "metrics": {"exact_match": 50.0, "f1": 64.0},
-               "provenance": {"git": {"sha": "abc"}}}
+    dense = "squad/matrix-cpu/minilm-l6-squad-s0-l6"
+    teacher = committed_record(dense, eval={"max_examples": 2000, "examples": 2000}, metrics={"exact_match": 50.0, "f1": 64.0})
     assert _reference(teacher, 600) is None  # other dev examples: no ratio
     reference = _reference(teacher, 2000)
-    cell = {"task": "squad", "cell": {"teacher": reference}, "metrics": {"exact_match": 40.0, "f1": 48.0, "f1_se": 0.9}}
-    assert results.retention(cell) == 75.0
+    cell = committed_record(dense, cell={"teacher": reference.dump()}, metrics={"exact_match": 40.0, "f1": 48.0, "f1_se": 0.9})
+    assert cell.retention == 75.0
     line = results.teacher_line([cell])
     assert "(64.0) on the same 2000 dev examples" in line and "0.90 to 0.90 points" in line
 

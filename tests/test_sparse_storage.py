@@ -16,6 +16,7 @@ from zoo.cli import main
 from zoo.errors import ZooError
 from zoo.models import check_weights
 from zoo.recipe import parse_recipe
+from zoo.record import load_record, parse_record
 
 PRUNED = ("attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense", "intermediate.dense", "output.dense")
 REPO = Path(__file__).resolve().parents[1]
@@ -137,15 +138,16 @@ def test_compress_command_and_table_columns(tmp_path, capsys):
     assert compressed["size_on_disk"]["forms"]["fp16"]["file"] == "model.sparse-fp16.safetensors"
     assert {k: v for k, v in compressed.items() if k != "size_on_disk"} == record
 
+    compressed, record = parse_record(compressed, "compressed"), parse_record(record, "record")
     df = results.table([compressed, record])
     assert df.fp32_file_pct.notna().sum() == 1 and df.fp16_file_pct.dropna().item() < df.fp32_file_pct.dropna().item() < 35
-    for compact in (False, True):
-        assert "% of dense file (fp16)" in results.markdown(df, [compressed, record], header="h", compact=compact)
+    assert "% of dense file (fp16)" in results.markdown(df, [compressed, record], header="h")
+    assert "% of dense file (fp16)" in results.compact_markdown(df, [compressed, record])
     assert "% of dense file" not in results.markdown(results.table([record]), [record], header="h")  # no empty columns
 
 
 def test_card_names_the_smaller_files_and_how_to_load_one():
-    record = json.loads((REPO / "results/squad/matrix-cpu/minilm-l6-squad-s90-l6/metrics.json").read_text())
+    record = load_record(REPO / "results/squad/matrix-cpu/minilm-l6-squad-s90-l6")
     text = str(hub.model_card(record, results.row_of(record), "(table)", "zoo-test"))
     assert "- smaller files: `model.sparse.safetensors` 53.4 MB (59.2% of `model.safetensors`, exact)" in text
     assert "`model.sparse-fp16.safetensors` 27.4 MB (30.3% of `model.safetensors`, exact to the fp16-rounded weights)" in text
@@ -161,6 +163,6 @@ def test_a_pruned_run_folder_gets_its_compressed_files(tiny_bert_dir, squad_data
     with Progress(disable=True) as progress:
         record = pipeline.finetune(run, tmp_path / "cell", progress, eval_limit=4, recipe=recipe)
     size = json.loads((tmp_path / "cell" / "metrics.json").read_text())["size_on_disk"]
-    assert size == record["size_on_disk"] and size["dense_bytes"] == (tmp_path / "cell" / "model.safetensors").stat().st_size
+    assert size == record.size_on_disk.dump() and size["dense_bytes"] == (tmp_path / "cell" / "model.safetensors").stat().st_size
     assert all((tmp_path / "cell" / form["file"]).stat().st_size == form["bytes"] for form in size["forms"].values())
     assert not list(tmp_path.glob("cell/.*tmp"))

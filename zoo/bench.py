@@ -10,7 +10,7 @@ from rich.progress import Progress
 
 from tasks.base import FeatureSet
 from tasks.squad import SquadAdapter, SquadConfig
-from zoo import provenance, results, speed
+from zoo import provenance, speed
 from zoo.batching import length_grouped_batches, random_batches
 from zoo.data import data_root
 from zoo.engine import Manager
@@ -20,6 +20,7 @@ from zoo.models import resolve_model
 from zoo.pipeline import bar, subset
 from zoo.profiles import TrainConfig
 from zoo.recipe import Recipe, parse_recipe
+from zoo.record import load_record
 from zoo.train import train
 
 
@@ -164,12 +165,6 @@ def cell_speed(cell_dir: Path, threads: int, repeats: int = 20) -> dict:
             "provenance": provenance.collect()}
 
 
-def is_reference(cell: dict) -> bool:
-    """The dense, uncompressed cell of a task: what every other cell's speedup is measured against."""
-    return (cell["target_sparsity"] == 0 and cell["layers"] == cell["base_layers"] and cell.get("width", 1.0) == 1.0
-            and cell.get("quant", "none") == "none" and not cell["distilled"])
-
-
 def speed_vs_flops(rows: list[dict]) -> list[dict]:
     """Each cell's measured latency speedup over its task's reference beside its FLOPs ratio;
     the target is speedup >= 0.8 x FLOPs ratio. The reference latency is the median over the
@@ -178,7 +173,7 @@ def speed_vs_flops(rows: list[dict]) -> list[dict]:
     out = []
     for task in dict.fromkeys(r["task"] for r in rows):
         mine = [r for r in rows if r["task"] == task]
-        base = next((r for r in mine if is_reference(r["labels"])), None)
+        base = next((r for r in mine if r["labels"].is_reference), None)
         if base is None:
             continue
         same_shape = [r for r in mine if r["flops"] == base["flops"] and r["engine"] == base["engine"]]
@@ -186,9 +181,8 @@ def speed_vs_flops(rows: list[dict]) -> list[dict]:
         for r in mine:
             entry = {"cell": r["cell"], "task": task, "engine": r["engine"], "score": r["score"],
                      "flops_ratio": round(base["flops"]["b1_s128"] / r["flops"]["b1_s128"], 3)}
-            quant = r["labels"].get("quant", "none")
-            sibling = next((x for x in mine if x["cell"] == r["cell"].removesuffix(f"-{quant}")), None)
-            if quant != "none" and sibling:
+            sibling = next((x for x in mine if x["cell"] == r["labels"].fp32_sibling), None)
+            if sibling:
                 entry["score_change_vs_unquantised"] = round(r["score"] - sibling["score"], 2)
             for seq in (128, 384):
                 entry[f"speedup_s{seq}"] = round(reference[seq] / r["runs"][f"latency_b1_s{seq}"]["median_ms"], 3)
@@ -218,9 +212,8 @@ def cells_speed(root: Path, family: str, threads: int, output: str, progress: Pr
         else:
             record = cell_speed(cell_dir, threads, repeats)
             write_json(cell_dir / "bench.json", record)
-        metrics = json.loads((cell_dir / "metrics.json").read_text())
-        headline = results.metric_names(metrics["task"])[0]
-        rows.append({"cell": cell_dir.name, "task": metrics["task"], "labels": metrics["cell"], "score": round(metrics["metrics"][headline], 2), **record})
+        cell = load_record(cell_dir)
+        rows.append({"cell": cell_dir.name, "task": cell.task, "labels": cell.cell, "score": round(cell.score, 2), **record})
         progress.advance(task_id)
     settings = {"root": str(root), "threads": sorted({r["threads"] for r in rows}),
                 "inputs": "synthetic token ids, full attention mask; batch 1 at 128 and 384 tokens, batch 32 at 128"}

@@ -15,11 +15,12 @@ from pathlib import Path
 from rich.progress import Progress
 from transformers import AutoConfig
 
-from zoo import pipeline, provenance, results
+from zoo import pipeline, provenance
 from zoo.errors import ZooError
 from zoo.io import write_json
-from zoo.matrix import load_matrix, read_metrics, teacher_dir
+from zoo.matrix import load_matrix, teacher_dir
 from zoo.recipe import parse_recipe
+from zoo.record import Record, find_record, metric_names
 
 
 def variants(sparsities: list[float], keep_lists: list[list[int]], keep_n: int, steps: int, layer_steps: int, matrix) -> dict[str, tuple[list[dict], int]]:
@@ -48,7 +49,7 @@ def quality(family: str, profile_name: str, steps: int, eval_examples: int | Non
     matrix, source = load_matrix(family, profile_name)
     task, model = next(iter(matrix.tasks.items()))
     teacher = teacher_dir(matrix, task)
-    if not read_metrics(teacher):
+    if not find_record(teacher):
         raise ZooError(f"{teacher} has no metrics.json: train the teacher first (zoo matrix {family} --profile {profile_name} builds it)")
     lengths = {len(k) for k in keep_lists}
     if len(lengths) != 1:
@@ -56,7 +57,7 @@ def quality(family: str, profile_name: str, steps: int, eval_examples: int | Non
     keep_n = lengths.pop()
     base_layers = AutoConfig.from_pretrained(str(teacher)).num_hidden_layers
     layer_steps = round(steps * base_layers / keep_n)  # the matrix's budget rule: a cheaper step buys more steps
-    metric = results.metric_names(task)[0]
+    metric = metric_names(task)[0]
     planned = variants(sparsities, keep_lists, keep_n, steps, layer_steps, matrix)
     settings = {"matrix": str(source), "profile": profile_name, "task": task, "base_model": model, "teacher": str(teacher),
                 "eval_examples": eval_examples, "steps": steps, "layer_steps": layer_steps, "cell_train": matrix.cell_train.model_dump(),
@@ -64,7 +65,7 @@ def quality(family: str, profile_name: str, steps: int, eval_examples: int | Non
     rows: dict[str, dict] = {}
     for name, (modifiers, n_steps) in planned.items():
         folder = root / name
-        record = read_metrics(folder)
+        record = find_record(folder)
         if record is None:
             run = pipeline.open_run(task, str(teacher), matrix.finetune_profile, data_dir)
             run.profile = run.profile.model_copy(update={"train": matrix.cell_train.model_copy(update={"max_steps": n_steps})})
@@ -79,16 +80,15 @@ def quality(family: str, profile_name: str, steps: int, eval_examples: int | Non
     return json.loads(output.read_text())
 
 
-def _row(record: dict, metric: str, teacher_score: float | None) -> dict:
-    compression = record.get("compression", {})
-    score = record["metrics"][metric]
-    row = {"steps": record["train"]["steps"], metric: round(score, 2), f"{metric}_se": round(record["metrics"].get(f"{metric}_se", float("nan")), 2),
+def _row(record: Record, metric: str, teacher_score: float | None) -> dict:
+    compression, score = record.compression, record.metrics[metric]
+    row = {"steps": record.train.steps, metric: round(score, 2), f"{metric}_se": round(record.metrics.get(f"{metric}_se", float("nan")), 2),
            # the first row is the teacher itself; a teacher scoring 0 gives no ratio
            "retention_pct": 100.0 if teacher_score is None else round(100 * score / teacher_score, 1) if teacher_score else None,
-           "measured_sparsity": round(compression.get("measured", {}).get("sparsity", 0.0), 4),
-           "layers_kept": compression.get("layers_kept"),
-           "obs_seconds": sum(r["seconds"] for r in (compression.get("obs_pruning") or {}).get("rounds", [])) or None,
-           "train_seconds": record["train"]["seconds"]}
-    if "layer_search" in compression:
-        row["layer_search"] = compression["layer_search"]
+           "measured_sparsity": round(record.measured_sparsity, 4),
+           "layers_kept": compression.layers_kept,
+           "obs_seconds": sum(r["seconds"] for r in (compression.obs_pruning or {}).get("rounds", [])) or None,
+           "train_seconds": record.train.seconds}
+    if compression.layer_search:
+        row["layer_search"] = compression.layer_search
     return row

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
@@ -41,16 +40,16 @@ def _count(value: str) -> int:
     return int(value)
 
 
-def _summary(record: dict, run_dir: Path) -> None:
-    table = Table(title=f"{record['task']} · {record['model']} · profile {record['profile']}")
+def _summary(record, run_dir: Path) -> None:
+    table = Table(title=f"{record.task} · {record.model} · profile {record.finetune_profile}")
     table.add_column("what")
     table.add_column("value", justify="right")
-    for key, value in record["metrics"].items():
+    for key, value in record.metrics.items():
         table.add_row(key, f"{value:.2f}" if isinstance(value, float) else str(value))
-    if "train" in record:
-        table.add_row("train examples / features", f"{record['train']['examples']} / {record['train']['features']}")
-        table.add_row("train steps", str(record["train"]["steps"]))
-    for phase, seconds in record["timings_s"].items():
+    if record.train:
+        table.add_row("train examples / features", f"{record.train.examples} / {record.train.features}")
+        table.add_row("train steps", str(record.train.steps))
+    for phase, seconds in record.timings_s.items():
         table.add_row(f"time {phase}", f"{seconds:.1f} s")
     table.add_row("run folder", str(run_dir))
     Console().print(table)
@@ -151,12 +150,13 @@ def cmd_compress(args: argparse.Namespace) -> None:
 
 def cmd_export(args: argparse.Namespace) -> None:
     from zoo import pipeline
+    from zoo.record import find_record
 
-    record = json.loads((Path(args.checkpoint) / "metrics.json").read_text()) if (Path(args.checkpoint) / "metrics.json").is_file() else {}
-    task = args.task or record.get("task")
+    record = find_record(args.checkpoint)
+    task = args.task or (record.task if record else None)
     if not task:
         raise ZooError(f"{args.checkpoint} has no metrics.json naming its task; pass --task")
-    run = pipeline.open_run(task, args.checkpoint, args.profile or record.get("profile", "cpu"), args.data_dir)
+    run = pipeline.open_run(task, args.checkpoint, args.profile or (record.finetune_profile if record else "cpu"), args.data_dir)
     output = Path(args.output or Path("results") / "bench" / f"onnx-parity-{Path(args.checkpoint).name}.json")
     with _progress() as progress:
         result = pipeline.onnx_parity(run, output, progress, int(args.eval_examples), args.threads)
@@ -172,14 +172,8 @@ def cmd_bench_cells(args: argparse.Namespace) -> None:
     output = args.output or f"results/bench/{args.family}-cells-{args.profile}.json"
     with _progress() as progress:
         record = bench.cells_speed(root, args.family, args.threads, output, progress, args.cells, args.reuse, args.repeats)
-    readme = Path(args.readme) if args.readme else None
-    if readme and f"<!-- results:{args.family}-speed:start -->" in readme.read_text(encoding="utf-8"):
-        from zoo.io import write_text
-        from zoo.results import replace_between_markers
-
-        table = Path(output).with_suffix(".md").read_text(encoding="utf-8")
-        write_text(readme, replace_between_markers(readme.read_text(encoding="utf-8"), f"{args.family}-speed", table))
-    Console().print(f"{len(record['results'])} cells measured -> bench.json in each cell, {output} and {Path(output).with_suffix('.md')}")
+    Console().print(f"{len(record['results'])} cells measured -> bench.json in each cell, {output} and {Path(output).with_suffix('.md')}; "
+                    f"`zoo tables {args.family}` puts them into the tables")
 
 
 def cmd_bench_model(args: argparse.Namespace) -> None:
@@ -285,7 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="list the cells with an estimated cost, run nothing")
     p.add_argument("--data-dir")
     p.set_defaults(func=cmd_matrix)
-    p = sub.add_parser("tables", help="build results/FAMILY.{csv,md,png} and the README table from matrix cells")
+    p = sub.add_parser("tables", help="build results/FAMILY.{csv,md,png}, results/README.md and the README table from matrix cells")
     p.add_argument("family")
     p.add_argument("--profile", default="cpu")
     p.add_argument("--root", help="folder of cell folders (default runs/FAMILY-matrix/PROFILE)")
@@ -336,7 +330,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cells", nargs="+", help="only cells matching these names/globs")
     p.add_argument("--threads", type=int, default=1, help="CPU threads for both engines (default 1: steady on a shared machine)")
     p.add_argument("--output", help="default results/bench/FAMILY-cells-PROFILE.json (+ .md)")
-    p.add_argument("--readme", default="README.md", help="README whose FAMILY-speed results markers get the table ('' to skip)")
     p.add_argument("--reuse", action="store_true", help="keep cells' existing bench.json; measure only the others")
     p.add_argument("--repeats", type=int, default=20, help="timed calls per batch-1 shape (batch 32: a quarter, at least 3)")
     p.set_defaults(func=cmd_bench_cells)

@@ -4,6 +4,31 @@ Publishing targets the real Hub (`HfApi`: create_repo, then ONE `upload_folder` 
 local folder of git repos laid out as `models/ORG/NAME`, which `olah` serves over the Hub
 protocol (`make hub-serve`). Each repo's model card carries a `model-index` built from the
 same results row as the README table, so `reproduce` can hold every card to account.
+
+Every matrix cell becomes one model repo named like its folder holding `model.safetensors`,
+`config.json`, the tokenizer, `recipe.yaml`, `metrics.json` (provenance), `bench.json`,
+`model.int8.onnx` and the two compressed sparse files when the cell has them, and a model card
+(`huggingface_hub.ModelCard`): license, `base_model`, datasets, tags and a `model-index`
+built from the same results row as the README table, plus what was done (including how to
+load a width-pruned checkpoint or only a sparse cell's compressed file, and "vocabulary
+transplant" for `minilm-zh`), its measured speed, the sibling table with links, a `pipeline`
+snippet, the command that trained it and its limits.
+
+- The token comes from `HF_TOKEN` or the login cache, through `huggingface_hub`; zoo never
+  reads, prints or stores it. The commit message names the recipe hash; re-publishing an
+  unchanged cell makes no new commit (local: git finds nothing staged; Hub:
+  `huggingface_hub` skips the empty commit).
+- Every cell is checked (complete, every file present) before the first push; a refused
+  upload stops with one line and leaves that repo without a partial commit.
+- olah serves repos but has no model-listing endpoint, so publishing also writes an index
+  repo per family, `ORG/zoo-index-<family>`; `reproduce` uses the Hub's listing where there
+  is one and the index otherwise.
+- `zoo reproduce` downloads each repo with `snapshot_download` (honours `HF_ENDPOINT`),
+  loads it with stock transformers (safetensors only), re-scores it with the same adapter on
+  the same dev questions, re-measures sparsity from the downloaded weights (and checks each
+  compressed file reloads to them), writes the rebuilt
+  table and `comparison.json` to `results/reproduced/<family>-<org>/`, and exits non-zero,
+  naming repo and metric, when any metric differs from the card by more than 0.1.
 """
 
 from __future__ import annotations
@@ -24,6 +49,7 @@ from tasks import family_tasks, get_adapter
 from zoo import results, sparse_storage
 from zoo.errors import ZooError
 from zoo.io import folder_lock, sha256_file, write_json, write_text
+from zoo.record import CellLabels, Measured, Record, load_record
 
 REPO_FILES = ("model.safetensors", "config.json", "tokenizer.json", "tokenizer_config.json", "recipe.yaml", "metrics.json")
 # a quantised cell's served model; speed measured by `zoo bench cells`; a sparse cell's bitmask-compressed weights
@@ -65,73 +91,72 @@ def eval_results(row: dict, card: dict) -> list[EvalResult]:
     ]
 
 
-def model_card(record: dict, row: dict, table_md: str, org: str) -> ModelCard:
+def model_card(record: Record, row: dict, table_md: str, org: str) -> ModelCard:
     """The card: metadata (license, base model, datasets, tags, model-index from `row`) and a
     body saying what was done, the sibling table, how to load it, how to reproduce it, its limits."""
-    hub = get_adapter(record["task"]).hub_card(record["task"])
-    cell, compression = record["cell"], record["compression"]
-    name = cell["name"]
+    hub = get_adapter(record.task).hub_card(record.task)
+    cell, compression = record.cell, record.compression
+    name = cell.name
     data = ModelCardData(
-        license=LICENSE, base_model=_hub_base(cell["base_model"]), datasets=[hub["dataset_type"]],
-        tags=["zoo", record["task"], *kind_tags(cell)],
+        license=LICENSE, base_model=_hub_base(cell.base_model), datasets=[hub["dataset_type"]],
+        tags=["zoo", record.task, *kind_tags(cell)],
         pipeline_tag=hub["pipeline_tag"], library_name="transformers", model_name=name, eval_results=eval_results(row, hub),
     )
-    distill = compression.get("distillation")
-    measured = compression["measured"]
+    distill, width, measured = compression.distillation, compression.width, compression.measured
     lines = [
         f"# {name}", "",
-        f"A {record['task']} model from the zoo matrix (profile `{cell['matrix_profile']}`): {cell['base_model']} "
-        f"({cell['base_layers']} layers), "
-        f"{'started from the dense fine-tuned teacher' if cell['init'] == 'teacher' else 'fine-tuned from the base model'}, then compressed.",
+        f"A {record.task} model from the zoo matrix (profile `{cell.matrix_profile}`): {cell.base_model} "
+        f"({cell.base_layers} layers), "
+        f"{'started from the dense fine-tuned teacher' if cell.init == 'teacher' else 'fine-tuned from the base model'}, then compressed.",
         "",
-        f"- measured sparsity over the pruned encoder weights: {100 * measured['sparsity']:.2f}% (target {100 * cell['target_sparsity']:.0f}%)",
-        f"- layers kept: {compression.get('layers_kept', 'all')} → {measured['num_hidden_layers']} layers",
-        *([f"- width: {compression['width']['heads_kept']} of {compression['width']['heads_total']} attention heads and "
-           f"{compression['width']['neurons_kept']} of {compression['width']['neurons_total']} FFN neurons per layer, physically "
+        f"- measured sparsity over the pruned encoder weights: {100 * measured.sparsity:.2f}% (target {100 * cell.sparsity:.0f}%)",
+        f"- layers kept: {compression.layers_kept or 'all'} → {measured.num_hidden_layers} layers",
+        *([f"- width: {width['heads_kept']} of {width['heads_total']} attention heads and "
+           f"{width['neurons_kept']} of {width['neurons_total']} FFN neurons per layer, physically "
            f"sliced; stock `from_pretrained` cannot express fewer heads at this hidden size, so load it with "
-           f"`zoo.width.from_pretrained(AutoModelFor..., path)` (config key `zoo_attention_heads`)"] if "width" in compression else []),
+           f"`zoo.width.from_pretrained(AutoModelFor..., path)` (config key `zoo_attention_heads`)"] if width else []),
         *(["- int8: `model.int8.onnx`, ONNX Runtime dynamic quantisation of these weights (per-channel int8 MatMul weights); "
-           "the scores below are the int8 model's"] if "quantization" in compression else []),
-        *([f"- speed ({'ONNX Runtime int8' if row['quant'] != 'none' else 'PyTorch fp32'}, {record.get('bench', {}).get('threads')} CPU thread(s)): "
+           "the scores below are the int8 model's"] if compression.quantization else []),
+        *([f"- speed ({'ONNX Runtime int8' if row['quant'] != 'none' else 'PyTorch fp32'}, {record.bench.threads if record.bench else None} CPU thread(s)): "
            f"{row['latency_b1_s128_ms']:.1f} ms at "
            f"batch 1 x 128 tokens, {row['latency_b1_s384_ms']:.1f} ms at 1 x 384, {row['throughput_b32_s128']:.1f} sequences/s at "
            f"32 x 128; {row['size_mb']:.1f} MB; {row['gflops_s128']:.2f} GFLOPs per 128-token sequence"]
           if pd.notna(row.get("latency_b1_s128_ms")) else []),
-        f"- parameters: {measured['total_params']:,} total, {measured['nonzero_params']:,} non-zero",
+        f"- parameters: {measured.total_params:,} total, {measured.nonzero_params:,} non-zero",
         *(["- smaller files: " + ", ".join(
-            f"`{f['file']}` {f['bytes'] / 1e6:.1f} MB ({100 * f['ratio_to_dense']:.1f}% of `model.safetensors`, {f['reload']})"
-            for f in record["size_on_disk"]["forms"].values()) + "; the pruned zeros are a bitmask (see Use)"] if "size_on_disk" in record else []),
+            f"`{f.file}` {f.bytes / 1e6:.1f} MB ({100 * f.ratio_to_dense:.1f}% of `model.safetensors`, {f.reload})"
+            for f in record.size_on_disk.forms.values()) + "; the pruned zeros are a bitmask (see Use)"] if record.size_on_disk else []),
         "- distillation: " + (f"from `{distill['teacher']}`, KL at T={distill['temperature']} (alpha {distill['alpha']}), "
                                 f"hidden-state MSE x{distill['hidden_mse']} with layer map {distill['layer_map']}" if distill else "none"),
         f"- {', '.join(f'{m}: {row[m]:.2f}' for m in hub['metrics'])} on {row['dev_examples']} {hub['dataset_name']} {hub['dataset_split']} examples",
         *(["- base model: a vocabulary transplant of all-MiniLM-L6-v2 onto the bert-base-chinese vocabulary (zoo/transplant.py), "
-           "not a pretrained Chinese model"] if cell["base_model"] == TRANSPLANT else []), "",
-        "## Use", "", *usage(cell, "quantization" in compression, hub["pipeline_tag"], f"{org}/{name}"), "",
-        *(sparse_usage(hub["pipeline_tag"], f"{org}/{name}") if "size_on_disk" in record else []),
-        "## Reproduce", "", "Trained by", "", f"```bash\n{record['provenance']['command']}\n```", "",
-        f"(zoo git {str(record['provenance']['git']['sha'])[:10]}, recipe `recipe.yaml` in this repo), "
-        f"and re-scored from the Hub by `zoo reproduce --org {org} --family {get_adapter(record['task']).family}`.", "",
+           "not a pretrained Chinese model"] if cell.base_model == TRANSPLANT else []), "",
+        "## Use", "", *usage(cell, bool(compression.quantization), hub["pipeline_tag"], f"{org}/{name}"), "",
+        *(sparse_usage(hub["pipeline_tag"], f"{org}/{name}") if record.size_on_disk else []),
+        "## Reproduce", "", "Trained by", "", f"```bash\n{record.provenance.command}\n```", "",
+        f"(zoo git {str(record.provenance.git.sha)[:10]}, recipe `recipe.yaml` in this repo), "
+        f"and re-scored from the Hub by `zoo reproduce --org {org} --family {get_adapter(record.task).family}`.", "",
         "## Limits", "",
-        f"Profile `{cell['matrix_profile']}`: trained on {record['train']['examples']} training examples for {record['train']['steps']} steps "
+        f"Profile `{cell.matrix_profile}`: trained on {record.train.examples} training examples for {record.train.steps} steps "
         f"and scored on {row['dev_examples']} dev examples, as the table says; numbers from other profiles are not comparable.", "",
         "## The matrix", "", table_md,
     ]
     return ModelCard(f"---\n{data.to_yaml()}\n---\n" + "\n".join(lines) + "\n")
 
 
-def kind_tags(cell: dict) -> list[str]:
+def kind_tags(cell: CellLabels) -> list[str]:
     """What was done to the model, one tag each; 'dense' only when nothing was."""
-    tags = [tag for tag, done in (("sparse", cell["target_sparsity"] > 0), ("layer-dropped", cell["layers"] < cell["base_layers"]),
-                                  ("width-pruned", cell.get("width", 1.0) < 1), ("int8", cell.get("quant", "none") != "none"))
+    tags = [tag for tag, done in (("sparse", cell.sparsity > 0), ("layer-dropped", cell.layers < cell.base_layers),
+                                  ("width-pruned", cell.width < 1), ("int8", cell.quant != "none"))
             if done]
-    return (tags or ["dense"]) + (["distilled"] if cell["distilled"] else [])
+    return (tags or ["dense"]) + (["distilled"] if cell.distill else [])
 
 
 AUTO_CLASS = {"question-answering": "AutoModelForQuestionAnswering", "text-classification": "AutoModelForSequenceClassification",
               "token-classification": "AutoModelForTokenClassification"}
 
 
-def usage(cell: dict, quantised: bool, pipeline_tag: str, repo: str) -> list[str]:
+def usage(cell: CellLabels, quantised: bool, pipeline_tag: str, repo: str) -> list[str]:
     """A snippet that loads what the card's scores were measured on: the int8 ONNX file for a
     quantised cell, zoo's width-aware loader for a width-pruned one, else a stock pipeline."""
     if quantised:
@@ -141,7 +166,7 @@ def usage(cell: dict, quantised: bool, pipeline_tag: str, repo: str) -> list[str
                 f'tokenizer = AutoTokenizer.from_pretrained("{repo}")',
                 f'session = ort.InferenceSession(hf_hub_download("{repo}", "model.int8.onnx"))',
                 'outputs = session.run(None, dict(tokenizer("Hello world", return_tensors="np")))', "```"]
-    if cell.get("width", 1.0) < 1:
+    if cell.width < 1:
         return ["Fewer attention heads at this hidden size is not a stock BERT config: load it with zoo's loader "
                 "(`pip install` this project), which builds the sliced shapes and loads the safetensors strictly:", "", "```python",
                 "from huggingface_hub import snapshot_download", f"from transformers import {AUTO_CLASS[pipeline_tag]}",
@@ -180,12 +205,12 @@ def stage_repo(cell_dir: Path, card: ModelCard, into: Path) -> Path:
     return into
 
 
-def check_cells(root: Path) -> list[tuple[Path, dict]]:
+def check_cells(root: Path) -> list[tuple[Path, Record]]:
     """Every cell must be complete and carry every file before anything is published."""
     records = results.load_records(root)
     cells = []
     for record in records:
-        cell_dir = Path(root) / record["cell"]["name"]
+        cell_dir = Path(root) / record.cell.name
         missing = [n for n in REPO_FILES if not (cell_dir / n).is_file()]
         if missing:
             raise ZooError(f"cell {cell_dir} lacks {', '.join(missing)}; re-run the matrix for it (nothing was published)")
@@ -251,7 +276,7 @@ def publish(family: str, root: Path, org: str, to: Path | None = None, api=None)
     with folder_lock(root, "zoo process"), (folder_lock(Path(to) / "models" / org, "zoo publish") if to else nullcontext()):
         outcome, files = {}, {}
         for cell_dir, record in cells:
-            name = record["cell"]["name"]
+            name = record.cell.name
             message = f"zoo: {name} (recipe {recipe_hash(cell_dir)})"
             card = model_card(record, rows[name], table_md, org)
             with tempfile.TemporaryDirectory() as tmp:
@@ -298,7 +323,7 @@ def read_index(org: str, family: str) -> dict:
         raise ZooError(f"cannot read the repos of '{org}' at {endpoint()} ({type(e).__name__}); is the server up and HF_ENDPOINT set?") from e
 
 
-def weight_claims(name: str, local: Path, original: dict, hashes: dict[str, str]) -> tuple[dict, list[str]]:
+def weight_claims(name: str, local: Path, original: Record, hashes: dict[str, str]) -> tuple[dict, list[str]]:
     """What the downloaded weights are, and every way they differ from what the repo claims:
     files against the index's hashes, measured sparsity/depth/width against metrics.json, and
     (int8 repos) the ONNX model against the safetensors on a probe batch."""
@@ -308,10 +333,10 @@ def weight_claims(name: str, local: Path, original: dict, hashes: dict[str, str]
     for file, digest in hashes.items():
         if not (local / file).is_file() or sha256_file(local / file) != digest:
             problems.append(f"{file}: sha256 differs from the index")
-    measured = pipeline.measure_checkpoint(local, pipeline.prune_targets(original["compression"]["recipe"]))
-    claimed = original["compression"]["measured"]
+    measured = pipeline.measure_checkpoint(local, pipeline.prune_targets(original.compression.recipe))
+    claimed = original.compression.measured.dump()
     for key in ("sparsity", "num_hidden_layers", "attention_heads", "intermediate_size", "nonzero_params"):
-        if key in claimed and abs(measured[key] - claimed[key]) > (1e-4 if key == "sparsity" else 0):
+        if claimed.get(key) is not None and abs(measured[key] - claimed[key]) > (1e-4 if key == "sparsity" else 0):
             problems.append(f"{key}: weights give {measured[key]}, metrics.json claims {claimed[key]}")
     compressed = [(file, dtype) for file, dtype in sparse_storage.FORMS.values() if (local / file).is_file()]
     state = sparse_storage.load_weights(local) if compressed and (local / sparse_storage.DENSE_FILE).is_file() else None
@@ -372,17 +397,18 @@ def reproduce(family: str, org: str, out_dir: Path, progress, data_dir: str | No
         except Exception as e:
             raise ZooError(f"cannot download {org}/{name} from {endpoint()} ({type(e).__name__}); is the server up and HF_ENDPOINT set?") from e
         card = ModelCard.load(local / "README.md")
-        original = json.loads((local / "metrics.json").read_text())
+        original = load_record(local)
         measured, problems = weight_claims(name, local, original, hashes.get(name, {}))
         weight_problems += problems
         if problems:
             continue  # weights that are not what the repo claims are not scored
-        run = pipeline.open_run(original["task"], str(local), original["profile"], data_dir)
-        scored = pipeline.evaluate(run, out_dir / "cells" / name, progress, original["eval"]["max_examples"])
-        records.append({**original, "metrics": scored["metrics"], "timings_s": scored["timings_s"],
-                        "compression": {**original["compression"], "measured": measured}})
+        run = pipeline.open_run(original.task, str(local), original.finetune_profile, data_dir)
+        scored = pipeline.evaluate(run, out_dir / "cells" / name, progress, original.eval.max_examples)
+        records.append(original.model_copy(update={
+            "metrics": scored.metrics, "timings_s": scored.timings_s,
+            "compression": original.compression.model_copy(update={"measured": Measured.model_validate(measured)})}))
         for result in card.data.eval_results or []:
-            value = scored["metrics"][result.metric_type]
+            value = scored.metrics[result.metric_type]
             comparisons.append({"repo": f"{org}/{name}", "metric": result.metric_type, "card": result.metric_value,
                                 "reproduced": round(value, 4), "abs_diff": round(abs(value - result.metric_value), 4)})
     if not records:
@@ -395,7 +421,7 @@ def reproduce(family: str, org: str, out_dir: Path, progress, data_dir: str | No
     now = provenance.collect()
     header = (f"Re-derived by `{now['command']}` on {now['machine']['device']}, {now['machine']['cpu_count']} CPU cores, {now['date'][:10]} "
               f"(HF_ENDPOINT {endpoint()}): every row re-scored from the checkpoint downloaded "
-              f"from {org}; the trained rows came from `{records[0]['provenance']['command']}`.")
+              f"from {org}; the trained rows came from `{records[0].provenance.command}`.")
     write_text(out_dir / f"{family}.md", results.markdown(df, records, header))
     worst = max(comparisons, key=lambda c: c["abs_diff"]) if comparisons else None
     summary = {"org": org, "family": family, "repos": len(records), "metrics_compared": len(comparisons),

@@ -26,6 +26,7 @@ from zoo.errors import ZooError
 from zoo.io import folder_lock, write_json
 from zoo.profiles import RECIPES_DIR, Strict, TrainConfig, describe, profile_section
 from zoo.recipe import Recipe, parse_recipe
+from zoo.record import METRICS_FILE, CellLabels, Record, TeacherReference, find_record, fp32_sibling
 
 
 class Axes(Strict):
@@ -101,8 +102,13 @@ class Cell:
 
     @property
     def fp32_sibling(self) -> str | None:
-        """The cell whose trained weights a quantised cell quantises."""
-        return self.name.removesuffix(f"-{self.quant}") if self.quant != "none" else None
+        return fp32_sibling(self.name, self.quant)
+
+    def labels(self, matrix: MatrixProfile, profile_name: str, base_layers: int, teacher: Record | None) -> CellLabels:
+        """What the cell's record says the matrix asked of it."""
+        return CellLabels(name=self.name, matrix_profile=profile_name, base_model=self.model, base_layers=base_layers,
+                          sparsity=self.sparsity, layers=self.layers, width=self.width, distill=self.distill, quant=self.quant,
+                          init=matrix.init, teacher=_reference(teacher, matrix.eval_examples))
 
 
 def model_tag(model: str, num_layers: int) -> str:
@@ -207,18 +213,19 @@ def train_steps(cell: Cell, matrix: MatrixProfile, base_layers: int) -> int | No
     return round(matrix.cell_steps / relative_cost(cell, base_layers))
 
 
-def estimate_seconds(cell: Cell, matrix: MatrixProfile, base_layers: int, teacher: dict | None) -> float | None:
+def estimate_seconds(cell: Cell, matrix: MatrixProfile, base_layers: int, teacher: Record | None) -> float | None:
     """Rough cost from the dense run's own timings, scaled by depth and width (None before that run
     exists); a quantised cell only exports and scores."""
     if not teacher:
         return None
-    per_step = teacher["train"]["seconds"] / teacher["train"]["steps"] * matrix.cell_train.batch_size / teacher["config"]["train"]["batch_size"]
-    per_question = teacher["timings_s"]["evaluate"] / teacher["eval"]["examples"]
-    eval_questions = matrix.eval_examples or teacher["data"]["dev"]["available_examples"]
+    trained = teacher.train
+    per_step = trained.seconds / trained.steps * matrix.cell_train.batch_size / teacher.config["train"]["batch_size"]
+    per_question = teacher.timings_s["evaluate"] / teacher.eval.examples
+    eval_questions = matrix.eval_examples or teacher.data["dev"].available_examples
     steps = train_steps(cell, matrix, base_layers)
     if steps is None:
-        train_examples = matrix.cell_train.max_examples or teacher["data"]["train"]["available_examples"]
-        steps = train_examples * teacher["train"]["features"] / teacher["train"]["examples"] * matrix.cell_train.epochs / matrix.cell_train.batch_size
+        train_examples = matrix.cell_train.max_examples or teacher.data["train"].available_examples
+        steps = train_examples * trained.features / trained.examples * matrix.cell_train.epochs / matrix.cell_train.batch_size
     return relative_cost(cell, base_layers) * (per_step * steps + per_question * eval_questions)
 
 
@@ -227,40 +234,35 @@ def default_root(family: str, profile_name: str) -> Path:
     return Path("runs") / f"{family}-matrix" / profile_name
 
 
-def _reference(teacher: dict | None, eval_examples: int | None) -> dict | None:
+def _reference(teacher: Record | None, eval_examples: int | None) -> TeacherReference | None:
     """The teacher's dev metrics when they were measured on the cells' dev examples (same
     subset size; both draw it with the finetune profile's eval seed), for retention = cell / teacher."""
-    if not teacher or teacher["eval"]["max_examples"] != eval_examples:
+    if not teacher or teacher.eval.max_examples != eval_examples:
         return None
-    return {"metrics": teacher["metrics"], "dev_examples": teacher["eval"]["examples"], "git": teacher["provenance"]["git"]["sha"]}
+    return TeacherReference(metrics=teacher.metrics, dev_examples=teacher.eval.examples, git=teacher.provenance.git.sha)
 
 
 def is_complete(cell_dir: Path) -> bool:
-    return (cell_dir / "metrics.json").is_file()
+    return (cell_dir / METRICS_FILE).is_file()
 
 
 def changes_since_run(cell: Cell, matrix: MatrixProfile, base_layers: int, root_dir: Path) -> list[str] | None:
     """None: the cell has not run; []: it ran with what the matrix asks for today; otherwise
     what changed since (a recipe, training or eval setting, or a re-run fp32 sibling)."""
-    record = read_metrics(root_dir / cell.name)
+    record = find_record(root_dir / cell.name)
     if record is None:
         return None
     as_json = lambda value: json.loads(json.dumps(value))  # noqa: E731 - compared as the JSON it is read back from
     train = matrix.train_config(cell, train_steps(cell, matrix, base_layers))
     changed = [what for what, recorded, wanted in (
-        ("recipe", record.get("compression", {}).get("recipe"), as_json(cell.recipe.model_dump(mode="json"))),
-        ("training settings", record.get("config", {}).get("train"), as_json(train.model_dump(mode="json"))),
-        ("dev examples", record.get("eval", {}).get("max_examples"), matrix.eval_examples),
+        ("recipe", record.compression.recipe if record.compression else None, as_json(cell.recipe.model_dump(mode="json"))),
+        ("training settings", record.config.get("train"), as_json(train.model_dump(mode="json"))),
+        ("dev examples", record.eval.max_examples, matrix.eval_examples),
     ) if recorded != wanted]
-    sibling = read_metrics(root_dir / cell.fp32_sibling) if cell.fp32_sibling else None
-    if sibling and sibling["provenance"]["finished"] > record["provenance"]["date"]:
+    sibling = find_record(root_dir / cell.fp32_sibling) if cell.fp32_sibling else None
+    if sibling and sibling.provenance.finished > record.provenance.date:
         changed.append(f"{cell.fp32_sibling} re-ran after it")
     return changed
-
-
-def read_metrics(folder: Path) -> dict | None:
-    path = Path(folder) / "metrics.json"
-    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def write_run_log(root: Path, entry: dict) -> None:
@@ -282,7 +284,7 @@ def run(family: str, profile_name: str, progress, *, matrix_file: str | None = N
     base_layers = {task: AutoConfig.from_pretrained(resolve_model(model)).num_hidden_layers for task, model in matrix.tasks.items()}
     cells = select([c for task in matrix.tasks for c in build_cells(task, matrix, base_layers[task], str(source))], patterns)
     root_dir = Path(root) if root else default_root(family, profile_name)
-    teachers = {task: read_metrics(teacher_dir(matrix, task)) for task in matrix.tasks}
+    teachers = {task: find_record(teacher_dir(matrix, task)) for task in matrix.tasks}
     if dry_run:
         return {"root": str(root_dir), "teachers": {t: {"folder": str(teacher_dir(matrix, t)), "ready": bool(m)} for t, m in teachers.items()},
                 "cells": [{"cell": c.name, **_dry_run_status(changes_since_run(c, matrix, base_layers[c.task], root_dir)),
@@ -303,7 +305,7 @@ def _run_cells(cells: list[Cell], matrix: MatrixProfile, base_layers: dict, root
                progress, data_dir: str | None) -> dict:
     from zoo import pipeline
 
-    teachers = {task: read_metrics(teacher_dir(matrix, task)) for task in matrix.tasks}  # read under the lock
+    teachers = {task: find_record(teacher_dir(matrix, task)) for task in matrix.tasks}  # read under the lock
     started = time.perf_counter()
     phases: dict[str, float] = {}
     for task in dict.fromkeys(c.task for c in cells):  # data and models checked up front, for every task
@@ -328,9 +330,7 @@ def _run_cells(cells: list[Cell], matrix: MatrixProfile, base_layers: dict, root
             cell_run = pipeline.open_run(cell.task, init, matrix.finetune_profile, data_dir)
             steps = train_steps(cell, matrix, base_layers[cell.task])
             cell_run.profile = cell_run.profile.model_copy(update={"train": matrix.train_config(cell, steps)})
-            labels = {"name": cell.name, "matrix_profile": profile_name, "base_model": cell.model, "base_layers": base_layers[cell.task],
-                      "target_sparsity": cell.sparsity, "layers": cell.layers, "width": cell.width, "distilled": cell.distill,
-                      "quant": cell.quant, "init": matrix.init, "teacher": _reference(teachers[cell.task], matrix.eval_examples)}
+            labels = cell.labels(matrix, profile_name, base_layers[cell.task], teachers[cell.task])
             if cell.fp32_sibling:
                 sibling = root_dir / cell.fp32_sibling
                 if not is_complete(sibling):

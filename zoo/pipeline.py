@@ -7,7 +7,6 @@ so an interrupted run never leaves a folder that looks finished.
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from contextlib import contextmanager
@@ -30,6 +29,7 @@ from zoo.models import resolve_model
 from zoo.predict import predict
 from zoo.profiles import Profile, load_profile, parse_task_config
 from zoo.recipe import Recipe, dump_recipe
+from zoo.record import METRICS_FILE, CellLabels, Record, load_record, parse_record
 from zoo.sparsity import DEFAULT_PRUNE_TARGETS, measure_sparsity, target_names
 from zoo.train import batch_plan, train
 
@@ -143,14 +143,15 @@ def _new_record(run: Run, kind: str) -> dict:
     }
 
 
-def _finish(run_dir: Path, staging: Path, record: dict, predictions: dict, phases: Phases, started: float) -> dict:
+def _finish(run_dir: Path, staging: Path, record: dict, predictions: dict, phases: Phases, started: float) -> Record:
     phases.seconds["total"] = round(time.perf_counter() - started, 2)
     record["timings_s"] = phases.seconds
     record["provenance"]["finished"] = provenance.now()
+    typed = parse_record(record, staging / METRICS_FILE)  # what readers will load: a record they cannot is never written
     write_json(staging / "predictions.json", predictions)
-    write_json(staging / "metrics.json", record)  # written last: its presence marks a complete folder
+    write_json(staging / METRICS_FILE, record)  # written last: its presence marks a complete folder
     replace_dir(staging, run_dir)
-    return record
+    return typed
 
 
 def _staging(run_dir: Path) -> Path:
@@ -200,14 +201,14 @@ def prune_targets(recipe: dict) -> list[str]:
 
 
 def finetune(run: Run, run_dir: Path, progress: Progress, eval_limit: int | None,
-             recipe: Recipe | None = None, cell: dict | None = None) -> dict:
+             recipe: Recipe | None = None, cell: CellLabels | None = None) -> Record:
     """Train the task model from `run.model_path` under `recipe` (none: dense), save, evaluate.
     `cell` labels the run as a matrix cell (its name and target settings)."""
     check_replaceable(run_dir)  # before any work: the folder is replaced only at the end
     started, phases = time.perf_counter(), Phases()
     record = _new_record(run, "finetune")
     if cell:
-        record["cell"] = cell
+        record["cell"] = cell.dump()
     manager = Manager(recipe or Recipe(), run.adapter.output_names, run.adapter.logit_loss)
     with phases("load_model"):
         model = run.adapter.build_model(run.model_path)
@@ -250,21 +251,21 @@ def finetune(run: Run, run_dir: Path, progress: Progress, eval_limit: int | None
 
 
 def quantize_trained(run: Run, source_dir: Path, run_dir: Path, progress: Progress, eval_limit: int | None,
-                     recipe: Recipe, cell: dict) -> dict:
+                     recipe: Recipe, cell: CellLabels) -> Record:
     """A quantised cell from an already trained one (its fp32 sibling in the matrix): the same
     weights, through the recipe's post-training steps (its `quantization`), then scored."""
     started, phases = time.perf_counter(), Phases()
-    source = json.loads((Path(source_dir) / "metrics.json").read_text())
-    record = {**_new_record(run, "quantize"), "cell": cell, "train": {**source["train"], "trained_in": str(source_dir)}}
+    source = load_record(source_dir)
+    record = {**_new_record(run, "quantize"), "cell": cell.dump(), "train": {**source.train.dump(), "trained_in": str(source_dir)}}
     manager = Manager(recipe, run.adapter.output_names, run.adapter.logit_loss)
     staging = _staging(run_dir)
     for file in Path(source_dir).iterdir():
-        if file.is_file() and file.name not in ("metrics.json", "predictions.json", "bench.json"):
+        if file.is_file() and file.name not in (METRICS_FILE, "predictions.json", "bench.json"):
             shutil.copy2(file, staging / file.name)
     (staging / "recipe.yaml").write_text(dump_recipe(recipe), encoding="utf-8")
     with phases("load_model"):
         model = run.adapter.build_model(str(source_dir))
-    record["compression"] = {**source["compression"], "recipe": recipe.model_dump(mode="json")}
+    record["compression"] = {**source.compression.dump(), "recipe": recipe.model_dump(mode="json")}
     model = after_training(manager, model, run.adapter, staging, phases, record["compression"])
     predictions = _evaluate(run, model, _load_dev(run, eval_limit, phases, record), eval_limit, progress, phases, record)
     return _finish(run_dir, staging, record, predictions, phases, started)
@@ -292,7 +293,7 @@ def onnx_parity(run: Run, output: Path, progress: Progress, eval_limit: int | No
     return record
 
 
-def evaluate(run: Run, run_dir: Path, progress: Progress, eval_limit: int | None) -> dict:
+def evaluate(run: Run, run_dir: Path, progress: Progress, eval_limit: int | None) -> Record:
     """Score an already fine-tuned checkpoint on the dev set: its `model.int8.onnx` when it has
     one (a quantised cell is served and scored as int8), else its PyTorch weights."""
     check_replaceable(run_dir)

@@ -1,21 +1,24 @@
-"""Result tables: every cell's metrics.json -> one DataFrame -> CSV, Markdown, plot, README.
+"""Result tables: every cell's metrics.json -> one DataFrame -> CSV, Markdown, plot, READMEs.
 
 Only numbers that a run of this code wrote into a metrics.json reach a table; the header
 of each Markdown table says which command, profile, machine and dates produced them.
+`zoo tables FAMILY` writes results/FAMILY.{csv,md,png}, the family's compact table into
+README.md (between its `<!-- results:FAMILY:start/end -->` markers) and rebuilds
+results/README.md from every family's tables and the hand-written notes in results/notes/.
 """
 
 from __future__ import annotations
 
-import json
+import os
 import re
 import shutil
 from pathlib import Path
 
 import pandas as pd
 
-from tasks import get_adapter
 from zoo.errors import ZooError
 from zoo.io import run_folders, write_text
+from zoo.record import Bench, Record, SizeOnDisk, load_record, metric_names
 
 HEAD = ["cell", "model", "task", "target_sparsity", "measured_sparsity", "layers", "width", "quant", "distilled", "total_params",
         "nonzero_params"]
@@ -31,80 +34,67 @@ SHOWN = {"target_sparsity": "target sparsity %", "measured_sparsity": "measured 
          "fp16_file_mb": "sparse file MB (fp16)", "fp16_file_pct": "% of dense file (fp16)"}
 
 
-def metric_names(task: str) -> tuple[str, ...]:
-    """The task's reported metrics (the same list its model card's model-index carries); the first is its headline."""
-    return get_adapter(task).hub_card(task)["metrics"]
-
-
-def speed_columns(bench: dict | None) -> dict:
+def speed_columns(bench: Bench | None) -> dict:
     """The speed columns of a row from the cell's bench.json (empty until `zoo bench cells` ran)."""
     if not bench:
         return {}
-    runs = bench["runs"]
+    runs = bench.runs
     return {"latency_b1_s128_ms": runs["latency_b1_s128"]["median_ms"], "latency_b1_s384_ms": runs["latency_b1_s384"]["median_ms"],
             "throughput_b32_s128": runs["throughput_b32_s128"]["sequences_per_second"],
-            "size_mb": round(bench["size_bytes"] / 1e6, 1), "gflops_s128": round(bench["flops"]["b1_s128"] / 1e9, 3)}
+            "size_mb": round(bench.size_bytes / 1e6, 1), "gflops_s128": round(bench.flops["b1_s128"] / 1e9, 3)}
 
 
-def file_columns(size: dict | None) -> dict:
+def file_columns(size: SizeOnDisk | None) -> dict:
     """Size of the sparse cell's compressed files (metrics.json `size_on_disk`, zoo/sparse_storage.py),
     each also as a percentage of the cell's dense fp32 model.safetensors."""
     if not size:
         return {}
-    return {column: value for form, facts in size["forms"].items()
-            for column, value in ((f"{form}_file_mb", round(facts["bytes"] / 1e6, 1)), (f"{form}_file_pct", round(100 * facts["ratio_to_dense"], 1)))}
+    return {column: value for form, facts in size.forms.items()
+            for column, value in ((f"{form}_file_mb", round(facts.bytes / 1e6, 1)), (f"{form}_file_pct", round(100 * facts.ratio_to_dense, 1)))}
 
 
-def retention(record: dict) -> float | None:
-    """Headline metric as a percentage of the same-run teacher's on the same dev examples
-    (None when the cell's record carries no such teacher reference)."""
-    teacher = record["cell"].get("teacher")
-    if not teacher:
-        return None
-    metric = metric_names(record["task"])[0]
-    return round(100 * record["metrics"][metric] / teacher["metrics"][metric], 1) if teacher["metrics"][metric] else None
-
-
-def row_of(record: dict) -> dict:
-    cell, measured = record["cell"], record["compression"]["measured"]
+def row_of(record: Record) -> dict:
+    """A cell's table row; the column names are the tables' (and the CSVs') own."""
+    cell, measured = record.cell, record.compression.measured
     return {
-        "cell": cell["name"],
-        "model": cell["base_model"],
-        "task": record["task"],
-        "target_sparsity": cell["target_sparsity"],
-        "measured_sparsity": round(measured["sparsity"], 4),
-        "layers": measured["num_hidden_layers"],
-        "width": cell.get("width", 1.0),
-        "quant": cell.get("quant", "none"),
-        "distilled": cell["distilled"],
-        "total_params": measured["total_params"],
-        "nonzero_params": measured["nonzero_params"],
-        **{m: round(record["metrics"][m], 2) for m in metric_names(record["task"])},
-        "retention": retention(record),
-        **speed_columns(record.get("bench")),
-        **file_columns(record.get("size_on_disk")),
-        "dev_examples": record["eval"]["examples"],
-        "train_steps": record["train"]["steps"],
-        "wall_time_s": record["timings_s"]["total"],
-        "profile": cell["matrix_profile"],
+        "cell": cell.name,
+        "model": cell.base_model,
+        "task": record.task,
+        "target_sparsity": cell.sparsity,
+        "measured_sparsity": round(measured.sparsity, 4),
+        "layers": measured.num_hidden_layers,
+        "width": cell.width,
+        "quant": cell.quant,
+        "distilled": cell.distill,
+        "total_params": measured.total_params,
+        "nonzero_params": measured.nonzero_params,
+        **{m: round(record.metrics[m], 2) for m in metric_names(record.task)},
+        "retention": record.retention,
+        **speed_columns(record.bench),
+        **file_columns(record.size_on_disk),
+        "dev_examples": record.eval.examples,
+        "train_steps": record.train.steps,
+        "wall_time_s": record.timings_s["total"],
+        "profile": cell.matrix_profile,
     }
 
 
-def load_records(root: Path) -> list[dict]:
-    """Each cell's metrics.json, with its bench.json (speed, written later) as record['bench']."""
-    records = []
-    for folder in run_folders(root):
-        record = json.loads((folder / "metrics.json").read_text())
-        bench = folder / "bench.json"
-        records.append(record | ({"bench": json.loads(bench.read_text())} if bench.is_file() else {}))
+def load_records(root: Path) -> list[Record]:
+    """Every matrix cell's record under `root`."""
+    folders = run_folders(root)
+    records = [load_record(folder) for folder in folders]
     if not records:
         raise ZooError(f"no cell results (*/metrics.json) under {root}; run the matrix first (make squad-matrix)")
+    strays = [folder for folder, record in zip(folders, records) if record.cell is None]
+    if strays:
+        raise ZooError(f"{strays[0]}/metrics.json has no 'cell' labels: it is not a matrix cell; "
+                       f"point --root at a folder holding only `zoo matrix` cells")
     return records
 
 
-def table(records: list[dict]) -> pd.DataFrame:
+def table(records: list[Record]) -> pd.DataFrame:
     """One row per cell; metric columns are the union over the tasks present (empty where a task lacks one)."""
-    tasks = list(dict.fromkeys(r["task"] for r in records))
+    tasks = list(dict.fromkeys(r.task for r in records))
     metrics = list(dict.fromkeys(m for t in tasks for m in metric_names(t)))
     df = pd.DataFrame([row_of(r) for r in records], columns=HEAD + metrics + ["retention"] + SPEED + FILES + TAIL)
     order = df.assign(task_order=df.task.map(tasks.index), quantised=df.quant != "none")
@@ -113,17 +103,16 @@ def table(records: list[dict]) -> pd.DataFrame:
     return df.loc[order.index].reset_index(drop=True)
 
 
-def provenance_line(records: list[dict]) -> str:
+def provenance_line(records: list[Record]) -> str:
     """Command(s), profile, machine, dates and every git commit the rows were produced at."""
-    first = records[0]["provenance"]
-    dates = sorted(r["provenance"]["date"][:10] for r in records)
-    machine = first["machine"]
+    first = records[0].provenance
+    dates = sorted(r.provenance.date[:10] for r in records)
     span = dates[0] if dates[0] == dates[-1] else f"{dates[0]} to {dates[-1]}"
-    commands = " and ".join(f"`{c}`" for c in dict.fromkeys(r["provenance"]["command"] for r in records))
+    commands = " and ".join(f"`{c}`" for c in dict.fromkeys(r.provenance.command for r in records))
     commits = ", ".join(f"{sha[:10]}{' (with uncommitted changes)' if dirty else ''}" for sha, dirty in
-                        dict.fromkeys((str(r["provenance"]["git"]["sha"]), r["provenance"]["git"]["dirty"]) for r in records))
-    return (f"Produced by {commands} (matrix profile `{records[0]['cell']['matrix_profile']}`) on "
-            f"{machine['device']}, {machine['cpu_count']} CPU cores, torch {first['libraries']['torch']}, {span}; git {commits}.")
+                        dict.fromkeys((str(r.provenance.git.sha), r.provenance.git.dirty) for r in records))
+    return (f"Produced by {commands} (matrix profile `{records[0].cell.matrix_profile}`) on "
+            f"{first.machine.device}, {first.machine.cpu_count} CPU cores, torch {first.libraries['torch']}, {span}; git {commits}.")
 
 
 def setting(row) -> str:
@@ -134,45 +123,57 @@ def setting(row) -> str:
     return " · ".join([p for p in parts if p] or ["dense"]) + (" · KD" if row.distilled else "")
 
 
-COMPACT = ["cell", "setting", "nonzero_params", "retention", "latency_b1_s128_ms", "size_mb", "fp32_file_pct", "fp16_file_pct"]
+def _markdown_table(part: pd.DataFrame) -> str:
+    return part.astype(object).where(part.notna(), None).to_markdown(index=False, missingval="")  # an empty cell, not "nan"
 
 
-def markdown(df: pd.DataFrame, records: list[dict], header: str | None = None, compact: bool = False) -> str:
-    """The provenance line, then one table per task (only that task's metric columns). Compact:
-    what the README shows — setting, non-zero parameters (millions), the task's metrics, % of
-    teacher, speed and size; the full-width table lives in results/<family>.md."""
+def markdown(df: pd.DataFrame, records: list[Record], header: str | None = None) -> str:
+    """The provenance line, then one full-width table per task (only that task's metric columns)."""
     shown = df.assign(
         target_sparsity=(df.target_sparsity * 100).round(0).astype(int),
         measured_sparsity=(df.measured_sparsity * 100).round(2),
         distilled=df.distilled.map({True: "yes", False: "no"}),
     )
-    if compact:
-        base_layers = {r["cell"]["name"]: r["cell"]["base_layers"] for r in records}
-        shown = df.assign(setting=[setting(row) for row in df.assign(base_layers=df.cell.map(base_layers)).itertuples()],
-                          nonzero_params=(df.nonzero_params / 1e6).round(1))
-        metrics = [c for c in df.columns if c not in HEAD + SPEED + FILES + TAIL + ["retention"]]
-        shown = shown[["task"] + COMPACT[:3] + metrics + COMPACT[3:]].rename(columns={"nonzero_params": "non-zero params (M)"})
     parts = [header or provenance_line(records)]
     tasks = list(dict.fromkeys(df.task))
     for task in tasks:
-        part = shown[shown.task == task].drop(columns=["task"] if compact else []).dropna(axis=1, how="all").rename(columns=SHOWN)
-        note = teacher_line([r for r in records if r["task"] == task])
+        part = shown[shown.task == task].dropna(axis=1, how="all").rename(columns=SHOWN)
+        note = teacher_line([r for r in records if r.task == task])
         parts.append((f"**{task}** ({', '.join(metric_names(task))})\n\n" if len(tasks) > 1 else "") + (f"{note}\n\n" if note else "")
-                     + part.astype(object).where(part.notna(), None).to_markdown(index=False, missingval=""))  # an empty cell, not "nan"
+                     + _markdown_table(part))
     return "\n\n".join(parts) + "\n"
 
 
-def teacher_line(records: list[dict]) -> str:
+COMPACT = {"cell": "cell", "setting": "compression", "nonzero_params": "non-zero params (M)", "score": "score",
+           "retention": "% of teacher", "latency_b1_s128_ms": "ms b1x128", "fp16_file_pct": "% of dense file (fp16)"}
+
+
+def score(row: pd.Series) -> str:
+    """A row's headline metric with its name, e.g. 'F1 64.78'."""
+    metric = metric_names(row["task"])[0]
+    return f"{SHOWN.get(metric, metric)} {row[metric]:.2f}"
+
+
+def compact_markdown(df: pd.DataFrame, records: list[Record]) -> str:
+    """What README.md shows: the provenance line and one table for the family, a row per cell:
+    what was done to it, its headline score, % of teacher, speed and file size (empty columns left out)."""
+    base_layers = {r.cell.name: r.cell.base_layers for r in records}
+    shown = df.assign(setting=[setting(row) for row in df.assign(base_layers=df.cell.map(base_layers)).itertuples()],
+                      nonzero_params=(df.nonzero_params / 1e6).round(1), score=[score(row) for _, row in df.iterrows()])
+    return provenance_line(records) + "\n\n" + _markdown_table(shown[list(COMPACT)].dropna(axis=1, how="all").rename(columns=COMPACT)) + "\n"
+
+
+def teacher_line(records: list[Record]) -> str:
     """What `% of teacher` divides by, and how precise one cell's score is (standard error
     over dev examples, where the task reports one)."""
-    teachers = [r["cell"]["teacher"] for r in records if r["cell"].get("teacher")]
+    teachers = [r.cell.teacher for r in records if r.cell.teacher]
     if not teachers:
         return ""
-    metric = metric_names(records[0]["task"])[0]
-    values = sorted({round(t["metrics"][metric], 2) for t in teachers})
+    metric = records[0].headline
+    values = sorted({round(t.metrics[metric], 2) for t in teachers})
     line = (f"% of teacher = cell {SHOWN.get(metric, metric)} / the same-run teacher's {SHOWN.get(metric, metric)} "
-            f"({', '.join(map(str, values))}) on the same {teachers[0]['dev_examples']} dev examples.")
-    errors = sorted(r["metrics"][f"{metric}_se"] for r in records if f"{metric}_se" in r["metrics"])
+            f"({', '.join(map(str, values))}) on the same {teachers[0].dev_examples} dev examples.")
+    errors = sorted(r.metrics[f"{metric}_se"] for r in records if f"{metric}_se" in r.metrics)
     if errors:
         line += (f" Standard error of one cell's {SHOWN.get(metric, metric)} over those examples: "
                  f"{errors[0]:.2f} to {errors[-1]:.2f} points (a difference between two cells is noise below about twice that).")
@@ -215,16 +216,45 @@ def replace_between_markers(text: str, key: str, body: str) -> str:
     return pattern.sub(lambda _: f"{start}\n{body}{end}", text)
 
 
+NOTES_DIR = "notes"  # under results/: hand-written notes, kept across regeneration
+TABLE_HERE, SPEED_HERE = "<!-- zoo:table -->", "<!-- zoo:speed -->"  # where a family's notes want its generated tables
+
+
+def results_readme(out_dir: Path) -> str:
+    """results/README.md, rebuilt from what `out_dir` holds: notes/intro.md; per family with a
+    table, its full-width tables and `zoo bench cells` speed tables put into notes/<family>.md
+    where it says TABLE_HERE and SPEED_HERE (appended where it does not); then notes/other-runs.md."""
+    from tasks import adapters
+
+    def note(name: str) -> str:
+        path = out_dir / NOTES_DIR / name
+        return path.read_text(encoding="utf-8").strip() if path.is_file() else ""
+
+    parts = ["# Results", "Generated by `zoo tables FAMILY` from the committed cells (`results/FAMILY/matrix-PROFILE/`) and "
+             f"the hand-written notes in [`{NOTES_DIR}/`]({NOTES_DIR}/): edit those, not this file.", note("intro.md")]
+    for family in dict.fromkeys(a.family for a in adapters()):
+        if not (out_dir / f"{family}.md").is_file():
+            continue
+        table_md = (out_dir / f"{family}.md").read_text(encoding="utf-8").strip()
+        speed_md = "\n\n".join(p.read_text(encoding="utf-8").strip() for p in sorted((out_dir / "bench").glob(f"{family}-cells-*.md")))
+        body = note(f"{family}.md") or TABLE_HERE
+        body = body if TABLE_HERE in body else f"{TABLE_HERE}\n\n{body}"
+        body = body if SPEED_HERE in body or not speed_md else f"{body}\n\n{SPEED_HERE}"
+        parts += [f"## {family}", body.replace(TABLE_HERE, table_md).replace(SPEED_HERE, speed_md)]
+    parts.append(note("other-runs.md"))
+    return "\n\n".join(p for p in parts if p) + "\n"
+
+
 def build(family: str, root: Path, out_dir: Path, readme: Path | None, archive: Path | None) -> dict:
-    """Write {family}.csv/.md/.png into out_dir, update the README section, and copy each cell's
-    metrics.json, recipe and predictions (and the runner's wall-time log) into `archive`, so the tables can
-    be rebuilt from git alone."""
+    """Write {family}.csv/.md/.png into out_dir, rebuild out_dir/README.md, update the README
+    section, and copy each cell's metrics.json, recipe and predictions (and the runner's wall-time
+    log) into `archive`, so the tables can be rebuilt from git alone."""
     records = load_records(root)
     df = table(records)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_text(out_dir / f"{family}.csv", df.to_csv(index=False))
     write_text(out_dir / f"{family}.md", markdown(df, records))
-    plot(df, out_dir / f"{family}.png", f"{family}: score vs non-zero parameters ({records[0]['cell']['matrix_profile']} profile)")
+    plot(df, out_dir / f"{family}.png", f"{family}: score vs non-zero parameters ({records[0].cell.matrix_profile} profile)")
     if archive and Path(archive).resolve() != Path(root).resolve():
         if (Path(root) / "matrix-runs.json").is_file():  # wall time per phase of each matrix invocation
             Path(archive).mkdir(parents=True, exist_ok=True)
@@ -235,8 +265,9 @@ def build(family: str, root: Path, out_dir: Path, readme: Path | None, archive: 
             for name in ("metrics.json", "bench.json", "recipe.yaml", "predictions.json"):
                 if (folder / name).is_file():
                     shutil.copy2(folder / name, target / name)
+    write_text(out_dir / "README.md", results_readme(out_dir))
     if readme:
-        full = f"results/{family}.md"
-        compact = markdown(df, records, compact=True) + f"\nEvery column (measured sparsity, parameters, wall time): [`{full}`]({full}).\n"
+        full = Path(os.path.relpath(out_dir / "README.md", readme.parent)).as_posix()
+        compact = compact_markdown(df, records) + f"\nEvery column, the teacher and the run details: [`{full}`]({full}).\n"
         write_text(readme, replace_between_markers(readme.read_text(encoding="utf-8"), family, compact))
     return {"rows": len(df), "csv": str(out_dir / f"{family}.csv")}

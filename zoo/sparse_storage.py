@@ -31,6 +31,7 @@ from safetensors.torch import load_file, save_file
 
 from zoo.errors import ZooError
 from zoo.io import write_json
+from zoo.record import METRICS_FILE, load_record
 
 FORMAT = "zoo-sparse-bitmask-v1"
 DENSE_FILE = "model.safetensors"
@@ -134,13 +135,10 @@ def reloads_to(path: str | Path, state: dict[str, torch.Tensor], values_dtype: t
 def compress_run(folder: str | Path) -> dict:
     """`zoo compress`: an existing run folder (trained before this format existed) gets both
     forms and its metrics.json the `size_on_disk` facts, without retraining."""
-    metrics = Path(folder) / "metrics.json"
-    if not metrics.is_file():
-        raise ZooError(f"{folder} has no metrics.json, so it is not a zoo run folder; pass a folder written by zoo finetune or zoo matrix")
-    record = json.loads(metrics.read_text())
-    record["size_on_disk"] = compress_folder(folder)
-    write_json(metrics, record)
-    return record["size_on_disk"]
+    record = load_record(folder)
+    size = compress_folder(folder)
+    write_json(Path(folder) / METRICS_FILE, record.dump() | {"size_on_disk": size})
+    return size
 
 
 def compressed_file(folder: str | Path) -> Path | None:
