@@ -181,6 +181,8 @@ def test_budget_gives_cheaper_cells_more_steps(tiny_matrix):
     assert half == 20 and width == 20  # half the cost per step, twice the steps
     assert int8 == 0  # quantises its sibling's weights
     assert matrix.train_steps(cells[next(k for k in cells if k.endswith("s0-l1"))], profile.model_copy(update={"cell_steps": None}), 2) is None
+    longer = profile.model_copy(update={"cell_train_by": {"width": {0.5: {"max_steps": 35}}}})  # a setting names its own recovery
+    assert [matrix.train_steps(cells[next(k for k in cells if k.endswith(s))], longer, 2) for s in ("w50", "w50-int8", "s0-l1-kd")] == [35, 0, 20]
 
 
 def test_max_steps_cuts_the_plan():

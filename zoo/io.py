@@ -16,21 +16,27 @@ from typing import Any
 from zoo.errors import ZooError
 
 
-def write_text(path: str | Path, text: str) -> Path:
-    """Write to a temp file in the same folder, then rename over the target: a reader (or a
-    crash) sees the old file or the new one, never half of one."""
+@contextmanager
+def staged_file(path: str | Path):
+    """Yield a temp path in `path`'s folder to write; on success it is renamed over `path`, on
+    failure removed: a reader (or a crash) sees the old file or the new one, never half of one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        yield Path(tmp)
         os.chmod(tmp, 0o644)  # mkstemp makes files private; results are meant to be shared
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    return path
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    with staged_file(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
 
 
 def write_json(path: str | Path, obj: Any) -> Path:

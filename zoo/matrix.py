@@ -48,7 +48,8 @@ class MatrixProfile(Strict):
     init: Literal["teacher", "base"]
     cell_train: TrainConfig
     # Training settings that differ by setting, e.g. {sparsity: {0.5: {learning_rate: 1.0e-4}}}:
-    # a lightly compressed cell needs a gentler rate than a heavily compressed one.
+    # a lightly compressed cell needs a gentler rate than a heavily compressed one; max_steps
+    # here replaces the cell's share of cell_steps.
     cell_train_by: dict[Literal["sparsity", "layers", "width"], dict[float, dict]] = Field(default_factory=dict)
     # Recovery budget: optimizer steps for a cell as costly as the base model. A cell costing a
     # fraction c of it per step (layers / base layers x width) gets round(cell_steps / c) steps,
@@ -72,12 +73,16 @@ class MatrixProfile(Strict):
                     raise ValueError(f"cell_train_by.{axis}.{value}: {describe(e)}") from None
         return self
 
-    def train_config(self, cell: Cell, steps: int | None) -> TrainConfig:
-        """cell_train with the cell's overrides (cell_train_by) and its step budget."""
-        settings = self.cell_train.model_dump()
+    def overrides(self, cell: Cell) -> dict:
+        """The training settings cell_train_by gives this cell (a later axis wins)."""
+        settings: dict = {}
         for axis, by_value in self.cell_train_by.items():
             settings |= next((v for k, v in by_value.items() if k == getattr(cell, axis)), {})
-        return TrainConfig(**settings | ({} if steps is None else {"max_steps": steps}))
+        return settings
+
+    def train_config(self, cell: Cell, steps: int | None) -> TrainConfig:
+        """cell_train with the cell's overrides (cell_train_by) and its step budget."""
+        return TrainConfig(**self.cell_train.model_dump() | self.overrides(cell) | ({} if steps is None else {"max_steps": steps}))
 
     @property
     def grids(self) -> list[Axes]:
@@ -208,6 +213,8 @@ def train_steps(cell: Cell, matrix: MatrixProfile, base_layers: int) -> int | No
     """The cell's recovery steps under the matrix's budget (None: cell_train's epochs decide)."""
     if cell.fp32_sibling or (matrix.init == "teacher" and not cell.compressed):
         return 0
+    if "max_steps" in matrix.overrides(cell):  # a setting that needs a longer recovery than its cost buys says so
+        return matrix.overrides(cell)["max_steps"]
     if matrix.cell_steps is None:
         return None
     return round(matrix.cell_steps / relative_cost(cell, base_layers))

@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from zoo.io import staged_file
+
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 OUTPUT_NAMES = {
     "BertForQuestionAnswering": ("start_logits", "end_logits"),
@@ -129,15 +131,8 @@ def export(
             dynamo=True, verbose=False, optimize=True,
         )
     _strip_debug_metadata(program.model)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        program.save(tmp, external_data=False)  # one self-contained file (< 2 GB for BERT-base)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with staged_file(path) as tmp:
+        program.save(str(tmp), external_data=False)  # one self-contained file (< 2 GB for BERT-base)
     return path
 
 

@@ -20,8 +20,6 @@ Two forms, written side by side:
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +28,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from zoo.errors import ZooError
-from zoo.io import write_json
+from zoo.io import staged_file, write_json
 from zoo.record import METRICS_FILE, load_record
 
 FORMAT = "zoo-sparse-bitmask-v1"
@@ -64,15 +62,8 @@ def save(state: dict[str, torch.Tensor], path: str | Path, values_dtype: torch.d
     """Write the compressed form to a temp file beside `path`, then rename it into place."""
     path = Path(path)
     tensors, metadata = compress(state, values_dtype)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with staged_file(path) as tmp:
+        save_file(tensors, str(tmp), metadata=metadata)
     return path
 
 
