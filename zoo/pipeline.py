@@ -32,7 +32,7 @@ from zoo.predict import predict
 from zoo.profiles import Profile, load_profile, parse_task_config
 from zoo.recipe import DEFAULT_PRUNE_TARGETS, Quantization, Recipe, dump_recipe
 from zoo.sparsity import measure_sparsity, target_names
-from zoo.train import batch_plan, train
+from zoo.train import batch_plan, process_state, train
 
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json")
 
@@ -225,7 +225,8 @@ def finetune(run: Run, run_dir: Path, progress: Progress, eval_limit: int | None
     with phases("compress"):  # the one-shot changes on calibration batches (layers, width, OBS)
         calibration = calibration_batches(features, run.profile.eval.batch_size, cfg.seed, run.pad_id)
         model = manager.prepare(model, calibration)
-    with phases("teacher"):
+    state = process_state()
+    with phases("teacher"), state.main_process_first():  # the main process writes the teacher cache, the others then read it
         teacher_cache = build_teacher_source(
             manager, run.adapter, features, model.config.num_hidden_layers,
             lambda n: bar(progress, "teacher outputs", n), run.profile.eval.batch_size, run.pad_id,
@@ -238,6 +239,8 @@ def finetune(run: Run, run_dir: Path, progress: Progress, eval_limit: int | None
             on_step=lambda step, loss: progress.update(task_id, completed=step, description=f"train loss {loss:.3f}"),
         )
     record["train"] = {"examples": len(examples), "features": len(features.rows), **stats.summary()}
+    if not state.is_main_process:
+        return record  # every process holds the same trained weights: the main one saves and scores them
     staging = _staging(run_dir)
     with phases("save"):
         model.save_pretrained(staging)  # safetensors: transformers 5 writes nothing else
