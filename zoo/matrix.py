@@ -3,7 +3,9 @@
 Each cell gets its own folder under the matrix's run root. A cell is complete when its
 `metrics.json` exists: the pipeline writes it last inside a staging folder that is then
 renamed into place, so a killed run leaves at most a `.NAME.partial` folder, which the
-next run removes and redoes. Completed cells are skipped.
+next run removes and redoes. Completed cells are skipped. The teachers train here first;
+the cells then run on an executor (zoo/executor.py): one after another in this process,
+or as Ray tasks.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from pydantic import Field, ValidationError, model_validator
 
 from tasks import family_tasks
 from zoo.errors import ZooError
+from zoo.executor import Executor, LocalExecutor
 from zoo.io import folder_lock, write_json
 from zoo.profiles import RECIPES_DIR, Strict, TrainConfig, describe, profile_section
 from zoo.recipe import Recipe, parse_recipe
@@ -34,6 +37,13 @@ class Axes(Strict):
     width: list[float] = Field([1.0], min_length=1)
     distill: list[bool] = Field([False], min_length=1)
     quant: list[Literal["none", "int8"]] = Field(["none"], min_length=1)
+
+
+class CellResources(Strict):
+    """What one cell reserves on a Ray worker (--executor ray); its torch threads = cpus."""
+
+    cpus: int = Field(1, ge=1)
+    gpus: float = Field(0, ge=0)  # a fraction shares one GPU between cells
 
 
 class MatrixProfile(Strict):
@@ -57,6 +67,7 @@ class MatrixProfile(Strict):
     layer_keep: dict[int, list[int]] = Field(default_factory=dict)
     width_pruning: dict = Field(default_factory=dict)  # settings for width cells besides `width` itself
     distillation: dict = Field(default_factory=dict)
+    cell_resources: CellResources = Field(default_factory=CellResources)
 
     @model_validator(mode="after")
     def _overrides_are_train_settings(self):
@@ -237,7 +248,7 @@ def write_run_log(root: Path, entry: dict) -> None:
 
 
 def run(family: str, profile_name: str, progress, *, matrix_file: str | None = None, data_dir: str | None = None,
-        root: str | None = None, patterns: list[str] | None = None, dry_run: bool = False) -> dict:
+        root: str | None = None, patterns: list[str] | None = None, dry_run: bool = False, executor: Executor | None = None) -> dict:
     """Run (or, with dry_run, list) the selected cells of every task; returns what happened per cell."""
     from transformers import AutoConfig
 
@@ -255,12 +266,51 @@ def run(family: str, profile_name: str, progress, *, matrix_file: str | None = N
                            "learning_rate": matrix.train_config(c, None).learning_rate,
                            "estimate_s": estimate_seconds(c, matrix, base_layers[c.task], teachers[c.task])} for c in cells]}
 
-    with folder_lock(root_dir, "zoo matrix run"):  # two runners on one folder would redo and clobber each other's cells
-        return _run_cells(cells, matrix, base_layers, root_dir, profile_name, progress, data_dir)
+    # two runners on one folder would redo and clobber each other's cells; with Ray the driver holds it for its workers
+    with folder_lock(root_dir, "zoo matrix run"):
+        return _run_cells(cells, matrix, base_layers, root_dir, profile_name, progress, data_dir, executor or LocalExecutor())
+
+
+@dataclass(frozen=True)
+class CellRunner:
+    """Runs one cell into its folder: everything a cell needs besides itself, picklable so a
+    Ray worker gets its own copy. Returns the cell's wall time."""
+
+    matrix: MatrixProfile
+    base_layers: dict[str, int]
+    root_dir: Path
+    profile_name: str
+    data_dir: str | None
+    teachers: dict[str, dict | None]
+
+    def __call__(self, cell: Cell, progress) -> float:
+        from zoo import pipeline
+
+        matrix, root_dir = self.matrix, self.root_dir
+        started = time.perf_counter()
+        before = set(progress.task_ids)
+        init = str(teacher_dir(matrix, cell.task)) if matrix.init == "teacher" else cell.model
+        cell_run = pipeline.open_run(cell.task, init, matrix.finetune_profile, self.data_dir)
+        steps = train_steps(cell, matrix, self.base_layers[cell.task])
+        cell_run.profile = cell_run.profile.model_copy(update={"train": matrix.train_config(cell, steps)})
+        labels = {"name": cell.name, "matrix_profile": self.profile_name, "base_model": cell.model, "base_layers": self.base_layers[cell.task],
+                  "target_sparsity": cell.sparsity, "layers": cell.layers, "width": cell.width, "distilled": cell.distill,
+                  "quant": cell.quant, "init": matrix.init, "teacher": _reference(self.teachers[cell.task], matrix.eval_examples)}
+        cell_dir = root_dir / cell.name
+        if cell.fp32_sibling:
+            sibling = root_dir / cell.fp32_sibling
+            if not is_complete(sibling):
+                raise ZooError(f"cell {cell.name} quantises {sibling}, which is not complete; run that cell first")
+            pipeline.quantize_trained(cell_run, sibling, cell_dir, progress, matrix.eval_examples, cell.recipe, labels)
+        else:
+            pipeline.finetune(cell_run, cell_dir, progress, matrix.eval_examples, recipe=cell.recipe, cell=labels)
+        for task_id in set(progress.task_ids) - before:
+            progress.remove_task(task_id)
+        return round(time.perf_counter() - started, 1)
 
 
 def _run_cells(cells: list[Cell], matrix: MatrixProfile, base_layers: dict, root_dir: Path, profile_name: str,
-               progress, data_dir: str | None) -> dict:
+               progress, data_dir: str | None, executor: Executor) -> dict:
     from zoo import pipeline
 
     teachers = {task: read_metrics(teacher_dir(matrix, task)) for task in matrix.tasks}  # read under the lock
@@ -272,34 +322,11 @@ def _run_cells(cells: list[Cell], matrix: MatrixProfile, base_layers: dict, root
             teacher_started = time.perf_counter()
             teachers[task] = pipeline.finetune(base_run, teacher_dir(matrix, task), progress, base_run.profile.eval.max_examples)
             phases[f"teacher:{task}"] = round(time.perf_counter() - teacher_started, 1)
-    outcome: dict[str, str] = {}
-    overall = progress.add_task("matrix", total=len(cells))
-    for cell in cells:
-        cell_dir = root_dir / cell.name
-        if is_complete(cell_dir):
-            outcome[cell.name] = "skipped (complete)"
-        else:
-            cell_started = time.perf_counter()
-            before = set(progress.task_ids)
-            init = str(teacher_dir(matrix, cell.task)) if matrix.init == "teacher" else cell.model
-            cell_run = pipeline.open_run(cell.task, init, matrix.finetune_profile, data_dir)
-            steps = train_steps(cell, matrix, base_layers[cell.task])
-            cell_run.profile = cell_run.profile.model_copy(update={"train": matrix.train_config(cell, steps)})
-            labels = {"name": cell.name, "matrix_profile": profile_name, "base_model": cell.model, "base_layers": base_layers[cell.task],
-                      "target_sparsity": cell.sparsity, "layers": cell.layers, "width": cell.width, "distilled": cell.distill,
-                      "quant": cell.quant, "init": matrix.init, "teacher": _reference(teachers[cell.task], matrix.eval_examples)}
-            if cell.fp32_sibling:
-                sibling = root_dir / cell.fp32_sibling
-                if not is_complete(sibling):
-                    raise ZooError(f"cell {cell.name} quantises {sibling}, which is not complete; run that cell first")
-                pipeline.quantize_trained(cell_run, sibling, cell_dir, progress, matrix.eval_examples, cell.recipe, labels)
-            else:
-                pipeline.finetune(cell_run, cell_dir, progress, matrix.eval_examples, recipe=cell.recipe, cell=labels)
-            for task_id in set(progress.task_ids) - before:
-                progress.remove_task(task_id)
-            phases[cell.name] = round(time.perf_counter() - cell_started, 1)
-            outcome[cell.name] = "ran"
-        progress.advance(overall)
+    to_run = [c for c in cells if not is_complete(root_dir / c.name)]
+    runner = CellRunner(matrix, base_layers, root_dir, profile_name, data_dir, teachers)
+    phases |= executor.run(to_run, runner, progress, matrix.cell_resources)
+    ran = {c.name for c in to_run}
+    outcome = {c.name: "ran" if c.name in ran else "skipped (complete)" for c in cells}
     phases["total"] = round(time.perf_counter() - started, 1)
-    write_run_log(root_dir, {"profile": profile_name, "cells": outcome, "wall_time_s": phases})
+    write_run_log(root_dir, {"profile": profile_name, "executor": executor.describe(), "cells": outcome, "wall_time_s": phases})
     return {"root": str(root_dir), "cells": outcome, "wall_time_s": phases}
