@@ -6,6 +6,7 @@ Run as a script by `torchrun`, this file is the worker: it trains and the main
 process saves the weights.
 """
 
+import json
 import os
 import socket
 import subprocess
@@ -91,6 +92,20 @@ def test_two_processes_train_like_one_on_the_same_global_batches(tmp_path):
             assert torch.allclose(weight, two[name], atol=1e-5), name
     encoder = [n for n in two if ".encoder." in n and n.endswith(".weight") and two[n].ndim == 2]
     assert all(abs(float((two[n] == 0).float().mean()) - 0.5) < 0.01 for n in encoder)  # both processes pruned alike
+
+
+
+def test_torchrun_finetune_main_process_writes_the_one_run_folder(tmp_path, tiny_bert_dir, squad_data_root):
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
+               "-m", "zoo.cli", "finetune", "squad", "--model", str(tiny_bert_dir), "--data-dir", str(squad_data_root),
+               "--output", str(tmp_path / "out" / "run"), "--eval-examples", "8"]
+    done = subprocess.run(command, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"},
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    record = json.loads((tmp_path / "out" / "run" / "metrics.json").read_text())
+    assert record["train"]["steps"] == 1 and record["train"]["features_seen"] == 24  # plan batches of 16 and 8: one per process
+    assert done.stdout.count("train steps") == 1  # one summary: the main process's
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["run"]  # no staging folder left behind
 
 
 if __name__ == "__main__":

@@ -74,7 +74,8 @@ def cmd_run(args: argparse.Namespace) -> None:
             record = pipeline.finetune(run, run_dir, progress, eval_limit, recipe=recipe)
         else:
             record = pipeline.evaluate(run, run_dir, progress, eval_limit)
-    _summary(record, run_dir)
+    if record:  # None: a process of a distributed launch other than the main one, which reports nothing
+        _summary(record, run_dir)
 
 
 def cmd_bench_train(args: argparse.Namespace) -> None:

@@ -204,9 +204,10 @@ def prune_targets(recipe: dict) -> list[str]:
 
 
 def finetune(run: Run, run_dir: Path, progress: Progress, eval_limit: int | None,
-             recipe: Recipe | None = None, cell: dict | None = None) -> dict:
+             recipe: Recipe | None = None, cell: dict | None = None) -> dict | None:
     """Train the task model from `run.model_path` under `recipe` (none: dense), save, evaluate.
-    `cell` labels the run as a matrix cell (its name and target settings)."""
+    `cell` labels the run as a matrix cell (its name and target settings). Under a distributed
+    launch only the main process saves and scores; the others return None."""
     check_replaceable(run_dir)  # before any work: the folder is replaced only at the end
     started, phases = time.perf_counter(), Phases()
     record = _new_record(run, "finetune")
@@ -240,7 +241,7 @@ def finetune(run: Run, run_dir: Path, progress: Progress, eval_limit: int | None
         )
     record["train"] = {"examples": len(examples), "features": len(features.rows), **stats.summary()}
     if not state.is_main_process:
-        return record  # every process holds the same trained weights: the main one saves and scores them
+        return None  # every process holds the same trained weights: the main one saves and scores them
     staging = _staging(run_dir)
     with phases("save"):
         model.save_pretrained(staging)  # safetensors: transformers 5 writes nothing else
