@@ -286,7 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir")
     p.add_argument("--executor", choices=("local", "ray"), default="local",
                    help="local: cells one after another here (default); ray: cells as Ray tasks (pip install 'zoo[ray]')")
-    p.add_argument("--address", help="with --executor ray: an existing Ray cluster (e.g. ray://head:10001; default: a local Ray instance)")
+    p.add_argument("--address", help="with --executor ray: an existing Ray cluster (auto, HEAD:6379 or ray://HEAD:10001; default: a Ray instance started here)")
     p.add_argument("--workers", type=_count, help="with --executor ray: at most N cells at once (default: as many as the cluster's resources allow)")
     p.set_defaults(func=cmd_matrix)
     p = sub.add_parser("tables", help="build results/FAMILY.{csv,md,png} and the README table from matrix cells")
