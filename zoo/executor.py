@@ -17,12 +17,12 @@ from zoo.errors import ZooError
 if TYPE_CHECKING:
     from zoo.matrix import Cell, CellResources
 
-CellRunner = Callable[["Cell", object], float]  # (cell, rich progress) -> wall seconds
+RunCell = Callable[["Cell", object], float]  # (cell, rich progress) -> wall seconds
 MAX_RETRIES = 3  # a worker that dies mid-cell (killed, out of memory) costs that cell a restart, not the run
 
 
 class Executor:
-    def run(self, cells: list[Cell], runner: CellRunner, progress, resources: CellResources) -> dict[str, float]:
+    def run(self, cells: list[Cell], runner: RunCell, progress, resources: CellResources) -> dict[str, float]:
         """Run every cell (quantised ones after their fp32 sibling); returns wall seconds per cell."""
         raise NotImplementedError
 
@@ -65,9 +65,13 @@ class RayExecutor(Executor):
         import zoo
 
         code = str(Path(zoo.__file__).resolve().parents[1])  # workers import this same zoo, not another install's
-        ray.init(address=self.address, include_dashboard=False, log_to_driver=False, configure_logging=False,
-                 runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(filter(None, [code, os.environ.get("PYTHONPATH")]))}},
-                 **({} if self.address else {"object_store_memory": 100 << 20}))  # cells return one number each
+        try:
+            ray.init(address=self.address, include_dashboard=False, log_to_driver=False, configure_logging=False,
+                     runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(filter(None, [code, os.environ.get("PYTHONPATH")]))}},
+                     **({} if self.address else {"object_store_memory": 100 << 20}))  # cells return one number each
+        except (ConnectionError, TimeoutError) as e:
+            raise ZooError(f"--address {self.address}: no Ray cluster there ({e}); start one (ray start --head) "
+                           f"or leave --address out for a Ray instance on this machine") from None
         try:
             task = ray.remote(num_cpus=resources.cpus, num_gpus=resources.gpus, max_retries=MAX_RETRIES)(run_on_worker)
             started = Queue()
@@ -106,7 +110,7 @@ def _result(ray, ref) -> float:
         raise
 
 
-def run_on_worker(runner: CellRunner, cell: Cell, cwd: str, threads: int, started, *after) -> float:
+def run_on_worker(runner: RunCell, cell: Cell, cwd: str, threads: int, started, *after) -> float:
     """One cell in a Ray worker. Relative paths (teacher, runs/, .cache) mean what they mean to
     the driver; torch uses the cell's CPU share, not every core (cells share the machine)."""
     import torch
