@@ -1,6 +1,7 @@
 """`zoo matrix --executor ray`: the same table as the local executor, even when a worker is
 killed mid-cell; the folder lock still holds; bad flags and a missing Ray fail in one line."""
 
+import json
 import os
 import signal
 import subprocess
@@ -65,16 +66,17 @@ def descendants(pid: int) -> list[int]:
     return found
 
 
-def cell_worker(pid: int) -> int | None:
-    """A Ray worker (a descendant of the driver) while it runs a cell: Ray titles it after the task."""
+def cell_workers(pid: int) -> list[int]:
+    """Ray workers (descendants of the driver) running a cell: Ray titles them after the task."""
+    found = []
     for child in descendants(pid):
         try:
             title = Path(f"/proc/{child}/cmdline").read_bytes().decode(errors="replace")
         except OSError:
             continue
         if title.startswith("ray::run_on_worker"):
-            return child
-    return None
+            found.append(child)
+    return found
 
 
 def test_ray_killed_worker_retried_same_table_as_local(tiny_matrix, tmp_path):
@@ -88,17 +90,21 @@ def test_ray_killed_worker_retried_same_table_as_local(tiny_matrix, tmp_path):
     driver = subprocess.Popen(command, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
-        deadline, victim = time.time() + 240, None
-        while victim is None and time.time() < deadline and driver.poll() is None:
-            victim = cell_worker(driver.pid)
-            time.sleep(0.05)
-        assert victim, "no Ray worker was seen running a cell"
-        os.kill(victim, signal.SIGKILL)  # mid-cell: Ray retries the task on a fresh worker
+        deadline, victims = time.time() + 240, []
+        while not victims and time.time() < deadline and driver.poll() is None:
+            if list(root.glob(".*.partial")):  # a cell is saving: well into its run, so it has told the driver it started
+                victims = cell_workers(driver.pid)
+            time.sleep(0.02)
+        assert victims, "no Ray worker was seen running a cell"
+        for victim in victims:
+            os.kill(victim, signal.SIGKILL)  # mid-cell: Ray retries the task on a fresh worker
         _, err = driver.communicate(timeout=400)
     finally:
         if driver.poll() is None:
             os.killpg(driver.pid, signal.SIGKILL)
     assert driver.returncode == 0, err[-3000:]
+    outcome = json.loads((root / "matrix-runs.json").read_text())[-1]["cells"]
+    assert any("2 attempts" in o for o in outcome.values()), outcome  # the cell caught saving ran again
     got = results.table(results.load_records(root))
     assert len(got) == 4 and not list(root.glob(".*partial"))
     assert got[COMPARED].equals(expected[COMPARED])

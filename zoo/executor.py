@@ -8,9 +8,10 @@ folders by the same code, cannot tell the executors apart. Ray is imported only 
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from zoo.errors import ZooError
 
@@ -21,9 +22,15 @@ RunCell = Callable[["Cell", object], float]  # (cell, rich progress) -> wall sec
 MAX_RETRIES = 3  # a worker that dies mid-cell (killed, out of memory) costs that cell a restart, not the run
 
 
+class CellRun(NamedTuple):
+    seconds: float
+    attempts: int
+
+
 class Executor:
-    def run(self, cells: list[Cell], runner: RunCell, progress, resources: CellResources) -> dict[str, float]:
-        """Run every cell (quantised ones after their fp32 sibling); returns wall seconds per cell."""
+    def run(self, cells: list[Cell], runner: RunCell, progress, resources: CellResources) -> dict[str, CellRun]:
+        """Run every cell (quantised ones after their fp32 sibling); returns per cell its wall
+        seconds and how many times it was started (more than once: a worker died under it)."""
         raise NotImplementedError
 
     def describe(self) -> str:
@@ -35,11 +42,11 @@ class LocalExecutor(Executor):
 
     def run(self, cells, runner, progress, resources):
         overall = progress.add_task("matrix cells", total=len(cells))
-        seconds = {}
+        done = {}
         for cell in cells:  # build_cells puts quantised cells after every fp32 one
-            seconds[cell.name] = runner(cell, progress)
+            done[cell.name] = CellRun(runner(cell, progress), attempts=1)
             progress.advance(overall)
-        return seconds
+        return done
 
     def describe(self) -> str:
         return "local"
@@ -79,25 +86,27 @@ class RayExecutor(Executor):
         finally:
             ray.shutdown()
 
-    def _schedule(self, ray, task, started, cells, runner, progress, threads: int) -> dict[str, float]:
+    def _schedule(self, ray, task, started, cells, runner, progress, threads: int) -> dict[str, CellRun]:
         bar = progress.add_task("matrix cells", total=len(cells))
-        waiting, refs, names, running, seconds = list(cells), {}, {}, set(), {}
+        waiting, refs, names, running, attempts, done = list(cells), {}, {}, set(), Counter(), {}
         while waiting or names:
             while waiting and len(names) < (self.workers or len(cells)):
                 cell = waiting.pop(0)
                 after = [refs[cell.fp32_sibling]] if cell.fp32_sibling in refs else []  # Ray starts it once the sibling is done
                 refs[cell.name] = task.remote(runner, cell, os.getcwd(), threads, started, *after)
                 names[refs[cell.name]] = cell.name
-            done, _ = ray.wait(list(names), num_returns=1, timeout=1.0)
-            while not started.empty():
-                running.add(started.get_nowait())
-            for ref in done:
+            finished, _ = ray.wait(list(names), num_returns=1, timeout=1.0)
+            while not started.empty():  # a worker puts its cell's name before it returns, so every start is seen
+                name = started.get_nowait()
+                running.add(name)
+                attempts[name] += 1
+            for ref in finished:
                 name = names.pop(ref)
-                seconds[name] = _result(ray, ref)
+                done[name] = CellRun(_result(ray, ref), attempts[name])
                 running.discard(name)
                 progress.advance(bar)
             progress.update(bar, description=f"matrix cells, {len(running)} running")
-        return seconds
+        return done
 
 
 def _result(ray, ref) -> float:
@@ -113,12 +122,12 @@ def _result(ray, ref) -> float:
 def run_on_worker(runner: RunCell, cell: Cell, cwd: str, threads: int, started, *after) -> float:
     """One cell in a Ray worker. Relative paths (teacher, runs/, .cache) mean what they mean to
     the driver; torch uses the cell's CPU share, not every core (cells share the machine)."""
+    started.put(cell.name)
     import torch
     from rich.progress import Progress
 
     os.chdir(cwd)
     torch.set_num_threads(threads)
-    started.put(cell.name)
     with Progress(disable=True) as progress:
         return runner(cell, progress)
 

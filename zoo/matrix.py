@@ -324,9 +324,10 @@ def _run_cells(cells: list[Cell], matrix: MatrixProfile, base_layers: dict, root
             phases[f"teacher:{task}"] = round(time.perf_counter() - teacher_started, 1)
     to_run = [c for c in cells if not is_complete(root_dir / c.name)]
     runner = CellRunner(matrix, base_layers, root_dir, profile_name, data_dir, teachers)
-    phases |= executor.run(to_run, runner, progress, matrix.cell_resources)
-    ran = {c.name for c in to_run}
-    outcome = {c.name: "ran" if c.name in ran else "skipped (complete)" for c in cells}
+    ran = executor.run(to_run, runner, progress, matrix.cell_resources)
+    phases |= {name: cell_run.seconds for name, cell_run in ran.items()}
+    outcome = {c.name: "skipped (complete)" if c.name not in ran else "ran" if ran[c.name].attempts == 1
+               else f"ran ({ran[c.name].attempts} attempts: a worker died)" for c in cells}
     phases["total"] = round(time.perf_counter() - started, 1)
     write_run_log(root_dir, {"profile": profile_name, "executor": executor.describe(), "cells": outcome, "wall_time_s": phases})
     return {"root": str(root_dir), "cells": outcome, "wall_time_s": phases}
