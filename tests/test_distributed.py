@@ -95,6 +95,7 @@ def test_two_processes_train_like_one_on_the_same_global_batches(tmp_path):
 
 
 
+@pytest.mark.slow
 def test_torchrun_finetune_main_process_writes_the_one_run_folder(tmp_path, tiny_bert_dir, squad_data_root):
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
                "-m", "zoo.cli", "finetune", "squad", "--model", str(tiny_bert_dir), "--data-dir", str(squad_data_root),
