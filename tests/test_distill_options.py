@@ -159,7 +159,7 @@ def one_step(tiny_bert_dir, data, out, modifiers, steps=1) -> dict:
     run.profile.train = run.profile.train.model_copy(update={"max_steps": steps, "batch_size": 4})
     recipe = parse_recipe({"modifiers": modifiers}, "r")
     with Progress(disable=True) as progress:
-        return pipeline.finetune(run, out, progress, 4, recipe=recipe)
+        return pipeline.finetune(run, out, progress, 4, recipe=recipe).dump()
 
 
 @pytest.mark.parametrize("name, options, width, terms", [

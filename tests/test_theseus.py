@@ -81,7 +81,7 @@ def run_theseus(tiny_bert_dir, data, out, modifiers, steps=2) -> dict:
     run = pipeline.open_run("squad", str(tiny_bert_dir), "cpu", str(data))
     run.profile.train = run.profile.train.model_copy(update={"max_steps": steps, "batch_size": 4})
     with Progress(disable=True) as progress:
-        return pipeline.finetune(run, out, progress, 4, recipe=parse_recipe({"modifiers": modifiers}, "r"))
+        return pipeline.finetune(run, out, progress, 4, recipe=parse_recipe({"modifiers": modifiers}, "r")).dump()
 
 
 def test_tiny_bert_trains_with_module_replacement_and_saves_the_successor(tiny_bert_dir, squad_data_root, tmp_path, monkeypatch):

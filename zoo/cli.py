@@ -73,7 +73,8 @@ def cmd_run(args: argparse.Namespace) -> None:
             record = pipeline.finetune(run, run_dir, progress, eval_limit, recipe=recipe)
         else:
             record = pipeline.evaluate(run, run_dir, progress, eval_limit)
-    _summary(record, run_dir)
+    if record:  # None: a process of a distributed launch other than the main one, which reports nothing
+        _summary(record, run_dir)
 
 
 def cmd_bench_train(args: argparse.Namespace) -> None:
@@ -87,12 +88,24 @@ def cmd_bench_train(args: argparse.Namespace) -> None:
     Console().print_json(data={"results": result["results"], "comparison": result["comparison"]})
 
 
+def _executor(args: argparse.Namespace):
+    from zoo.executor import LocalExecutor, RayExecutor, import_ray
+
+    if args.executor == "local":
+        if args.address or args.workers:
+            raise ZooError("--address and --workers apply to --executor ray; add --executor ray or leave them out")
+        return LocalExecutor()
+    import_ray()  # missing Ray: the one-line error now, not after the teachers have trained
+    return RayExecutor(args.address, args.workers)
+
+
 def cmd_matrix(args: argparse.Namespace) -> None:
     from zoo import matrix
 
+    executor = _executor(args)
     with _progress() as progress:
         result = matrix.run(args.family, args.profile, progress, matrix_file=args.matrix, data_dir=args.data_dir,
-                            root=args.root, patterns=args.cells, dry_run=args.dry_run)
+                            root=args.root, patterns=args.cells, dry_run=args.dry_run, executor=executor)
     table = Table(title=f"{args.family} matrix · profile {args.profile} · {result['root']}")
     table.add_column("cell")
     if args.dry_run:
@@ -278,6 +291,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cells", nargs="+", help="only cells matching these names/globs")
     p.add_argument("--dry-run", action="store_true", help="list the cells with an estimated cost, run nothing")
     p.add_argument("--data-dir")
+    p.add_argument("--executor", choices=("local", "ray"), default="local",
+                   help="local: cells one after another here (default); ray: cells as Ray tasks (pip install 'zoo[ray]')")
+    p.add_argument("--address", help="with --executor ray: an existing Ray cluster (auto, HEAD:6379 or ray://HEAD:10001; default: a Ray instance started here)")
+    p.add_argument("--workers", type=_count, help="with --executor ray: at most N cells at once (default: as many as the cluster's resources allow)")
     p.set_defaults(func=cmd_matrix)
     p = sub.add_parser("tables", help="build results/FAMILY.{csv,md,png}, results/README.md and the README table from matrix cells")
     p.add_argument("family")

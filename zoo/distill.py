@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -188,7 +189,7 @@ class CachedTeacher:
         names = _stored_names(output_names, hidden_layers)
         info = {"key": key, "folder": str(folder), "hit": (folder / "meta.json").is_file()}
         if not info["hit"]:
-            staging = folder.with_name(f".{key}.partial")
+            staging = folder.with_name(f".{key}.{os.getpid()}.partial")  # matrix cells on parallel workers may build one key at once
             shutil.rmtree(staging, ignore_errors=True)
             staging.mkdir(parents=True)
             per_row = _teacher_forward(teacher, features, output_names, hidden_layers, per_token, batch_size, pad_id, on_batch)
@@ -198,8 +199,11 @@ class CachedTeacher:
                 rows = per_row[name]
                 np.save(staging / f"{name}.npy", (np.concatenate(rows) if per_token or name.startswith("hidden_") else np.stack(rows)).astype(dtype))
             write_json(staging / "meta.json", {"names": names, "rows": len(features.rows), "teacher": str(teacher_dir)})  # marks completion
-            shutil.rmtree(folder, ignore_errors=True)
-            staging.rename(folder)
+            if (folder / "meta.json").is_file():  # another process finished the same cache first: same arrays, keep theirs
+                shutil.rmtree(staging)
+            else:
+                shutil.rmtree(folder, ignore_errors=True)
+                staging.rename(folder)
         return cls(folder, names, per_token), info
 
     def outputs(self, indices: list[int], batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

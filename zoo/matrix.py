@@ -5,7 +5,9 @@ Each cell gets its own folder under the matrix's run root. A cell is complete wh
 renamed into place, so a killed run leaves at most a `.NAME.partial` folder, which the
 next run removes and redoes. Completed cells are skipped unless the matrix now asks for
 something else (a changed recipe, training or eval setting, or a re-run fp32 sibling): those
-are re-run, so an edited matrix never leaves old numbers in its table.
+are re-run, so an edited matrix never leaves old numbers in its table. The teachers train
+here first; the cells then run on an executor (zoo/executor.py): one after another in this
+process, or as Ray tasks.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from pydantic import Field, ValidationError, model_validator
 
 from tasks import family_tasks
 from zoo.errors import ZooError
+from zoo.executor import Executor, LocalExecutor
 from zoo.io import folder_lock, write_json
 from zoo.profiles import RECIPES_DIR, Strict, TrainConfig, describe, profile_section
 from zoo.recipe import Recipe, parse_recipe
@@ -38,6 +41,13 @@ class Axes(Strict):
     width: list[float] = Field([1.0], min_length=1)
     distill: list[bool] = Field([False], min_length=1)
     quant: list[Literal["none", "int8"]] = Field(["none"], min_length=1)
+
+
+class CellResources(Strict):
+    """What one cell reserves on a Ray worker (--executor ray); its torch threads = cpus."""
+
+    cpus: int = Field(1, ge=1)
+    gpus: float = Field(0, ge=0)  # a fraction shares one GPU between cells
 
 
 class MatrixProfile(Strict):
@@ -62,6 +72,7 @@ class MatrixProfile(Strict):
     layer_keep: dict[int, list[int]] = Field(default_factory=dict)
     width_pruning: dict = Field(default_factory=dict)  # settings for width cells besides `width` itself
     distillation: dict = Field(default_factory=dict)
+    cell_resources: CellResources = Field(default_factory=CellResources)
 
     @model_validator(mode="after")
     def _overrides_are_train_settings(self):
@@ -281,7 +292,7 @@ def write_run_log(root: Path, entry: dict) -> None:
 
 
 def run(family: str, profile_name: str, progress, *, matrix_file: str | None = None, data_dir: str | None = None,
-        root: str | None = None, patterns: list[str] | None = None, dry_run: bool = False) -> dict:
+        root: str | None = None, patterns: list[str] | None = None, dry_run: bool = False, executor: Executor | None = None) -> dict:
     """Run (or, with dry_run, list) the selected cells of every task; returns what happened per cell."""
     from transformers import AutoConfig
 
@@ -300,8 +311,45 @@ def run(family: str, profile_name: str, progress, *, matrix_file: str | None = N
                            "learning_rate": matrix.train_config(c, None).learning_rate,
                            "estimate_s": estimate_seconds(c, matrix, base_layers[c.task], teachers[c.task])} for c in cells]}
 
-    with folder_lock(root_dir, "zoo matrix run"):  # two runners on one folder would redo and clobber each other's cells
-        return _run_cells(cells, matrix, base_layers, root_dir, profile_name, progress, data_dir)
+    # two runners on one folder would redo and clobber each other's cells; with Ray the driver holds it for its workers
+    with folder_lock(root_dir, "zoo matrix run"):
+        return _run_cells(cells, matrix, base_layers, root_dir, profile_name, progress, data_dir, executor or LocalExecutor())
+
+
+@dataclass(frozen=True)
+class CellRunner:
+    """Runs one cell into its folder: everything a cell needs besides itself, picklable so a
+    Ray worker gets its own copy. Returns the cell's wall time."""
+
+    matrix: MatrixProfile
+    base_layers: dict[str, int]
+    root_dir: Path
+    profile_name: str
+    data_dir: str | None
+    teachers: dict[str, Record | None]
+
+    def __call__(self, cell: Cell, progress) -> float:
+        from zoo import pipeline
+
+        matrix, root_dir = self.matrix, self.root_dir
+        started = time.perf_counter()
+        before = set(progress.task_ids)
+        init = str(teacher_dir(matrix, cell.task)) if matrix.init == "teacher" else cell.model
+        cell_run = pipeline.open_run(cell.task, init, matrix.finetune_profile, self.data_dir)
+        steps = train_steps(cell, matrix, self.base_layers[cell.task])
+        cell_run.profile = cell_run.profile.model_copy(update={"train": matrix.train_config(cell, steps)})
+        labels = cell.labels(matrix, self.profile_name, self.base_layers[cell.task], self.teachers[cell.task])
+        cell_dir = root_dir / cell.name
+        if cell.fp32_sibling:
+            sibling = root_dir / cell.fp32_sibling
+            if not is_complete(sibling):
+                raise ZooError(f"cell {cell.name} quantises {sibling}, which is not complete; run that cell first")
+            pipeline.quantize_trained(cell_run, sibling, cell_dir, progress, matrix.eval_examples, cell.recipe, labels)
+        else:
+            pipeline.finetune(cell_run, cell_dir, progress, matrix.eval_examples, recipe=cell.recipe, cell=labels)
+        for task_id in set(progress.task_ids) - before:
+            progress.remove_task(task_id)
+        return round(time.perf_counter() - started, 1)
 
 
 def _dry_run_status(changed: list[str] | None) -> dict:
@@ -309,7 +357,7 @@ def _dry_run_status(changed: list[str] | None) -> dict:
 
 
 def _run_cells(cells: list[Cell], matrix: MatrixProfile, base_layers: dict, root_dir: Path, profile_name: str,
-               progress, data_dir: str | None) -> dict:
+               progress, data_dir: str | None, executor: Executor) -> dict:
     from zoo import pipeline
 
     teachers = {task: find_record(teacher_dir(matrix, task)) for task in matrix.tasks}  # read under the lock
@@ -321,35 +369,20 @@ def _run_cells(cells: list[Cell], matrix: MatrixProfile, base_layers: dict, root
             teacher_started = time.perf_counter()
             teachers[task] = pipeline.finetune(base_run, teacher_dir(matrix, task), progress, base_run.profile.eval.max_examples)
             phases[f"teacher:{task}"] = round(time.perf_counter() - teacher_started, 1)
-    outcome: dict[str, str] = {}
-    overall = progress.add_task("matrix", total=len(cells))
-    for cell in cells:
-        cell_dir = root_dir / cell.name
-        changed = changes_since_run(cell, matrix, base_layers[cell.task], root_dir)
-        if changed == []:
-            outcome[cell.name] = "skipped (complete)"
-        else:
-            if changed:
-                progress.console.print(f"{cell.name}: re-running, the matrix changed since it ran ({'; '.join(changed)})")
-            cell_started = time.perf_counter()
-            before = set(progress.task_ids)
-            init = str(teacher_dir(matrix, cell.task)) if matrix.init == "teacher" else cell.model
-            cell_run = pipeline.open_run(cell.task, init, matrix.finetune_profile, data_dir)
-            steps = train_steps(cell, matrix, base_layers[cell.task])
-            cell_run.profile = cell_run.profile.model_copy(update={"train": matrix.train_config(cell, steps)})
-            labels = cell.labels(matrix, profile_name, base_layers[cell.task], teachers[cell.task])
-            if cell.fp32_sibling:
-                sibling = root_dir / cell.fp32_sibling
-                if not is_complete(sibling):
-                    raise ZooError(f"cell {cell.name} quantises {sibling}, which is not complete; run that cell first")
-                pipeline.quantize_trained(cell_run, sibling, cell_dir, progress, matrix.eval_examples, cell.recipe, labels)
-            else:
-                pipeline.finetune(cell_run, cell_dir, progress, matrix.eval_examples, recipe=cell.recipe, cell=labels)
-            for task_id in set(progress.task_ids) - before:
-                progress.remove_task(task_id)
-            phases[cell.name] = round(time.perf_counter() - cell_started, 1)
-            outcome[cell.name] = "re-ran (matrix changed)" if changed else "ran"
-        progress.advance(overall)
+    changes = {c.name: changes_since_run(c, matrix, base_layers[c.task], root_dir) for c in cells}
+    for c in cells:  # cells come unquantised first: a quantised cell whose sibling re-runs re-runs after it
+        if c.fp32_sibling and changes.get(c.fp32_sibling) != [] and changes[c.name] == []:
+            changes[c.name] = [f"{c.fp32_sibling} re-runs"]
+    to_run = [c for c in cells if changes[c.name] != []]
+    for c in to_run:
+        if changes[c.name]:
+            progress.console.print(f"{c.name}: re-running, the matrix changed since it ran ({'; '.join(changes[c.name])})")
+    runner = CellRunner(matrix, base_layers, root_dir, profile_name, data_dir, teachers)
+    ran = executor.run(to_run, runner, progress, matrix.cell_resources)
+    phases |= {name: cell_run.seconds for name, cell_run in ran.items()}
+    outcome = {c.name: "skipped (complete)" if c.name not in ran
+               else ("re-ran (matrix changed)" if changes[c.name] else "ran")
+               + ("" if ran[c.name].attempts == 1 else f" ({ran[c.name].attempts} attempts: a worker died)") for c in cells}
     phases["total"] = round(time.perf_counter() - started, 1)
-    write_run_log(root_dir, {"profile": profile_name, "cells": outcome, "wall_time_s": phases})
+    write_run_log(root_dir, {"profile": profile_name, "executor": executor.describe(), "cells": outcome, "wall_time_s": phases})
     return {"root": str(root_dir), "cells": outcome, "wall_time_s": phases}

@@ -31,7 +31,7 @@ from zoo.profiles import Profile, load_profile, parse_task_config
 from zoo.recipe import Recipe, dump_recipe
 from zoo.record import METRICS_FILE, CellLabels, Record, load_record, parse_record
 from zoo.sparsity import DEFAULT_PRUNE_TARGETS, measure_sparsity, target_names
-from zoo.train import batch_plan, train
+from zoo.train import batch_plan, process_state, train
 
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json")
 
@@ -201,9 +201,10 @@ def prune_targets(recipe: dict) -> list[str]:
 
 
 def finetune(run: Run, run_dir: Path, progress: Progress, eval_limit: int | None,
-             recipe: Recipe | None = None, cell: CellLabels | None = None) -> Record:
+             recipe: Recipe | None = None, cell: CellLabels | None = None) -> Record | None:
     """Train the task model from `run.model_path` under `recipe` (none: dense), save, evaluate.
-    `cell` labels the run as a matrix cell (its name and target settings)."""
+    `cell` labels the run as a matrix cell (its name and target settings). Under a distributed
+    launch only the main process saves and scores; the others return None."""
     check_replaceable(run_dir)  # before any work: the folder is replaced only at the end
     started, phases = time.perf_counter(), Phases()
     record = _new_record(run, "finetune")
@@ -222,7 +223,8 @@ def finetune(run: Run, run_dir: Path, progress: Progress, eval_limit: int | None
     with phases("compress"):  # the one-shot changes on calibration batches (layers, width, OBS)
         calibration = calibration_batches(features, run.profile.eval.batch_size, cfg.seed, run.pad_id)
         model = manager.prepare(model, calibration)
-    with phases("teacher"):
+    state = process_state()
+    with phases("teacher"), state.main_process_first():  # the main process writes the teacher cache, the others then read it
         teacher_cache = manager.load_references(
             model, run.adapter, features, lambda n: bar(progress, "teacher outputs", n), run.profile.eval.batch_size, run.pad_id,
         )
@@ -234,6 +236,8 @@ def finetune(run: Run, run_dir: Path, progress: Progress, eval_limit: int | None
             on_step=lambda step, loss: progress.update(task_id, completed=step, description=f"train loss {loss:.3f}"),
         )
     record["train"] = {"examples": len(examples), "features": len(features.rows), **stats.summary()}
+    if not state.is_main_process:
+        return None  # every process holds the same trained weights: the main one saves and scores them
     staging = _staging(run_dir)
     with phases("save"):
         model.save_pretrained(staging)  # safetensors: transformers 5 writes nothing else

@@ -3,6 +3,11 @@
 Why not `transformers.Trainer`: compression needs to own the step (mask enforcement after
 every optimizer step, a distillation loss from cached teacher outputs). A short explicit
 loop shows that order plainly, where a Trainer would need a subclass plus callbacks.
+
+The batches go through `accelerator.prepare` as a DataLoader over the step plan, so under
+`accelerate launch --num_processes N` each process trains on every N-th batch of the plan
+(the plan's batch size is per process; gradients are averaged) and one process is the same
+loop as always. Each batch carries its row indices: the teacher cache looks rows up by them.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
-from accelerate import Accelerator
+from accelerate import Accelerator, PartialState
 from accelerate.state import AcceleratorState
 from transformers import get_linear_schedule_with_warmup, set_seed
 
@@ -60,6 +65,36 @@ def batch_plan(features: FeatureSet, cfg: TrainConfig) -> list[list[int]]:
     return plan if cfg.max_steps is None else plan[: cfg.max_steps]
 
 
+class StepPlan(torch.utils.data.Sampler):
+    """The plan as a DataLoader batch sampler. No `batch_size` attribute: batches vary in size
+    (length grouping, a cut last batch), so accelerate shards whole batches, never splits them."""
+
+    def __init__(self, plan: list[list[int]]):
+        self.plan = plan
+
+    def __iter__(self):
+        return iter(self.plan)
+
+    def __len__(self) -> int:
+        return len(self.plan)
+
+
+def process_state() -> PartialState:
+    """This process of a distributed launch (`accelerate launch`, `torchrun`), or the only one.
+    accelerate joins CPU processes into one group (gloo) only when told cpu=True."""
+    return PartialState(cpu=not torch.cuda.is_available())
+
+
+def plan_loader(features: FeatureSet, plan: list[list[int]], pad_to: int | None, pad_id: int) -> torch.utils.data.DataLoader:
+    """Batches of (row indices, collated tensors) in plan order. The loader gets its own
+    generator: one drawn from the global RNG would shift every dropout mask after it."""
+    def collate_rows(indices: list[int]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        return torch.tensor(indices), collate([features.rows[i] for i in indices], pad_to=pad_to, pad_id=pad_id)
+
+    return torch.utils.data.DataLoader(range(len(features.rows)), batch_sampler=StepPlan(plan), collate_fn=collate_rows,
+                                       generator=torch.Generator())
+
+
 def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     """No weight decay on biases and LayerNorm weights (standard BERT fine-tuning)."""
     decay, no_decay = [], []
@@ -93,33 +128,33 @@ def train(
     # accelerate keeps one process-wide state and refuses a second precision in the same process
     # (a matrix that trains fp32 cells after a bf16 teacher, or the test suite); each run sets its own.
     AcceleratorState._reset_state()
+    process_state()
     accelerator = Accelerator(mixed_precision=cfg.mixed_precision)
     optimizer = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.learning_rate)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * len(plan)), len(plan))
-    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    # The schedule counts plan batches; with N processes accelerate steps it N times per step.
+    model, optimizer, scheduler, loader = accelerator.prepare(model, optimizer, scheduler, plan_loader(features, plan, pad_to, pad_id))
     inner_optimizer = getattr(optimizer, "optimizer", optimizer)  # accelerate's wrapper steps the inner one
-    manager.on_train_start(accelerator.unwrap_model(model), inner_optimizer, len(plan))
+    manager.on_train_start(accelerator.unwrap_model(model), inner_optimizer, len(loader))
     model.train()
     stats = TrainStats()
     started = time.perf_counter()
     extra_inputs = manager.model_kwargs()
-    for step, indices in enumerate(plan):
+    for step, (indices, batch) in enumerate(loader):
         manager.before_step(step)
-        batch = collate([features.rows[i] for i in indices], pad_to=pad_to, pad_id=pad_id)
-        batch = {k: v.to(accelerator.device) for k, v in batch.items()}
         outputs = model(**batch, **extra_inputs)
-        loss = manager.loss(outputs.loss, outputs, batch, indices)
+        loss = manager.loss(outputs.loss, outputs, batch, indices.tolist())
         accelerator.backward(loss)
         accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         stats.steps += 1
-        stats.features_seen += len(indices)
-        stats.losses.append(loss.item())
+        stats.losses.append(accelerator.reduce(loss.detach(), reduction="mean").item())  # every process's batch
         if on_step:
             on_step(stats.steps, stats.losses[-1])
     stats.seconds = time.perf_counter() - started
+    stats.features_seen = sum(len(b) for b in plan[: stats.steps * accelerator.num_processes])
     model = accelerator.unwrap_model(model)
     manager.on_train_end(model)
     return model, stats
