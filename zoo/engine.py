@@ -44,9 +44,10 @@ class Manager:
         for m in self.modifiers:
             m.check(model, self.ctx)
 
-    def prepare(self, model: torch.nn.Module, calibration: Callable[[int], list[dict]] | None = None) -> torch.nn.Module:
-        """Structural changes, before the optimizer sees the parameters. `calibration(n)` gives
-        labelled batches covering n training features (layer search, width and OBS score on them)."""
+    def prepare(self, model: torch.nn.Module, calibration: Callable[..., list[dict]] | None = None) -> torch.nn.Module:
+        """Structural changes, before the optimizer sees the parameters. `calibration(n[, batch_size])`
+        gives labelled batches covering n training features (layer search, width and OBS score on
+        them; static int8 calibrates on them after training)."""
         self.check(model)
         self.ctx.calibration = calibration
         for m in self.modifiers:

@@ -1,6 +1,7 @@
 """ONNX export, int8 quantisation and an ONNX Runtime runner for the zoo's BERT task models.
 
-Why: a compressed checkpoint is deployed on CPU through ONNX Runtime (fp32 or dynamic int8),
+Why: a compressed checkpoint is deployed on CPU through ONNX Runtime (fp32, dynamic or static
+int8 -- static: zoo/ptq.py),
 so that is where its speed and size are measured; `parity` checks the exported graph
 against PyTorch first. Export traces the real module shapes, so width-pruned models (fewer
 heads, narrower FFN) and layer-dropped ones export like dense ones.
@@ -136,15 +137,31 @@ def export(
     return path
 
 
+@contextmanager
+def staged_quantization(onnx_path: str | Path, out_path: str | Path):
+    """Yields (prepared input, staging file) for an ONNX Runtime quantiser, then renames the
+    staging file over `out_path`. ORT's `quant_pre_process` (ONNX shape inference + graph
+    optimisation) runs first, as ORT recommends; its symbolic shape inference is skipped: it
+    cannot complete on the torch.export graph (and drops temp files in the working directory
+    when it fails)."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out_path.parent, prefix=f".{out_path.name}.") as tmp_dir:
+        prepared = Path(tmp_dir) / "prepared.onnx"
+        quant_pre_process(str(onnx_path), str(prepared), skip_symbolic_shape=True)
+        staged = Path(tmp_dir) / out_path.name
+        yield prepared, staged
+        os.chmod(staged, 0o644)
+        os.replace(staged, out_path)
+
+
 def quantize_int8(onnx_path: str | Path, out_path: str | Path | None = None, per_channel: bool = True,
                   reduce_range: bool = False, quantize_embeddings: bool = False) -> Path:
     """Dynamic int8 quantisation with ONNX Runtime: MatMul/Gemm weights stored as QInt8
-    (per output channel), activations quantised to uint8 at run time. ORT's
-    `quant_pre_process` (ONNX shape inference + graph optimisation) runs first, as ORT
-    recommends; its symbolic shape inference is skipped: it cannot complete on the
-    torch.export graph (and drops temp files in the working directory when it fails).
-    Written in a temp folder, then renamed over `out_path` (default: `model.int8.onnx`
-    beside the input).
+    (per output channel), activations quantised to uint8 at run time. Written in a temp
+    folder, then renamed over `out_path` (default: `model.int8.onnx` beside the input).
 
     Defaults chosen on the SQuAD MiniLM (dense-cpu) against fp32, AVX2 without VNNI:
     per-tensor weights -> max |logit diff| 1.55, argmax agreement 0.88; per-channel -> 0.55,
@@ -152,20 +169,13 @@ def quantize_int8(onnx_path: str | Path, out_path: str | Path | None = None, per
     `quantize_embeddings` also stores the word-embedding table (a Gather) in int8: the file
     shrinks 2.5x more (MiniLM 59 -> 23 MB) for a little accuracy (max diff 0.55 -> 0.85)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
-    from onnxruntime.quantization.shape_inference import quant_pre_process
 
     onnx_path = Path(onnx_path)
     out_path = Path(out_path) if out_path else onnx_path.with_name(INT8_FILE)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out_path.parent, prefix=f".{out_path.name}.") as tmp_dir:
-        prepared = Path(tmp_dir) / "prepared.onnx"
-        quant_pre_process(str(onnx_path), str(prepared), skip_symbolic_shape=True)
-        staged = Path(tmp_dir) / out_path.name
+    with staged_quantization(onnx_path, out_path) as (prepared, staged):
         quantize_dynamic(prepared, staged, weight_type=QuantType.QInt8, per_channel=per_channel,
                          reduce_range=reduce_range,
                          op_types_to_quantize=["MatMul", "Gemm", *(["Gather"] if quantize_embeddings else [])])
-        os.chmod(staged, 0o644)
-        os.replace(staged, out_path)
     return out_path
 
 

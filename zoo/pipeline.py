@@ -175,10 +175,27 @@ def measure_checkpoint(run_dir: Path, targets: list[str]) -> dict:
 
 
 def calibration_batches(features, batch_size: int, seed: int, pad_id: int):
-    """`batches(n)`: a seeded random n training features, collated with their labels."""
-    def batches(n: int) -> list[dict]:
-        chosen = np.random.default_rng(seed).permutation(len(features.rows))[:n]
-        return [collate([features.rows[i] for i in chosen[k : k + batch_size]], pad_id=pad_id) for k in range(0, len(chosen), batch_size)]
+    """`batches(n, size=None)`: a seeded random n training features (a smaller n: a prefix of
+    the same order), collated with their labels, `size` (default `batch_size`) per batch."""
+    def batches(n: int, size: int | None = None) -> list[dict]:
+        chosen, size = np.random.default_rng(seed).permutation(len(features.rows))[:n], size or batch_size
+        return [collate([features.rows[i] for i in chosen[k : k + size]], pad_id=pad_id) for k in range(0, len(chosen), size)]
+    return batches
+
+
+def training_calibration(run: Run, record: dict, progress: Progress):
+    """`calibration_batches` over the run's training examples (the profile's seeded subset, as
+    `finetune` uses), loaded and tokenised on first use only: for a trained model whose
+    post-training steps may need them (static int8 calibration)."""
+    loaded = []
+
+    def batches(n: int, size: int | None = None) -> list[dict]:
+        if not loaded:
+            cfg = run.profile.train
+            examples = _load(run, "train", cfg.max_examples, cfg.seed, record)
+            features = run.adapter.train_features(examples, bar(progress, "tokenise train", len(examples)))
+            loaded.append(calibration_batches(features, run.profile.eval.batch_size, cfg.seed, run.pad_id))
+        return loaded[0](n, size)
     return batches
 
 
@@ -187,7 +204,7 @@ def after_training(manager: Manager, model, adapter: TaskAdapter, folder: Path, 
     timed as its phase and reported under its type; returns the model to score."""
     for modifier in manager.post_training_steps():
         with phases(modifier.after_training_phase):
-            model, compression[modifier.type] = modifier.after_training(model, adapter, folder)
+            model, compression[modifier.type] = modifier.after_training(model, adapter, folder, manager.ctx)
     return model
 
 
@@ -270,6 +287,7 @@ def quantize_trained(run: Run, source_dir: Path, run_dir: Path, progress: Progre
     with phases("load_model"):
         model = run.adapter.build_model(str(source_dir))
     record["compression"] = {**source.compression.dump(), "recipe": recipe.model_dump(mode="json")}
+    manager.ctx.calibration = training_calibration(run, record, progress)
     model = after_training(manager, model, run.adapter, staging, phases, record["compression"])
     predictions = _evaluate(run, model, _load_dev(run, eval_limit, phases, record), eval_limit, progress, phases, record)
     return _finish(run_dir, staging, record, predictions, phases, started)

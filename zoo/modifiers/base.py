@@ -11,7 +11,7 @@ The Manager (zoo/engine.py) calls each hook of every modifier of the recipe, in 
     model_kwargs()                         extra forward arguments (hidden states, attentions)
     loss(loss, outputs, batch, indices, ctx) -> the loss, with this modifier's terms added
     on_train_end(model, ctx)
-    after_training(model, adapter, folder) post-training work (export, int8), timed as `after_training_phase`
+    after_training(model, adapter, folder, ctx)  post-training work (export, int8), timed as `after_training_phase`
 
 What modifiers share (calibration batches, the layers kept, the record) lives in one Context.
 A modifier's own running state (its masks, its schedule) is kept in private attributes.
@@ -65,16 +65,18 @@ class Context:
     logit_loss: str  # the adapter's choice: "kl" (class distributions) or "mse" (regression)
     modifiers: list[Modifier]
     report: dict  # becomes metrics.json's `compression`
-    calibration: Callable[[int], list[dict]] | None = None  # n -> labelled batches covering n training features
+    calibration: Callable[..., list[dict]] | None = None  # (n[, batch_size]) -> labelled batches covering n training features
     kept_layers: list[int] = field(default_factory=list)  # encoder layers layer_drop kept (teacher layers they came from)
 
     def find(self, type_name: str) -> Modifier | None:
         return next((m for m in self.modifiers if m.type == type_name), None)
 
-    def batches(self, modifier: Modifier, n: int) -> list[dict]:
+    def batches(self, modifier: Modifier, n: int, batch_size: int | None = None) -> list[dict]:
+        """Batches covering the first n features of one seeded order of the training features
+        (so a smaller n gives a prefix of a larger one); `batch_size` None: the run's."""
         if self.calibration is None:
             raise ZooError(f"{modifier.type} needs calibration batches (training features); none were given")
-        return self.calibration(n)
+        return self.calibration(n) if batch_size is None else self.calibration(n, batch_size)
 
 
 class Modifier(BaseModel):
@@ -122,6 +124,6 @@ class Modifier(BaseModel):
     def on_train_end(self, model: torch.nn.Module, ctx: Context) -> None:
         pass
 
-    def after_training(self, model: torch.nn.Module, adapter: TaskAdapter, folder: Path) -> tuple[object, dict]:
+    def after_training(self, model: torch.nn.Module, adapter: TaskAdapter, folder: Path, ctx: Context) -> tuple[object, dict]:
         """Returns the model to score and this modifier's entry of the record."""
         raise NotImplementedError
