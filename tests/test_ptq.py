@@ -111,3 +111,26 @@ def test_dynamic_recipe_dump_has_no_static_fields():
     dynamic = parse_recipe({"modifiers": [{"type": "quantization"}]}, "r").modifiers[0]
     assert dynamic.model_dump(mode="json") == {"unit": "fraction", "type": "quantization", "scheme": "int8_dynamic", "per_channel": True}
     assert set(ptq.FLOAT_MATMULS) <= set(static().model_dump(mode="json")["float_matmuls"])
+
+
+@pytest.mark.slow
+def test_static_cell_calibrates_on_the_same_training_features_trained_or_requantised(tiny_bert_dir, squad_data_root, tmp_path, monkeypatch):
+    """`finetune` calibrates on its training features; `quantize_trained` (an int8 twin of a trained
+    cell) loads the same seeded training subset for it, so the same weights get the same int8 model."""
+    from rich.progress import Progress
+
+    from zoo import pipeline
+
+    monkeypatch.chdir(tmp_path)
+    recipe = parse_recipe({"modifiers": [{"type": "quantization", "scheme": "int8_static", "calibration_methods": ["minmax", "entropy"],
+                                          "calibration_batches": [2], "calibration_batch_size": 4, "scoring_features": 8}]}, "r")
+    run = pipeline.open_run("squad", str(tiny_bert_dir), "cpu", str(squad_data_root))
+    run.profile.train = run.profile.train.model_copy(update={"batch_size": 8})
+    with Progress(disable=True) as progress:
+        trained = pipeline.finetune(run, tmp_path / "cell", progress, 8, recipe=recipe)
+        again = pipeline.quantize_trained(run, tmp_path / "cell", tmp_path / "again", progress, 8, recipe, {"name": "again"})
+    first, second = trained["compression"]["quantization"], again["compression"]["quantization"]
+    assert len(first["candidates"]) == 2 and first["chosen"]["calibration_features"] == 8
+    assert [c["logit_mse"] for c in first["candidates"]] == [c["logit_mse"] for c in second["candidates"]]
+    assert again["data"]["train"]["used_examples"] == trained["data"]["train"]["used_examples"]
+    assert (tmp_path / "again" / INT8_FILE).is_file() and again["metrics"] == trained["metrics"]
