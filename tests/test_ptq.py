@@ -3,6 +3,7 @@ int8_static scheme) on a tiny random BERT built here."""
 
 from __future__ import annotations
 
+import json
 from types import SimpleNamespace
 
 import numpy as np
@@ -134,3 +135,23 @@ def test_static_cell_calibrates_on_the_same_training_features_trained_or_requant
     assert [c["logit_mse"] for c in first["candidates"]] == [c["logit_mse"] for c in second["candidates"]]
     assert again["data"]["train"]["used_examples"] == trained["data"]["train"]["used_examples"]
     assert (tmp_path / "again" / INT8_FILE).is_file() and again["metrics"] == trained["metrics"]
+
+
+@pytest.mark.slow
+def test_bench_int8_scores_fp32_dynamic_and_every_static_candidate(tiny_bert_dir, squad_data_root, tmp_path, capsys):
+    from zoo.cli import main
+
+    out = tmp_path / "int8.json"
+    common = ["bench", "int8", "squad", "--checkpoint", str(tiny_bert_dir), "--data-dir", str(squad_data_root), "--eval-examples", "8",
+              "--batches", "1", "2", "--batch-size", "2", "--scoring-features", "4", "--output", str(out)]
+    assert main([*common, "--methods", "minmax", "percentile"]) == 0
+    record = json.loads(out.read_text())
+    assert list(record["results"]) == ["fp32", "dynamic", *(f"static-{c['method']}-{c['calibration_batches']}" for c in sorted(
+        (r["search"] for r in record["results"].values() if "search" in r), key=lambda c: c["logit_mse"]))]
+    assert len(record["results"]) == 6 and record["results"]["fp32"]["vs_fp32_on_held_out_training"]["logit_mse"] == 0
+    for row in record["results"].values():
+        assert {"exact_match", "f1"} <= set(row["dev"]) and row["onnx_bytes"] > 0 and row["speed"]["threads"] == 1
+    assert record["comparison"]["static_chosen"] in record["results"] and record["settings"]["dev_examples"] == 8
+    assert list(tiny_bert_dir.glob("*.onnx")) == []  # the checkpoint folder is only read
+    assert main([*common, "--methods", "kl"]) == 2
+    assert "calibration_methods" in capsys.readouterr().err

@@ -233,6 +233,23 @@ def cmd_bench_quality(args: argparse.Namespace) -> None:
     Console(width=max(Console().width, 100)).print(table)
 
 
+def cmd_bench_int8(args: argparse.Namespace) -> None:
+    from zoo.bench_int8 import int8
+
+    output = Path(args.output or Path("results") / "bench" / f"int8-{args.task}-{args.profile}.json")
+    with _progress() as progress:
+        record = int8(args.task, args.checkpoint, args.profile, _eval_limit(args.eval_examples, None), args.methods, args.batches,
+                      args.batch_size, args.scoring_features, args.threads, output, progress, args.data_dir)
+    table = Table(title=f"bench int8 · {args.task} · -> {output}")
+    for column in ("model", record["comparison"]["metric"], "MSE vs fp32", "ms b1 x 128", "ms b1 x 384", "MB"):
+        table.add_column(column, justify="left" if column == "model" else "right")
+    for name, row in record["results"].items():
+        table.add_row(name, f"{row['dev'][record['comparison']['metric']]:.2f}", f"{row['vs_fp32_on_held_out_training']['logit_mse']:.4f}",
+                      f"{row['speed']['runs']['latency_b1_s128']['median_ms']:.1f}", f"{row['speed']['runs']['latency_b1_s384']['median_ms']:.1f}",
+                      f"{row['onnx_bytes'] / 1e6:.1f}")
+    Console(width=max(Console().width, 100)).print(table)
+
+
 def cmd_publish(args: argparse.Namespace) -> None:
     from zoo import hub
     from zoo.matrix import default_root
@@ -372,6 +389,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rounds", type=int, default=2, help="alternating rounds; each variant's best round counts")
     _bench_arguments(p, steps=16, max_seq_length=256, output="results/bench/compression-step.json")
     p.set_defaults(func=cmd_bench_compression)
+    p = bench_sub.add_parser("int8", help="fp32 vs dynamic vs static int8 (every calibration candidate): dev score, latency, size")
+    p.add_argument("task", nargs="?", default="squad")
+    p.add_argument("--checkpoint", default="runs/squad/dense-cpu", help="a trained run folder (read only)")
+    p.add_argument("--profile", default="cpu", help="profile for features and the training subset calibration draws from")
+    p.add_argument("--eval-examples", default="500", help="dev examples every model is scored on: N or 'all'")
+    p.add_argument("--methods", nargs="+", default=["minmax", "entropy", "percentile", "distribution"])
+    p.add_argument("--batches", type=_count, nargs="+", default=[4, 16], help="calibration batch counts to search")
+    p.add_argument("--batch-size", type=_count, default=8, help="calibration batch size")
+    p.add_argument("--scoring-features", type=_count, default=256, help="held-out training features the candidates are scored on")
+    p.add_argument("--threads", type=_count, default=1)
+    p.add_argument("--output", help="default results/bench/int8-TASK-PROFILE.json")
+    p.add_argument("--data-dir")
+    p.set_defaults(func=cmd_bench_int8)
     return parser
 
 
