@@ -54,12 +54,13 @@ def int8(task: str, checkpoint: str, profile: str, eval_examples: int, methods: 
         reference = [reference_model(**b) for b in scoring]
         files = {"fp32": fp32, "dynamic": quantize_int8(fp32, Path(tmp) / "model.int8.dynamic.onnx")}
         candidates = ptq.search(fp32, tmp, calibration, scoring, methods, batch_counts, search.per_channel, search.float_matmuls, threads)
-        files |= {f"static-{c['method']}-{c['calibration_batches']}": Path(tmp) / c["file"] for c in candidates}
+        files |= {f"static-{c['method']}-{c['calibration_batches']}": Path(tmp) / ptq.candidate_file(c["method"], c["calibration_batches"])
+                  for c in candidates}
         for name, path in files.items():
             results[name] = _scored(run, path, threads, dev, features, reference, scoring, vocab_size, progress, name)
     chosen = f"static-{candidates[0]['method']}-{candidates[0]['calibration_batches']}"
     for c in candidates:
-        results[f"static-{c['method']}-{c['calibration_batches']}"]["search"] = {k: v for k, v in c.items() if k != "file"}
+        results[f"static-{c['method']}-{c['calibration_batches']}"]["search"] = c
     metric = "f1" if "f1" in results["fp32"]["dev"] else next(iter(results["fp32"]["dev"]))
     statics = [n for n in results if n.startswith("static-")]
     comparison = {

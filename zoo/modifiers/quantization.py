@@ -78,7 +78,7 @@ class Quantization(Modifier):
                 candidates = ptq.search(fp32, tmp, calibration, scoring, self.calibration_methods, self.calibration_batches,
                                         self.per_channel, self.float_matmuls)
                 int8 = folder / onnx_export.INT8_FILE
-                os.replace(Path(tmp) / candidates[0]["file"], int8)
+                os.replace(Path(tmp) / ptq.candidate_file(candidates[0]["method"], candidates[0]["calibration_batches"]), int8)
                 report |= {"float_matmuls": self.float_matmuls, "selected_by": "lowest logit MSE vs fp32 on held-out training features",
                            "scoring_features": self.scoring_features, "chosen": candidates[0], "candidates": candidates}
             report["onnx_int8_bytes"] = int8.stat().st_size
