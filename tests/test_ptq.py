@@ -126,6 +126,7 @@ def test_static_cell_calibrates_on_the_same_training_features_trained_or_requant
     from rich.progress import Progress
 
     from zoo import pipeline
+    from zoo.record import CellLabels
 
     monkeypatch.chdir(tmp_path)
     recipe = parse_recipe({"modifiers": [{"type": "quantization", "scheme": "int8_static", "calibration_methods": ["minmax", "entropy"],
@@ -134,12 +135,14 @@ def test_static_cell_calibrates_on_the_same_training_features_trained_or_requant
     run.profile.train = run.profile.train.model_copy(update={"batch_size": 8})
     with Progress(disable=True) as progress:
         trained = pipeline.finetune(run, tmp_path / "cell", progress, 8, recipe=recipe)
-        again = pipeline.quantize_trained(run, tmp_path / "cell", tmp_path / "again", progress, 8, recipe, {"name": "again"})
-    first, second = trained["compression"]["quantization"], again["compression"]["quantization"]
+        cell = CellLabels(name="again-int8", matrix_profile="tiny", base_model="tiny", base_layers=2, target_sparsity=0.0, layers=2,
+                          distilled=False, quant="int8", init="teacher")
+        again = pipeline.quantize_trained(run, tmp_path / "cell", tmp_path / "again", progress, 8, recipe, cell)
+    first, second = trained.compression.quantization, again.compression.quantization
     assert len(first["candidates"]) == 2 and first["chosen"]["calibration_features"] == 8
     assert [c["logit_mse"] for c in first["candidates"]] == [c["logit_mse"] for c in second["candidates"]]
-    assert again["data"]["train"]["used_examples"] == trained["data"]["train"]["used_examples"]
-    assert (tmp_path / "again" / INT8_FILE).is_file() and again["metrics"] == trained["metrics"]
+    assert again.data["train"].used_examples == trained.data["train"].used_examples
+    assert (tmp_path / "again" / INT8_FILE).is_file() and again.metrics == trained.metrics
 
 
 @pytest.mark.slow
