@@ -96,7 +96,7 @@ def test_calibration_and_scoring_features_are_disjoint_training_features():
     assert [len(b["input_ids"]) for b in calibration] == [4, 4, 4] and sum(len(b["input_ids"]) for b in scoring) == 10
     assert not real_rows(calibration) & real_rows(scoring)
     with pytest.raises(ZooError, match=r"needs 22 training features .* the run has 20: lower those fields"):
-        modifier.calibration_and_scoring(context(20))
+        modifier.prepare(None, context(20))  # before training
 
 
 @pytest.mark.parametrize("fields, message", [

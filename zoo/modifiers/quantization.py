@@ -65,6 +65,11 @@ class Quantization(Modifier):
         data = handler(self)
         return {k: v for k, v in data.items() if k not in STATIC_FIELDS} if self.scheme == "int8_dynamic" else data
 
+    def prepare(self, model: torch.nn.Module, ctx: Context) -> None:
+        """Before training: a run with too few training features for the search fails now, not after training."""
+        if self.scheme == "int8_static":
+            self.calibration_and_scoring(ctx)
+
     def after_training(self, model: torch.nn.Module, adapter, folder: Path, ctx: Context) -> tuple[onnx_export.OrtModel, dict]:
         """Writes `folder/model.int8.onnx`; returns the ONNX Runtime model to score."""
         with tempfile.TemporaryDirectory(dir=folder, prefix=".quantize-") as tmp:
