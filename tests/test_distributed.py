@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 import pytest
@@ -28,8 +29,8 @@ def tiny_setup(folder: Path):
     from transformers import BertConfig, BertForQuestionAnswering
 
     from tasks.base import FeatureSet
-    from zoo.distill import CachedTeacher
     from zoo.engine import Manager
+    from zoo.modifiers import distillation
     from zoo.profiles import TrainConfig
     from zoo.recipe import parse_recipe
     from zoo.train import process_state
@@ -51,13 +52,16 @@ def tiny_setup(folder: Path):
     ]}, "test")
     manager = Manager(recipe, ("start_logits", "end_logits"))
     model = manager.prepare(model)
-    teacher = BertForQuestionAnswering.from_pretrained(teacher_dir)
 
-    def cached(hidden_layers, teacher_layers):
-        return CachedTeacher.build(teacher, teacher_dir, features, manager.output_names, hidden_layers, False, folder / "cache", 8, 0)[0]
+    class Adapter:  # what the distillation modifier reads of a task adapter
+        output_names, per_token_outputs = ("start_logits", "end_logits"), False
 
-    with process_state().main_process_first():
-        manager.attach_teacher(cached, 2, 2)
+        def build_model(self, path):
+            return BertForQuestionAnswering.from_pretrained(path)
+
+    # the main process writes the teacher cache (here, not the project's .cache/), the other reads it
+    with process_state().main_process_first(), mock.patch.object(distillation, "TEACHER_CACHE", folder / "cache"):
+        manager.load_references(model, Adapter(), features, lambda n: None, 8, 0)
     # warmup 0: accelerate steps the schedule once per process per step, so only a warmup
     # rounded from twice as many plan batches could tell the two runs apart
     cfg = TrainConfig(epochs=1, batch_size=PER_PROCESS_BATCH, learning_rate=1e-3, seed=5, warmup_ratio=0.0)
