@@ -97,3 +97,11 @@ def test_console_script_exit_code(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "zoo.cli", "finetune", "squad"], capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("error:") and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("argv0, expected", [("/repo/zoo/cli.py", "zoo"), ("/venv/bin/zoo", "zoo"), ("/tmp/run_variant.py", "run_variant.py")])
+def test_provenance_names_the_zoo_command_however_it_was_started(argv0, expected, monkeypatch):
+    from zoo.provenance import command_line
+
+    monkeypatch.setattr(sys, "argv", [argv0, "matrix", "squad", "--profile", "cpu"])
+    assert command_line() == f"{expected} matrix squad --profile cpu"

@@ -50,8 +50,11 @@ def machine() -> dict:
 
 
 def command_line() -> str:
+    """The command as its user would retype it: `python -m zoo.cli ...` and `torchrun -m
+    zoo.cli ...` are the `zoo` command too (sys.argv[0] is then the path of zoo/cli.py)."""
     argv = list(sys.argv)
-    argv[0] = Path(argv[0]).name
+    path = Path(argv[0])
+    argv[0] = "zoo" if path.parts[-2:] == ("zoo", "cli.py") else path.name
     return shlex.join(argv)
 
 
