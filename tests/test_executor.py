@@ -95,7 +95,8 @@ def test_ray_killed_worker_retried_same_table_as_local(tiny_matrix, tmp_path):
             if list(root.glob(".*.partial")):  # a cell is saving: well into its run, so it has told the driver it started
                 victims = cell_workers(driver.pid)
             time.sleep(0.02)
-        assert victims, "no Ray worker was seen running a cell"
+        assert victims, f"no Ray worker was seen running a cell; driver exit code {driver.poll()}: " + (
+            driver.stderr.read()[-2000:] if driver.poll() is not None else "(still running)")
         for victim in victims:
             os.kill(victim, signal.SIGKILL)  # mid-cell: Ray retries the task on a fresh worker
         _, err = driver.communicate(timeout=400)
