@@ -248,7 +248,8 @@ def results_readme(out_dir: Path) -> str:
 def build(family: str, root: Path, out_dir: Path, readme: Path | None, archive: Path | None) -> dict:
     """Write {family}.csv/.md/.png into out_dir, rebuild out_dir/README.md, update the README
     section, and copy each cell's metrics.json, recipe and predictions (and the runner's wall-time
-    log) into `archive`, so the tables can be rebuilt from git alone."""
+    log) into `archive`, so the tables can be rebuilt from git alone; archived cells the run
+    folder no longer has are removed."""
     records = load_records(root)
     df = table(records)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -265,6 +266,10 @@ def build(family: str, root: Path, out_dir: Path, readme: Path | None, archive: 
             for name in ("metrics.json", "bench.json", "recipe.yaml", "predictions.json"):
                 if (folder / name).is_file():
                     shutil.copy2(folder / name, target / name)
+        current = {folder.name for folder in run_folders(root)}
+        for stale in run_folders(archive):  # a cell the matrix no longer has would come back on a rebuild from git
+            if stale.name not in current:
+                shutil.rmtree(stale)
     write_text(out_dir / "README.md", results_readme(out_dir))
     if readme:
         full = Path(os.path.relpath(out_dir / "README.md", readme.parent)).as_posix()
