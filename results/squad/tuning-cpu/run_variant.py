@@ -1,25 +1,36 @@
-"""Scratch: one variant = (name, modifiers json, steps, lr); prints/keeps F1 on 1000 dev q."""
-import json, sys, time
+"""One tuning variant of a SQuAD cpu matrix cell, outside the matrix: the matrix's cell settings
+with a given recipe, step count and learning rate, scored on the teacher's first 1,000 dev questions.
+
+    python results/squad/tuning-cpu/run_variant.py NAME MODIFIERS_JSON STEPS LR
+
+MODIFIERS_JSON is a list of recipe modifiers; the string "kd" stands for the matrix's
+distillation from the teacher (runs/squad/dense-cpu). The run folder is runs/exp/NAME and a
+summary line is appended to runs/exp/results.jsonl.
+"""
+
+import json
+import sys
+import time
 from pathlib import Path
+
 from rich.progress import Progress
+
 from zoo import pipeline
 from zoo.matrix import load_matrix
 from zoo.recipe import parse_recipe
 
+TEACHER = "runs/squad/dense-cpu"
 name, modifiers, steps, lr = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
-extra = json.loads(sys.argv[5]) if len(sys.argv) > 5 else {}
 matrix, _ = load_matrix("squad", "cpu")
-teacher = "runs/squad/dense-cpu"
-kd = {"type": "distillation", "teacher": teacher, **matrix.distillation, **extra.pop("kd", {})}
-mods = [kd if m == "kd" else m for m in modifiers]
-run = pipeline.open_run("squad", teacher, "cpu")
-run.profile = run.profile.model_copy(update={"train": matrix.cell_train.model_copy(update={"max_steps": steps, "learning_rate": lr, **extra})})
-t = time.time()
-with Progress(disable=True) as p:
-    rec = pipeline.finetune(run, Path("runs/exp") / name, p, 1000, recipe=parse_recipe({"modifiers": mods}, name))
-m = rec.metrics if hasattr(rec, "metrics") else rec["metrics"]
-rec = rec.dump() if hasattr(rec, "dump") else rec
-line = {"name": name, "f1": round(m["f1"], 2), "em": round(m["exact_match"], 2), "steps": steps, "lr": lr, "extra": sys.argv[5] if len(sys.argv) > 5 else "", "min": round((time.time()-t)/60, 1),
-        "keep": rec.get("compression", {}).get("layers_kept")}
+kd = {"type": "distillation", "teacher": TEACHER, **matrix.distillation}
+recipe = parse_recipe({"modifiers": [kd if m == "kd" else m for m in modifiers]}, name)
+run = pipeline.open_run("squad", TEACHER, "cpu")
+run.profile = run.profile.model_copy(update={"train": matrix.cell_train.model_copy(update={"max_steps": steps, "learning_rate": lr})})
+started = time.time()
+with Progress(disable=True) as progress:
+    record = pipeline.finetune(run, Path("runs/exp") / name, progress, 1000, recipe=recipe).dump()
+line = {"name": name, "f1": round(record["metrics"]["f1"], 2), "em": round(record["metrics"]["exact_match"], 2), "steps": steps, "lr": lr,
+        "min": round((time.time() - started) / 60, 1), "keep": record["compression"].get("layers_kept")}
 print(line)
-with open("runs/exp/results.jsonl", "a") as f: f.write(json.dumps(line) + "\n")
+with open("runs/exp/results.jsonl", "a") as f:
+    f.write(json.dumps(line) + "\n")
