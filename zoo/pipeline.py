@@ -26,6 +26,7 @@ from zoo.engine import Manager
 from zoo.errors import ZooError
 from zoo.io import check_replaceable, replace_dir, sha256_file, write_json
 from zoo.models import resolve_model
+from zoo.modifiers.base import REGISTRY, UNSTRUCTURED_PRUNING
 from zoo.predict import predict
 from zoo.profiles import Profile, load_profile, parse_task_config
 from zoo.recipe import Recipe, dump_recipe
@@ -212,7 +213,7 @@ def prune_targets(recipe: dict) -> list[str]:
     """Weight-name patterns whose sparsity a checkpoint is measured over: the recipe's pruning
     targets, else the default (so dense cells report the same quantity)."""
     for modifier in recipe.get("modifiers", []):
-        if modifier["type"] in ("magnitude_pruning", "obs_pruning"):
+        if getattr(REGISTRY.get(modifier["type"]), "group", None) == UNSTRUCTURED_PRUNING:
             return modifier["targets"]
     return DEFAULT_PRUNE_TARGETS
 

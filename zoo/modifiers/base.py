@@ -32,6 +32,7 @@ from tasks.base import FeatureSet, TaskAdapter
 from zoo.errors import ZooError
 
 REGISTRY: dict[str, type[Modifier]] = {}  # type name -> class, filled as modifier modules are imported
+UNSTRUCTURED_PRUNING = "unstructured pruning"  # the group of modifiers that zero single weights (their targets are what sparsity is measured over)
 
 
 def _regexes(patterns: list[str]) -> list[str]:

@@ -14,7 +14,7 @@ import torch
 from pydantic import Field, PrivateAttr, model_validator
 
 from zoo.errors import ZooError
-from zoo.modifiers.base import Context, Modifier, Regexes
+from zoo.modifiers.base import UNSTRUCTURED_PRUNING, Context, Modifier, Regexes
 from zoo.sparsity import DEFAULT_PRUNE_TARGETS, MaskSet, gmp_sparsity, prunable
 
 
@@ -30,7 +30,7 @@ class MagnitudePruning(Modifier):
     exclude: Regexes = Field(default_factory=list)
 
     order = 40
-    group = "unstructured pruning"
+    group = UNSTRUCTURED_PRUNING
     _masks: MaskSet | None = PrivateAttr(None)
     _schedule: tuple[int, int] = PrivateAttr((0, 0))  # (start step, end step)
     _total_steps: int = PrivateAttr(0)

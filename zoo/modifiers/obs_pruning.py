@@ -14,7 +14,7 @@ import torch
 from pydantic import Field, PrivateAttr, model_validator
 
 from zoo import obs
-from zoo.modifiers.base import Context, Modifier, Regexes
+from zoo.modifiers.base import UNSTRUCTURED_PRUNING, Context, Modifier, Regexes
 from zoo.sparsity import DEFAULT_PRUNE_TARGETS, MaskSet, prunable
 
 
@@ -37,7 +37,7 @@ class ObsPruning(Modifier):
     damp: float = Field(0.01, gt=0, description="added to H's diagonal, as a fraction of its mean")
 
     order = 30  # after layer drop and width pruning: prunes what is left
-    group = "unstructured pruning"
+    group = UNSTRUCTURED_PRUNING
     _calibration: list[dict] = PrivateAttr(default_factory=list)  # every round prunes on the same batches
     _masks: MaskSet | None = PrivateAttr(None)
     _model: torch.nn.Module | None = PrivateAttr(None)
