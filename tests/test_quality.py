@@ -191,6 +191,8 @@ def test_max_steps_cuts_the_plan():
     assert len(batch_plan(features, cfg)) == 26
     assert len(batch_plan(features, cfg.model_copy(update={"max_steps": 9}))) == 9
     assert len(batch_plan(features, cfg.model_copy(update={"max_steps": 0}))) == 0
+    longer = batch_plan(features, cfg.model_copy(update={"max_steps": 60}))  # max_steps runs past the epochs
+    assert len(longer) == 60 and longer[:26] == batch_plan(features, cfg)
 
 
 def test_magnitude_schedule_reaches_its_final_sparsity_or_refuses(tiny_bert_dir):

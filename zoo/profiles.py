@@ -27,7 +27,7 @@ class Strict(BaseModel):
 class TrainConfig(Strict):
     max_examples: int | None = Field(None, gt=0, description="seeded random subset of training examples; null = all")
     epochs: float = Field(gt=0)
-    max_steps: int | None = Field(None, ge=0, description="stop after this many optimizer steps (null: the epochs decide)")
+    max_steps: int | None = Field(None, ge=0, description="exactly this many optimizer steps, running past `epochs` if needed (null: the epochs decide)")
     batch_size: int = Field(gt=0)
     learning_rate: float = Field(gt=0)
     weight_decay: float = Field(0.01, ge=0)

@@ -51,18 +51,21 @@ class TrainStats:
 
 
 def batch_plan(features: FeatureSet, cfg: TrainConfig) -> list[list[int]]:
-    """Row indices of every optimizer step, epochs concatenated (a fractional epoch is cut),
-    at most `cfg.max_steps` of them."""
+    """Row indices of every optimizer step, epochs of shuffled batches concatenated. The length
+    is `cfg.max_steps` when set (running past `epochs` if needed, as HF Trainer's max_steps
+    does), else `epochs` worth of steps (a fractional epoch is cut)."""
+    steps_per_epoch = math.ceil(len(features.rows) / cfg.batch_size)
+    total = cfg.max_steps if cfg.max_steps is not None else max(1, round(cfg.epochs * steps_per_epoch))
     plan: list[list[int]] = []
-    for epoch in range(math.ceil(cfg.epochs)):
+    epoch = 0
+    while len(plan) < total and steps_per_epoch:
         seed = cfg.seed + epoch
         if cfg.group_by_length:
             plan += length_grouped_batches(features.lengths, cfg.batch_size, seed)
         else:
             plan += random_batches(len(features.rows), cfg.batch_size, seed)
-    steps_per_epoch = math.ceil(len(features.rows) / cfg.batch_size)
-    plan = plan[: max(1, round(cfg.epochs * steps_per_epoch))]
-    return plan if cfg.max_steps is None else plan[: cfg.max_steps]
+        epoch += 1
+    return plan[:total]
 
 
 class StepPlan(torch.utils.data.Sampler):
