@@ -355,6 +355,33 @@ def test_bench_quality_measures_every_variant_against_the_teacher(tiny_matrix, t
     assert "scores" in rows["layers-search-0steps"]["layer_search"]
 
 
+@pytest.mark.slow
+def test_bench_distill_runs_each_option_beside_plain_kd(tiny_matrix, tmp_path, monkeypatch):
+    import yaml
+    from rich.progress import Progress
+
+    from tests.conftest import run_matrix
+    from zoo import bench_quality
+
+    path, data = tiny_matrix
+    run_matrix(path, data, tmp_path / "cells", patterns=["*-s50-l2"])  # builds the teacher
+    monkeypatch.setattr(bench_quality, "load_matrix", lambda family, profile: matrix.load_matrix(family, profile, path))
+    with Progress(disable=True) as progress:
+        record = bench_quality.distillation("squad", "tiny", 2, 8, 2, 0.5, tmp_path / "variants", tmp_path / "distill.json", progress, str(data))
+    rows, variants = record["results"], record["settings"]["variants"]
+    assert record["complete"] and record["benchmark"] == "distill"
+    # the tiny teacher has 2 layers: keeping both leaves Patient-KD an intermediate layer to compare
+    assert list(rows) == ["teacher", "layers2-kd", "layers2-kd-embedding", "layers2-kd-two-step", "layers2-kd-pkd", "layers2-kd-theseus",
+                          "width50-kd", "width50-kd-minilm"]
+    assert [rows[n]["steps"] for n in rows] == [0, 2, 2, 2, 2, 2, 4, 4]  # half the width: twice the steps
+    assert variants["layers2-kd-pkd"]["modifiers"][1]["pkd_cls"] == 100.0  # the option on top of the matrix's distillation
+    assert variants["layers2-kd-pkd"]["modifiers"][1]["hidden_mse"] == yaml.safe_load(path.read_text())["profiles"]["tiny"]["distillation"]["hidden_mse"]
+    from zoo.record import find_record
+
+    trained = find_record(tmp_path / "variants" / "width50-kd-minilm").compression.recipe["modifiers"]
+    assert [m["type"] for m in trained] == ["width_pruning", "distillation"] and trained[1]["value_relation"] == 1.0
+
+
 def test_train_settings_by_setting(tiny_matrix):
     path, _ = tiny_matrix
     profile, _ = matrix.load_matrix("squad", "tiny", path)

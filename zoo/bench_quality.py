@@ -1,9 +1,11 @@
-"""`zoo bench quality`: which one-shot choices keep a compressed model's accuracy, measured in one run.
+"""`zoo bench quality` and `zoo bench distill`: which one-shot choices and which distillation losses
+keep a compressed model's accuracy, measured in one run.
 
 For one task of a matrix profile, from its dense teacher: magnitude vs OBS pruning at each
 sparsity, and layer keep-lists (given ones and the data-chosen one), each scored right
 after the one-shot change (0 steps) and after the recovery budget (distilling from the
-teacher), every variant on the same dev examples as the teacher re-scored in the same run.
+teacher); or the distillation options on a 3-layer and a half-width student. Every variant
+is scored on the same dev examples as the teacher, re-scored in the same run.
 Each variant is a run folder under `--root`, so an interrupted benchmark resumes.
 """
 
@@ -44,39 +46,88 @@ def variants(sparsities: list[float], keep_lists: list[list[int]], keep_n: int, 
     return out
 
 
+def distillation_variants(layers: int, width: float, layer_steps: int, width_steps: int, matrix) -> dict[str, tuple[list[dict], int]]:
+    """name -> (modifiers, recovery steps): the matrix's distillation (logits + hidden states)
+    on a layer-dropped and a width-pruned student, alone and with each seed distillation option
+    added (TinyBERT embedding MSE and two-step schedule, Patient-KD [CLS] loss, BERT-of-Theseus
+    module replacement; MiniLM attention/value relations on the width student, whose heads do
+    not pair up with the teacher's). Option weights are the example recipes' (recipes/examples/)."""
+    kd = {"type": "distillation", "teacher": "{teacher}", **matrix.distillation}
+    drop = {"type": "layer_drop", "strategy": "search", "n": layers}
+    narrow = {"type": "width_pruning", "width": width, **matrix.width_pruning}
+    theseus = {"type": "theseus", "predecessor": "{teacher}", "replace_rate_start": 0.5, "end": 0.5}
+    d, w = f"layers{layers}", f"width{round(width * 100)}"
+    return {
+        "teacher": ([], 0),
+        f"{d}-kd": ([drop, kd], layer_steps),
+        f"{d}-kd-embedding": ([drop, {**kd, "embedding_mse": 1.0}], layer_steps),
+        f"{d}-kd-two-step": ([drop, {**kd, "embedding_mse": 1.0, "two_step": True, "intermediate_fraction": 0.3}], layer_steps),
+        f"{d}-kd-pkd": ([drop, {**kd, "pkd_cls": 100.0}], layer_steps),
+        # predecessor layers run in the student's place, so only the logits are distilled
+        f"{d}-kd-theseus": ([drop, theseus, {**kd, "hidden_mse": 0.0}], layer_steps),
+        f"{w}-kd": ([narrow, kd], width_steps),
+        f"{w}-kd-minilm": ([narrow, {**kd, "cache": False, "attention_relation": 1.0, "value_relation": 1.0}], width_steps),
+    }
+
+
 def quality(family: str, profile_name: str, steps: int, eval_examples: int | None, sparsities: list[float], keep_lists: list[list[int]],
             root: Path, output: Path, progress: Progress, data_dir: str | None = None) -> dict:
     matrix, source = load_matrix(family, profile_name)
-    task, model = next(iter(matrix.tasks.items()))
-    teacher = teacher_dir(matrix, task)
-    if not find_record(teacher):
-        raise ZooError(f"{teacher} has no metrics.json: train the teacher first (zoo matrix {family} --profile {profile_name} builds it)")
     lengths = {len(k) for k in keep_lists}
     if len(lengths) != 1:
         raise ZooError(f"--keep lists must all keep the same number of layers, got {sorted(lengths)}")
     keep_n = lengths.pop()
-    base_layers = AutoConfig.from_pretrained(str(teacher)).num_hidden_layers
+    base_layers = _base_layers(matrix, family, profile_name)
     layer_steps = round(steps * base_layers / keep_n)  # the matrix's budget rule: a cheaper step buys more steps
-    metric = metric_names(task)[0]
     planned = variants(sparsities, keep_lists, keep_n, steps, layer_steps, matrix)
-    settings = {"matrix": str(source), "profile": profile_name, "task": task, "base_model": model, "teacher": str(teacher),
-                "eval_examples": eval_examples, "steps": steps, "layer_steps": layer_steps, "cell_train": matrix.cell_train.model_dump(),
-                "distillation": matrix.distillation, "pruning": matrix.pruning}
+    return run_variants("quality", matrix, source, profile_name, planned, {"steps": steps, "layer_steps": layer_steps},
+                        "magnitude vs OBS pruning and layer keep-lists, 0 and N recovery steps, vs the teacher",
+                        root, output, progress, eval_examples, data_dir)
+
+
+def distillation(family: str, profile_name: str, steps: int, eval_examples: int | None, layers: int, width: float,
+                 root: Path, output: Path, progress: Progress, data_dir: str | None = None) -> dict:
+    matrix, source = load_matrix(family, profile_name)
+    base_layers = _base_layers(matrix, family, profile_name)
+    layer_steps, width_steps = round(steps * base_layers / layers), round(steps / width)  # the matrix's budget rule
+    planned = distillation_variants(layers, width, layer_steps, width_steps, matrix)
+    return run_variants("distill", matrix, source, profile_name, planned, {"steps": steps, "layer_steps": layer_steps, "width_steps": width_steps},
+                        "distillation options on a layer-dropped and a width-pruned student, vs the matrix's distillation alone",
+                        root, output, progress, eval_examples, data_dir)
+
+
+def _base_layers(matrix, family: str, profile_name: str) -> int:
+    teacher = teacher_dir(matrix, next(iter(matrix.tasks)))
+    if not find_record(teacher):
+        raise ZooError(f"{teacher} has no metrics.json: train the teacher first (zoo matrix {family} --profile {profile_name} builds it)")
+    return AutoConfig.from_pretrained(str(teacher)).num_hidden_layers
+
+
+def run_variants(benchmark: str, matrix, source: Path, profile_name: str, planned: dict[str, tuple[list[dict], int]], budget: dict, what: str,
+                 root: Path, output: Path, progress: Progress, eval_examples: int | None, data_dir: str | None) -> dict:
+    """Train and score every planned variant of the matrix's first task from its teacher, with the
+    matrix's cell training settings and the given steps; "{teacher}" in a modifier is the teacher's folder."""
+    task, model = next(iter(matrix.tasks.items()))
+    teacher = str(teacher_dir(matrix, task))
+    metric = metric_names(task)[0]
+    settings = {"matrix": str(source), "profile": profile_name, "task": task, "base_model": model, "teacher": teacher,
+                "eval_examples": eval_examples, **budget, "cell_train": matrix.cell_train.model_dump(),
+                "distillation": matrix.distillation, "pruning": matrix.pruning,
+                "variants": {name: {"modifiers": modifiers, "steps": n} for name, (modifiers, n) in planned.items()}}
     rows: dict[str, dict] = {}
     for name, (modifiers, n_steps) in planned.items():
         folder = root / name
         record = find_record(folder)
         if record is None:
-            run = pipeline.open_run(task, str(teacher), matrix.finetune_profile, data_dir)
+            run = pipeline.open_run(task, teacher, matrix.finetune_profile, data_dir)
             run.profile = run.profile.model_copy(update={"train": matrix.cell_train.model_copy(update={"max_steps": n_steps})})
-            recipe = parse_recipe({"modifiers": [{**m, "teacher": str(teacher)} if m["type"] == "distillation" else m for m in modifiers]},
-                                  f"bench quality ({name})")
+            resolved = [{k: teacher if v == "{teacher}" else v for k, v in m.items()} for m in modifiers]
+            recipe = parse_recipe({"modifiers": resolved}, f"bench variant ({name})")
             record = pipeline.finetune(run, folder, progress, eval_examples, recipe=recipe if modifiers else None)
         rows[name] = _row(record, metric, rows.get("teacher", {}).get(metric))
         # Rewritten after every variant, so an interrupted run still leaves what it measured.
-        write_json(output, {"benchmark": "quality", "complete": len(rows) == len(planned),
-                            "what": f"{task}: magnitude vs OBS pruning and layer keep-lists, 0 and N recovery steps, vs the teacher",
-                            "settings": settings, "results": rows, "provenance": provenance.collect()})
+        write_json(output, {"benchmark": benchmark, "complete": len(rows) == len(planned),
+                            "what": f"{task}: {what}", "settings": settings, "results": rows, "provenance": provenance.collect()})
     return json.loads(output.read_text())
 
 

@@ -219,12 +219,30 @@ def cmd_bench_quality(args: argparse.Namespace) -> None:
         keep_lists = [[int(i) for i in k.split(",")] for k in args.keep]
     except ValueError as e:
         raise ZooError(f"--keep {' '.join(args.keep)}: each keep-list is comma-separated layer indices, e.g. 0,2,4") from e
-    root = Path(args.root or Path("runs") / "bench-quality" / f"{args.family}-{args.profile}")
-    output = Path(args.output or Path("results") / "bench" / f"quality-{args.family}-{args.profile}.json")
+    root, output = _variant_paths(args, "quality")
     with _progress() as progress:
         record = quality(args.family, args.profile, args.steps, _eval_limit(args.eval_examples, None), args.sparsities, keep_lists,
                          root, output, progress, args.data_dir)
-    table = Table(title=f"bench quality · {record['settings']['task']} · -> {output}")
+    _print_variants(record, f"bench quality · {record['settings']['task']} · -> {output}")
+
+
+def cmd_bench_distill(args: argparse.Namespace) -> None:
+    from zoo.bench_quality import distillation
+
+    root, output = _variant_paths(args, "distill")
+    with _progress() as progress:
+        record = distillation(args.family, args.profile, args.steps, _eval_limit(args.eval_examples, None), args.layers, args.width,
+                              root, output, progress, args.data_dir)
+    _print_variants(record, f"bench distill · {record['settings']['task']} · -> {output}")
+
+
+def _variant_paths(args: argparse.Namespace, benchmark: str) -> tuple[Path, Path]:
+    return (Path(args.root or Path("runs") / f"bench-{benchmark}" / f"{args.family}-{args.profile}"),
+            Path(args.output or Path("results") / "bench" / f"{benchmark}-{args.family}-{args.profile}.json"))
+
+
+def _print_variants(record: dict, title: str) -> None:
+    table = Table(title=title)
     for column in ("variant", "steps", "score", "% of teacher"):
         table.add_column(column, justify="left" if column == "variant" else "right")
     metric = next(k for k in record["results"]["teacher"] if k not in ("steps",))
@@ -281,6 +299,16 @@ def cmd_hub_serve(args: argparse.Namespace) -> None:
     config = hub.olah_config(Path(args.dir), args.port, Path("runs") / "olah.toml")
     console.print(f"serving {Path(args.dir).resolve()} — use: export HF_ENDPOINT=http://127.0.0.1:{args.port}")
     os.execv(sys.executable, [sys.executable, "-m", "olah.server", "-c", str(config)])  # the server keeps this pid
+
+
+def _variant_arguments(p: argparse.ArgumentParser, benchmark: str, steps: int, eval_examples: str) -> None:
+    p.add_argument("family", nargs="?", default="squad")
+    p.add_argument("--profile", default="cpu", help="matrix profile: teacher, data, training, calibration and distillation settings")
+    p.add_argument("--steps", type=int, default=steps, help="recovery steps of a full-size variant (cheaper ones: proportionally more)")
+    p.add_argument("--eval-examples", default=eval_examples, help="dev examples every variant (and the teacher) is scored on: N or 'all'")
+    p.add_argument("--root", help=f"variant run folders (default runs/bench-{benchmark}/FAMILY-PROFILE)")
+    p.add_argument("--output", help=f"default results/bench/{benchmark}-FAMILY-PROFILE.json")
+    p.add_argument("--data-dir")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -368,16 +396,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=20, help="timed calls per batch-1 shape (batch 32: a quarter, at least 3)")
     p.set_defaults(func=cmd_bench_cells)
     p = bench_sub.add_parser("quality", help="magnitude vs OBS pruning and layer keep-lists, 0 and N recovery steps, vs the teacher")
-    p.add_argument("family", nargs="?", default="squad")
-    p.add_argument("--profile", default="cpu", help="matrix profile: teacher, data, calibration and distillation settings")
-    p.add_argument("--steps", type=int, default=50, help="recovery steps of a full-depth variant (fewer layers: proportionally more)")
-    p.add_argument("--eval-examples", default="1000", help="dev examples every variant (and the teacher) is scored on: N or 'all'")
+    _variant_arguments(p, "quality", steps=50, eval_examples="1000")
     p.add_argument("--sparsities", type=float, nargs="+", default=[0.5, 0.8, 0.9])
     p.add_argument("--keep", nargs="+", default=["0,2,5", "0,2,4"], help="layer keep-lists to compare with the data-chosen one")
-    p.add_argument("--root", help="variant run folders (default runs/bench-quality/FAMILY-PROFILE)")
-    p.add_argument("--output", help="default results/bench/quality-FAMILY-PROFILE.json")
-    p.add_argument("--data-dir")
     p.set_defaults(func=cmd_bench_quality)
+    p = bench_sub.add_parser("distill", help="each distillation option on a layer-dropped and a width-pruned student, vs plain KD")
+    _variant_arguments(p, "distill", steps=100, eval_examples="2000")
+    p.add_argument("--layers", type=int, default=3, help="layers the layer-dropped student keeps (chosen on data)")
+    p.add_argument("--width", type=float, default=0.5, help="width of the width-pruned student")
+    p.set_defaults(func=cmd_bench_distill)
     p = bench_sub.add_parser("model", help="one checkpoint under PyTorch, ONNX Runtime fp32 and (if present) int8")
     p.add_argument("checkpoint")
     p.add_argument("--threads", type=int, default=1)
