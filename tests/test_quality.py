@@ -1,5 +1,7 @@
 """Quality machinery: OBS pruning, data-chosen layers, the recovery budget."""
 
+from functools import partial
+
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -11,7 +13,7 @@ from zoo import matrix
 from zoo.engine import Manager
 from zoo.layers import choose_layers, unexplained_variance
 from zoo.modifiers.distillation import default_layer_map
-from zoo.obs import allocate, obs_prune_weight, prune_model
+from zoo.obs import admm_prune_weight, allocate, obs_prune_weight, prune_model
 from zoo.profiles import TrainConfig
 from zoo.recipe import parse_recipe
 from zoo.sparsity import DEFAULT_PRUNE_TARGETS, target_names
@@ -24,18 +26,19 @@ def correlated_inputs(tokens=3000, dim=48, seed=0):
 
 
 @pytest.mark.parametrize("sparsity", [0.5, 0.8, 0.9])
-def test_obs_reconstructs_a_linear_better_than_magnitude(sparsity):
+def test_obs_reconstructs_a_linear_better_than_magnitude_and_admm_better_still(sparsity):
     X = correlated_inputs()
     W = torch.randn(24, 48, generator=torch.Generator().manual_seed(1))
     pruned = obs_prune_weight(W, X.T @ X / len(X), sparsity, block_size=16)
+    admm = admm_prune_weight(W, X.T @ X / len(X), sparsity)
     k = round(sparsity * W.numel())
     magnitude = W.masked_fill(W.abs() <= W.abs().flatten().kthvalue(k).values, 0.0)
 
     def error(A):
         return float(((X @ W.T - X @ A.T) ** 2).sum())
 
-    assert int((pruned == 0).sum()) == k == int((magnitude == 0).sum())  # exactly the target, like magnitude
-    assert error(pruned) < error(magnitude)
+    assert int((pruned == 0).sum()) == k == int((magnitude == 0).sum()) == int((admm == 0).sum())  # exactly the target
+    assert error(admm) < error(pruned) < error(magnitude)
 
 
 def test_obs_count_is_exact_across_uneven_blocks():
@@ -77,7 +80,8 @@ def strong_model(tokenizer):
 def test_prune_model_hits_each_weight_exactly_and_beats_magnitude_on_outputs(tokenizer):
     model, reference = strong_model(tokenizer), strong_model(tokenizer)
     names = encoder_weights(model)
-    report = prune_model(model, calibration(), allocate({n: model.get_parameter(n) for n in names}, 0.6, "uniform"), block_size=16)
+    report = prune_model(model, calibration(), allocate({n: model.get_parameter(n) for n in names}, 0.6, "uniform"),
+                         partial(obs_prune_weight, block_size=16))
     for n in names:
         w = model.get_parameter(n)
         assert int((w == 0).sum()) == round(0.6 * w.numel()), n

@@ -66,6 +66,41 @@ def obs_prune_weight(weight: torch.Tensor, hessian: torch.Tensor, sparsity: floa
     return W
 
 
+@torch.no_grad()
+def admm_prune_weight(weight: torch.Tensor, hessian: torch.Tensor, sparsity: float, iterations: int = 20,
+                      mask_iterations: int = 15, damp: float = 0.1, rho: float = 1.0) -> torch.Tensor:
+    """The same objective as `obs_prune_weight`, min ||X W^T - X W'^T||^2 over W' with
+    round(sparsity * numel) zeros, solved by ADMM (Boza 2024): W' and a sparse copy Z are
+    pulled together by a penalty rho while W' solves the least-squares problem exactly (one
+    matrix inverse, shared by all rows); the mask is chosen from |W' + U| on a rising cubic
+    schedule over the first `mask_iterations`, then held. Unlike SparseGPT's single column
+    sweep, every kept weight of a row can compensate for every pruned one."""
+    W = weight.detach().float().T.clone()  # in x out: the solve below is H^-1 @ W
+    H = hessian.detach().float().clone()
+    dead = torch.diag(H) == 0  # inputs that never fire: their weights cannot matter
+    H[dead, dead] = 1.0
+    W[dead] = 0.0
+    # Unit diagonal: rho and damp act on one scale for every input; |W| then ranks weights by
+    # their effect on the output (|w| x input norm, Wanda's criterion) when the mask is chosen.
+    norm = torch.diag(H).sqrt()
+    H = H / norm[:, None] / norm[None, :]
+    W = W * norm[:, None]
+    H.diagonal().add_(damp)
+    target = H @ W
+    Hinv = torch.cholesky_inverse(torch.linalg.cholesky(H + rho * torch.eye(len(H))))
+    U = torch.zeros_like(W)
+    for i in range(iterations):
+        if i < mask_iterations:
+            zeros = round(W.numel() * sparsity * (1 - (1 - (i + 1) / mask_iterations) ** 3))
+            keep = torch.ones(W.numel(), dtype=torch.bool)
+            keep[(W + U).abs().flatten().argsort()[:zeros]] = False
+            keep = keep.view_as(W)
+        Z = (W + U) * keep
+        U += W - Z
+        W = Hinv @ (target + rho * (Z - U))
+    return ((W + U) * keep / norm[:, None]).T.contiguous()
+
+
 def _targeted_linears(layer: nn.Module, prefix: str, names: set[str]) -> dict[str, nn.Linear]:
     return {f"{prefix}.{n}": m for n, m in layer.named_modules() if isinstance(m, nn.Linear) and f"{prefix}.{n}.weight" in names}
 
@@ -169,10 +204,10 @@ def _accumulate(inputs: _LayerInputs, layer: nn.Module, linears: dict[str, nn.Li
 
 
 @torch.no_grad()
-def prune_model(model: nn.Module, batches: list[dict], sparsities: dict[str, float], block_size: int = 128,
-                damp: float = 0.01) -> dict:
+def prune_model(model: nn.Module, batches: list[dict], sparsities: dict[str, float], prune_weight=obs_prune_weight) -> dict:
     """Prune each weight named in `sparsities` (encoder-layer Linear weights) to its sparsity
-    by OBS reconstruction on `batches`; returns timings and per-weight reconstruction errors."""
+    by layer-wise reconstruction on `batches`, `prune_weight(weight, H, sparsity)` solving each
+    Linear's problem; returns timings and per-weight reconstruction errors."""
     started = time.perf_counter()
     was_training = model.training
     model.eval()
@@ -193,7 +228,7 @@ def prune_model(model: nn.Module, batches: list[dict], sparsities: dict[str, flo
                     stats = _accumulate(inputs, layer, {n: linears[n] for n in group})
                 for name in group:
                     linear, H = linears[name], stats.hessian(name)
-                    pruned = obs_prune_weight(linear.weight, H, sparsities[f"{name}.weight"], block_size, damp)
+                    pruned = prune_weight(linear.weight, H, sparsities[f"{name}.weight"])
                     errors[f"{name}.weight"] = _relative_error(linear.weight.float(), pruned, H)
                     linear.weight.copy_(pruned.to(linear.weight.dtype))
         inputs.hidden = inputs.run(layer)

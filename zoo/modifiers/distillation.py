@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from pydantic import Field, PrivateAttr, model_serializer, model_validator
+from pydantic import Field, PrivateAttr, model_validator
 
 from zoo.distill import (
     CachedTeacher,
@@ -38,8 +38,7 @@ from zoo.modifiers.base import Context, Modifier, TrainingData
 
 TEACHER_CACHE = Path(".cache") / "teacher"
 INTERMEDIATE = ("hidden_mse", "embedding_mse", "attention_mse", "attention_relation", "value_relation", "pkd_cls")
-# Options added after the matrix cells ran: left out of the recipe's dump while off, so the recipes
-# recorded in finished cells (compared to decide re-runs) and the pinned snapshot stay as they were.
+# Options added after the matrix cells ran (Modifier.later_options: left out of dumps while off).
 LATER_OPTIONS = ("embedding_mse", "attention_relation", "value_relation", "relation_heads", "pkd_cls", "two_step", "intermediate_fraction")
 
 
@@ -62,6 +61,7 @@ class Distillation(Modifier):
     intermediate_fraction: float = Field(0.5, gt=0, lt=1, description="two_step: share of the steps on the intermediate losses")
 
     order = 50  # after the structural changes: the layer map follows the layers kept
+    later_options = LATER_OPTIONS
     _source: CachedTeacher | LiveTeacher | None = PrivateAttr(None)
     _layer_map: list[int] = PrivateAttr(default_factory=list)
     _captures: tuple[ProjectionCapture, ProjectionCapture] | None = PrivateAttr(None)  # (student, teacher) last layers
@@ -84,11 +84,6 @@ class Distillation(Modifier):
         if "intermediate_fraction" in self.model_fields_set and not self.two_step:
             raise ValueError("intermediate_fraction applies only with two_step: true; set two_step or remove it")
         return self
-
-    @model_serializer(mode="wrap")
-    def _without_unused_later_options(self, handler):
-        dumped = handler(self)
-        return {k: v for k, v in dumped.items() if k not in LATER_OPTIONS or v != type(self).model_fields[k].default}
 
     def check(self, model: torch.nn.Module, ctx: Context) -> None:
         config = check_teacher(self.teacher, model, "distillation teacher", "teacher")

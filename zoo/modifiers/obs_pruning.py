@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Literal
 
 import torch
@@ -33,10 +34,12 @@ class ObsPruning(Modifier):
     targets: Regexes = Field(default_factory=lambda: list(DEFAULT_PRUNE_TARGETS), min_length=1)
     exclude: Regexes = Field(default_factory=list)
     calibration_examples: int = Field(128, gt=0, description="training features whose inputs form each Linear's Hessian")
-    block_size: int = Field(128, gt=0, description="columns whose mask is chosen together")
-    damp: float = Field(0.01, gt=0, description="added to H's diagonal, as a fraction of its mean")
+    solver: Literal["sparsegpt", "admm"] = Field("sparsegpt", description="how each Linear's reconstruction problem is solved (zoo/obs.py)")
+    block_size: int = Field(128, gt=0, description="sparsegpt: columns whose mask is chosen together")
+    damp: float = Field(0.01, gt=0, description="sparsegpt: added to H's diagonal, as a fraction of its mean")
 
     order = 30  # after layer drop and width pruning: prunes what is left
+    later_options = ("solver",)
     group = UNSTRUCTURED_PRUNING
     _calibration: list[dict] = PrivateAttr(default_factory=list)  # every round prunes on the same batches
     _masks: MaskSet | None = PrivateAttr(None)
@@ -71,7 +74,9 @@ class ObsPruning(Modifier):
     def _round(self, model: torch.nn.Module, i: int, step: int | None, ctx: Context) -> None:
         names = prunable(model, self.targets, self.exclude, self.type)
         sparsities = obs.allocate({n: model.get_parameter(n) for n in names}, self.sparsity_of_round(i), self.scope)
-        result = obs.prune_model(model, self._calibration, sparsities, self.block_size, self.damp)
+        solve = (partial(obs.obs_prune_weight, block_size=self.block_size, damp=self.damp) if self.solver == "sparsegpt"
+                 else obs.admm_prune_weight)
+        result = obs.prune_model(model, self._calibration, sparsities, solve)
         ctx.report["obs_pruning"]["rounds"].append({"round": i, "step": step, "sparsity": round(self.sparsity_of_round(i), 4), **result})
         if self._masks:  # during training: what this round zeroed stays zero
             self._masks.freeze_zeros()
