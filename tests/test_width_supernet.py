@@ -1,19 +1,24 @@
 """The DynaBERT width supernet on a tiny random BERT: rewiring keeps the function, every
-sub-network is exactly the sliced checkpoint cut out of it, and one step accumulates every
-width's gradients."""
+sub-network is exactly the sliced checkpoint cut out of it, one step accumulates every width's
+gradients, and a matrix trains one supernet per task and slices its widths into cells."""
 
 from __future__ import annotations
 
 import copy
+from types import SimpleNamespace
 
 import pytest
 import torch
+import yaml
 from transformers import AutoModelForQuestionAnswering, BertConfig, BertForQuestionAnswering
 
-from zoo import width
+from tests.conftest import run_matrix
+from zoo import matrix, results, width
+from zoo.cli import main
 from zoo.engine import Manager
 from zoo.errors import ZooError
 from zoo.recipe import parse_recipe
+from zoo.record import load_record
 
 LAYERS, HEADS, FFN = 2, 4, 64
 
@@ -128,3 +133,76 @@ def test_bad_supernet_recipes_are_clear_errors(tmp_path):
     model, _ = supernet([1.0, 0.5])
     with pytest.raises(ZooError, match=r"width_slice.width 0.75 was not trained in this supernet \(widths \[1.0, 0.5\]\)"):
         sliced(model, 0.75, tmp_path / "untrained")
+
+
+def supernet_profile(cell_steps: int | None = 100) -> matrix.MatrixProfile:
+    return matrix.MatrixProfile(
+        tasks={"squad": "minilm"}, finetune_profile="cpu", teacher="runs/{task}/dense-cpu", init="teacher",
+        cell_train={"epochs": 1, "batch_size": 16, "learning_rate": 6e-4}, cell_steps=cell_steps,
+        axes=[{"width": [0.75, 0.5], "distill": [True]}, {"width": [1.0, 0.75, 0.5], "distill": [True], "supernet": [True], "quant": ["none", "int8"]}],
+        distillation={"alpha": 1.0, "hidden_mse": 1.0, "embedding_mse": 1.0},
+    )
+
+
+def test_supernet_cells_train_once_and_slice_the_other_widths():
+    cells = {c.name: c for c in matrix.build_cells("squad", supernet_profile(), 6, "m.yaml")}
+    trained, w50 = cells["minilm-l6-squad-s0-l6-kd-sn"], cells["minilm-l6-squad-s0-l6-w50-kd-sn"]
+    assert [m.type for m in trained.recipe.modifiers] == ["width_supernet", "distillation"] and trained.supernet_widths == [1.0, 0.75, 0.5]
+    assert [m.model_dump(exclude_defaults=True) for m in w50.recipe.modifiers] == [{"type": "width_slice", "width": 0.5}]
+    assert (trained.source, w50.source, cells["minilm-l6-squad-s0-l6-w50-kd-sn-int8"].source) == (
+        None, trained.name, w50.name)
+    order = list(cells)
+    assert order.index(trained.name) < order.index(w50.name) < order.index(w50.name + "-int8")  # what a cell reuses runs before it
+    steps = {name: matrix.train_steps(c, supernet_profile(), 6) for name, c in cells.items()}
+    # the supernet's budget is the two separately trained cells' together: 2 x 100 full-model steps at 2.25 per step
+    assert (steps[trained.name], steps["minilm-l6-squad-s0-l6-w75-kd"], steps["minilm-l6-squad-s0-l6-w50-kd"], steps[w50.name]) == (89, 133, 200, 0)
+
+
+@pytest.mark.parametrize("axes, needle", [
+    ({"width": [0.75, 0.5], "distill": [True], "supernet": [True]}, "need the full-width supernet cell"),
+    ({"width": [1.0, 0.5], "sparsity": [0.5], "distill": [True], "supernet": [True]}, "supernet cells vary the width only"),
+    ({"width": [1.0, 0.5], "supernet": [True]}, "supernet cells vary the width only"),
+])
+def test_bad_supernet_cells_are_named_before_anything_runs(axes, needle):
+    with pytest.raises(ZooError, match=needle):
+        matrix.build_cells("squad", supernet_profile().model_copy(update={"axes": matrix.Axes(**axes)}), 6, "m.yaml")
+
+
+def test_tables_say_a_width_came_from_a_supernet():
+    row = SimpleNamespace(target_sparsity=0.0, layers=6, base_layers=6, width=0.5, quant="none", distilled=True, supernet=True)
+    assert results.setting(row) == "width 50% · supernet · KD"
+    assert results.setting(SimpleNamespace(**{**vars(row), "width": 1.0})) == "supernet · KD"
+    assert results.setting(SimpleNamespace(**{**vars(row), "supernet": False})) == "width 50% · KD"
+
+
+def test_a_tiny_matrix_slices_its_width_cells_out_of_one_supernet(tiny_matrix, tmp_path):
+    path, data = tiny_matrix
+    doc = yaml.safe_load(path.read_text())
+    doc["profiles"]["tiny"] |= {"axes": {"width": [1.0, 0.5], "distill": [True], "supernet": [True]}, "cell_steps": 2,
+                                "width_pruning": {"calibration_examples": 8}}
+    path.write_text(yaml.safe_dump(doc))
+    root = tmp_path / "cells"
+    assert run_matrix(path, data, root)["cells"] == {"tiny-bert0-l2-squad-s0-l2-kd-sn": "ran", "tiny-bert0-l2-squad-s0-l2-w50-kd-sn": "ran"}
+
+    trained, sliced_cell = load_record(root / "tiny-bert0-l2-squad-s0-l2-kd-sn"), load_record(root / "tiny-bert0-l2-squad-s0-l2-w50-kd-sn")
+    assert trained.train.steps == round(2 * 1 / 1.5) and set(trained.compression.width_supernet["loss_means"]) == {"1.0", "0.5"}
+    assert sliced_cell.train.steps == 0 and sliced_cell.model == str(root / "tiny-bert0-l2-squad-s0-l2-kd-sn")
+    assert sliced_cell.cell.supernet and sliced_cell.compression.measured.attention_heads == 2
+    assert sliced_cell.compression.width["supernet_widths"] == [1.0, 0.5]
+
+    supernet_model = AutoModelForQuestionAnswering.from_pretrained(root / "tiny-bert0-l2-squad-s0-l2-kd-sn").eval()
+    extracted = width.from_pretrained(AutoModelForQuestionAnswering, str(root / "tiny-bert0-l2-squad-s0-l2-w50-kd-sn"))
+    inputs = {k: v for k, v in batch().items() if "positions" not in k}
+    with torch.no_grad():
+        inside = logits(torch.func.functional_call(supernet_model, width.sub_network(supernet_model, 0.5), args=(), kwargs=inputs))
+        assert torch.allclose(inside, logits(extracted(**inputs)), atol=1e-6)
+    assert run_matrix(path, data, root)["cells"] == {"tiny-bert0-l2-squad-s0-l2-kd-sn": "skipped (complete)",
+                                                    "tiny-bert0-l2-squad-s0-l2-w50-kd-sn": "skipped (complete)"}
+
+    # the same extraction outside a matrix: a finetune of 0 steps under width_slice
+    (tmp_path / "slice.yaml").write_text(yaml.safe_dump({"modifiers": [{"type": "width_slice", "width": 0.5}]}))
+    assert main(["finetune", "squad", "--model", str(root / "tiny-bert0-l2-squad-s0-l2-kd-sn"), "--recipe", str(tmp_path / "slice.yaml"),
+                 "--max-steps", "0", "--eval-examples", "8", "--data-dir", str(data), "--output", str(tmp_path / "by-hand")]) == 0
+    by_hand = width.from_pretrained(AutoModelForQuestionAnswering, str(tmp_path / "by-hand"))
+    with torch.no_grad():
+        assert torch.equal(logits(by_hand(**inputs)), logits(extracted(**inputs)))
