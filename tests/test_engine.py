@@ -143,7 +143,8 @@ def test_teacher_cache_matches_live_teacher_and_is_keyed_by_teacher_and_data(tin
 @pytest.mark.parametrize(
     "recipe, needle",
     [
-        ({"modifiers": [{"type": "quantum_pruning"}]}, "allowed: layer_drop, width_pruning, obs_pruning, magnitude_pruning, distillation, quantization"),
+        ({"modifiers": [{"type": "quantum_pruning"}]},
+         "allowed: layer_drop, width_pruning, width_slice, obs_pruning, magnitude_pruning, distillation, quantization"),
         ({"modifiers": [{"type": "magnitude_pruning", "final_sparsity": 1.0}]}, "modifiers.0.final_sparsity"),
         ({"modifiers": [{"type": "magnitude_pruning", "final_sparsity": -0.1}]}, "modifiers.0.final_sparsity"),
         ({"modifiers": [{"type": "magnitude_pruning", "final_sparsity": 0.5, "start": 0.6, "end": 0.2}]}, "end (0.2) is before start (0.6)"),

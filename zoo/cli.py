@@ -55,6 +55,13 @@ def _summary(record, run_dir: Path) -> None:
     Console().print(table)
 
 
+def _steps(value: str) -> int:
+    """A step count; 0 trains nothing: the recipe's one-shot changes (e.g. a width sliced out of a supernet), saved and scored."""
+    if not value.isdigit():
+        raise argparse.ArgumentTypeError(f"{value!r}: expected a whole number of steps")
+    return int(value)
+
+
 def cmd_run(args: argparse.Namespace) -> None:
     from zoo import pipeline
 
@@ -325,7 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--eval-examples", help="dev examples to score: N or 'all' (default: the profile's)")
         if name == "finetune":
             p.add_argument("--recipe", help="compression recipe YAML (zoo/recipe.py modifiers); none: dense")
-            p.add_argument("--max-steps", type=_count, help="stop training after N optimizer steps (default: the profile's epochs)")
+            p.add_argument("--max-steps", type=_steps, help="stop training after N optimizer steps, 0 for none (default: the profile's epochs)")
             p.add_argument("--train-examples", type=_count, help="train on a seeded random N examples (default: the profile's)")
         p.set_defaults(func=cmd_run)
     p = sub.add_parser("matrix", help="run a compression matrix (recipes/FAMILY-matrix.yaml) for each of its tasks")

@@ -29,7 +29,7 @@ class CellRun(NamedTuple):
 
 class Executor:
     def run(self, cells: list[Cell], runner: RunCell, progress, resources: CellResources) -> dict[str, CellRun]:
-        """Run every cell (quantised ones after their fp32 sibling); returns per cell its wall
+        """Run every cell (one that reuses another's weights after that one); returns per cell its wall
         seconds and how many times it was started (more than once: a worker died under it)."""
         raise NotImplementedError
 
@@ -43,7 +43,7 @@ class LocalExecutor(Executor):
     def run(self, cells, runner, progress, resources):
         overall = progress.add_task("matrix cells", total=len(cells))
         done = {}
-        for cell in cells:  # build_cells puts quantised cells after every fp32 one
+        for cell in cells:  # build_cells puts the cells that reuse weights after the cells they reuse
             done[cell.name] = CellRun(runner(cell, progress), attempts=1)
             progress.advance(overall)
         return done
@@ -92,7 +92,7 @@ class RayExecutor(Executor):
         while waiting or names:
             while waiting and len(names) < (self.workers or len(cells)):
                 cell = waiting.pop(0)
-                after = [refs[cell.fp32_sibling]] if cell.fp32_sibling in refs else []  # Ray starts it once the sibling is done
+                after = [refs[cell.source]] if cell.source in refs else []  # Ray starts it once the cell it reuses is done
                 refs[cell.name] = task.remote(runner, cell, os.getcwd(), threads, started, *after)
                 names[refs[cell.name]] = cell.name
             finished, _ = ray.wait(list(names), num_returns=1, timeout=1.0)

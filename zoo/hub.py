@@ -115,6 +115,8 @@ def model_card(record: Record, row: dict, table_md: str, org: str) -> ModelCard:
            f"{width['neurons_kept']} of {width['neurons_total']} FFN neurons per layer, physically "
            f"sliced; stock `from_pretrained` cannot express fewer heads at this hidden size, so load it with "
            f"`zoo.width.from_pretrained(AutoModelFor..., path)` (config key `zoo_attention_heads`)"] if width else []),
+        *([f"- a width of a supernet: sliced, without further training, out of `{record.model}`, which trained the widths "
+           f"{width['supernet_widths']} together (DynaBERT); its own row has that training"] if width and "supernet_widths" in width else []),
         *(["- int8: `model.int8.onnx`, ONNX Runtime dynamic quantisation of these weights (per-channel int8 MatMul weights); "
            "the scores below are the int8 model's"] if compression.quantization else []),
         *([f"- speed ({'ONNX Runtime int8' if row['quant'] != 'none' else 'PyTorch fp32'}, {record.bench.threads if record.bench else None} CPU thread(s)): "

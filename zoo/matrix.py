@@ -34,13 +34,15 @@ from zoo.record import METRICS_FILE, CellLabels, Record, TeacherReference, find_
 
 class Axes(Strict):
     """One grid: every combination of the listed values. An axis left out takes its
-    uncompressed value (no sparsity, all layers, full width, no KD, no quantisation)."""
+    uncompressed value (no sparsity, all layers, full width, no KD, no quantisation, widths
+    pruned one cell at a time rather than sliced from a supernet)."""
 
     sparsity: list[float] = Field([0.0], min_length=1)
     layers: list[int] | None = Field(None, min_length=1)  # None: the base model's depth
     width: list[float] = Field([1.0], min_length=1)
     distill: list[bool] = Field([False], min_length=1)
     quant: list[Literal["none", "int8"]] = Field(["none"], min_length=1)
+    supernet: list[bool] = Field([False], min_length=1)  # true: the widths come from one width supernet per task
 
 
 class CellResources(Strict):
@@ -110,6 +112,7 @@ class Cell:
     width: float
     distill: bool
     quant: str
+    supernet: bool
     recipe: Recipe
 
     @property
@@ -120,11 +123,26 @@ class Cell:
     def fp32_sibling(self) -> str | None:
         return fp32_sibling(self.name, self.quant)
 
+    @property
+    def supernet_widths(self) -> list[float] | None:
+        """The widths this cell trains as a width supernet (None: it is no supernet's training cell)."""
+        return next((m.widths for m in self.recipe.modifiers if m.type == "width_supernet"), None)
+
+    @property
+    def source(self) -> str | None:
+        """The cell whose trained weights this one takes instead of training: an int8 cell's fp32
+        sibling, or a narrower supernet width's supernet cell (its name without the width)."""
+        if self.fp32_sibling:
+            return self.fp32_sibling
+        if self.supernet and self.width < 1:
+            return self.name.replace(f"-l{self.layers}-w{round(self.width * 100)}", f"-l{self.layers}", 1)
+        return None
+
     def labels(self, matrix: MatrixProfile, profile_name: str, base_layers: int, teacher: Record | None) -> CellLabels:
         """What the cell's record says the matrix asked of it."""
         return CellLabels(name=self.name, matrix_profile=profile_name, base_model=self.model, base_layers=base_layers,
                           sparsity=self.sparsity, layers=self.layers, width=self.width, distill=self.distill, quant=self.quant,
-                          init=matrix.init, teacher=_reference(teacher, matrix.eval_examples))
+                          supernet=self.supernet, init=matrix.init, teacher=_reference(teacher, matrix.eval_examples))
 
 
 def model_tag(model: str, num_layers: int) -> str:
@@ -132,11 +150,13 @@ def model_tag(model: str, num_layers: int) -> str:
     return f"{base}-l{num_layers}"
 
 
-def cell_name(tag: str, task: str, sparsity: float, layers: int, distill: bool, width: float = 1.0, quant: str = "none") -> str:
-    """Parseable repo/folder name, e.g. minilm-l6-squad-s90-l3-kd or minilm-l6-squad-s0-l6-w50-kd-int8
-    (sparsity and width in percent; full width and no quantisation are left out)."""
+def cell_name(tag: str, task: str, sparsity: float, layers: int, distill: bool, width: float = 1.0, quant: str = "none",
+              supernet: bool = False) -> str:
+    """Parseable repo/folder name, e.g. minilm-l6-squad-s90-l3-kd, minilm-l6-squad-s0-l6-w50-kd-int8 or
+    minilm-l6-squad-s0-l6-w50-kd-sn (sparsity and width in percent; full width, no quantisation and
+    no supernet are left out)."""
     return (f"{tag}-{task}-s{round(sparsity * 100)}-l{layers}" + (f"-w{round(width * 100)}" if width < 1 else "")
-            + ("-kd" if distill else "") + (f"-{quant}" if quant != "none" else ""))
+            + ("-kd" if distill else "") + ("-sn" if supernet else "") + (f"-{quant}" if quant != "none" else ""))
 
 
 def load_matrix(family: str, profile_name: str, path: str | Path | None = None) -> tuple[MatrixProfile, Path]:
@@ -183,26 +203,44 @@ AXIS_MODIFIERS: dict[str, Callable[[object, MatrixProfile, str, int], dict | Non
 }
 
 
+def supernet_modifiers(settings: dict, widths: list[float], matrix: MatrixProfile, task: str, base_layers: int) -> list[dict]:
+    """A supernet cell's recipe. One DynaBERT supernet per task trains every width the task's
+    supernet cells list: the full-width cell is that training run (width_supernet + distillation),
+    and each narrower cell slices its width out of the trained supernet (width_slice, no training)."""
+    if settings["sparsity"] or settings["layers"] != base_layers or not settings["distill"]:
+        raise ValueError("supernet cells vary the width only and are distilled: give their grid no sparsity or layers axis "
+                         "and distill: [true]")
+    if 1.0 not in widths:
+        raise ValueError(f"supernet cells of widths {widths} need the full-width supernet cell (width 1.0): it trains them")
+    width = settings["width"]
+    trained = ([{"type": "width_supernet", "widths": widths, **matrix.width_pruning},
+                AXIS_MODIFIERS["distill"](True, matrix, task, base_layers)] if width == 1
+               else [{"type": "width_slice", "width": width}])
+    return trained + [m for m in [AXIS_MODIFIERS["quant"](settings["quant"], matrix, task, base_layers)] if m]
+
+
 def build_cells(task: str, matrix: MatrixProfile, base_layers: int, source: str) -> list[Cell]:
     """Every cell of one task's grid with its recipe, validated before anything runs."""
     model = matrix.tasks[task]
     tag = model_tag(model, base_layers)
+    combos = [dict(zip(Axes.model_fields, combo)) for grid in matrix.grids  # layers None: the base model's depth
+              for combo in itertools.product(*(getattr(grid, axis) or [base_layers] for axis in Axes.model_fields))]
+    supernet_widths = sorted({s["width"] for s in combos if s["supernet"]}, reverse=True)
     cells: dict[str, Cell] = {}
-    for grid in matrix.grids:
-        values = [getattr(grid, axis) or [base_layers] for axis in AXIS_MODIFIERS]  # layers None: the base model's depth
-        for combo in itertools.product(*values):
-            settings = dict(zip(AXIS_MODIFIERS, combo))
-            try:
-                modifiers = [m for axis, build in AXIS_MODIFIERS.items() if (m := build(settings[axis], matrix, task, base_layers))]
-            except ValueError as e:
-                raise ZooError(f"{source}: {e}") from None
-            name = cell_name(tag, task, **settings)
-            recipe = parse_recipe({"modifiers": modifiers}, f"{source} (cell {name})")
-            cells.setdefault(name, Cell(name, task, model, **settings, recipe=recipe))
+    for settings in combos:
+        try:
+            modifiers = (supernet_modifiers(settings, supernet_widths, matrix, task, base_layers) if settings["supernet"] else
+                         [m for axis, build in AXIS_MODIFIERS.items() if (m := build(settings[axis], matrix, task, base_layers))])
+        except ValueError as e:
+            raise ZooError(f"{source}: {e}") from None
+        name = cell_name(tag, task, **settings)
+        recipe = parse_recipe({"modifiers": modifiers}, f"{source} (cell {name})")
+        cells.setdefault(name, Cell(name, task, model, **settings, recipe=recipe))
     missing = [c.name for c in cells.values() if c.fp32_sibling and c.fp32_sibling not in cells]
     if missing:
         raise ZooError(f"{source}: quantised cell {missing[0]} needs its unquantised cell in the matrix too (it quantises those weights)")
-    return sorted(cells.values(), key=lambda c: c.quant != "none")  # unquantised cells first: the quantised ones reuse them
+    # cells that train first; then those that take their weights (supernet widths), then the quantised ones of either
+    return sorted(cells.values(), key=lambda c: (c.quant != "none", c.source is not None))
 
 
 def select(cells: list[Cell], patterns: list[str] | None) -> list[Cell]:
@@ -215,20 +253,24 @@ def select(cells: list[Cell], patterns: list[str] | None) -> list[Cell]:
 
 
 def relative_cost(cell: Cell, base_layers: int) -> float:
-    """A cell's forward/backward cost as a fraction of the base model's: depth times width
-    (unstructured zeros cost the same as any weight in dense kernels)."""
-    return cell.layers / base_layers * cell.width
+    """A cell's forward/backward cost per training step as a fraction of the base model's: depth
+    times width, summed over the widths a supernet runs each step (unstructured zeros cost the
+    same as any weight in dense kernels)."""
+    return cell.layers / base_layers * sum(cell.supernet_widths or [cell.width])
 
 
 def train_steps(cell: Cell, matrix: MatrixProfile, base_layers: int) -> int | None:
-    """The cell's recovery steps under the matrix's budget (None: cell_train's epochs decide)."""
-    if cell.fp32_sibling or (matrix.init == "teacher" and not cell.compressed):
+    """The cell's recovery steps under the matrix's budget (None: cell_train's epochs decide).
+    A supernet stands in for one separately trained cell per narrower width, so it gets their
+    budgets together: with widths [1, 0.75, 0.5], 2 x cell_steps of full-model compute."""
+    if cell.source or (matrix.init == "teacher" and not cell.compressed):
         return 0
     if "max_steps" in matrix.overrides(cell):  # a setting that needs a longer recovery than its cost buys says so
         return matrix.overrides(cell)["max_steps"]
     if matrix.cell_steps is None:
         return None
-    return round(matrix.cell_steps / relative_cost(cell, base_layers))
+    cells_replaced = len(cell.supernet_widths) - 1 if cell.supernet_widths else 1
+    return round(matrix.cell_steps * cells_replaced / relative_cost(cell, base_layers))
 
 
 def estimate_seconds(cell: Cell, matrix: MatrixProfile, base_layers: int, teacher: Record | None) -> float | None:
@@ -244,7 +286,7 @@ def estimate_seconds(cell: Cell, matrix: MatrixProfile, base_layers: int, teache
     if steps is None:
         train_examples = matrix.cell_train.max_examples or teacher.data["train"].available_examples
         steps = train_examples * trained.features / trained.examples * matrix.cell_train.epochs / matrix.cell_train.batch_size
-    return relative_cost(cell, base_layers) * (per_step * steps + per_question * eval_questions)
+    return relative_cost(cell, base_layers) * per_step * steps + cell.layers / base_layers * cell.width * per_question * eval_questions
 
 
 def default_root(family: str, profile_name: str) -> Path:
@@ -277,9 +319,9 @@ def changes_since_run(cell: Cell, matrix: MatrixProfile, base_layers: int, root_
         ("training settings", record.config.get("train"), as_json(train.model_dump(mode="json"))),
         ("dev examples", record.eval.max_examples, matrix.eval_examples),
     ) if recorded != wanted]
-    sibling = find_record(root_dir / cell.fp32_sibling) if cell.fp32_sibling else None
-    if sibling and sibling.provenance.finished > record.provenance.date:
-        changed.append(f"{cell.fp32_sibling} re-ran after it")
+    source = find_record(root_dir / cell.source) if cell.source else None
+    if source and source.provenance.finished > record.provenance.date:
+        changed.append(f"{cell.source} re-ran after it")
     return changed
 
 
@@ -335,16 +377,17 @@ class CellRunner:
         started = time.perf_counter()
         before = set(progress.task_ids)
         init = str(teacher_dir(matrix, cell.task)) if matrix.init == "teacher" else cell.model
+        if cell.source and not is_complete(root_dir / cell.source):
+            raise ZooError(f"cell {cell.name} takes the weights of {root_dir / cell.source}, which is not complete; run that cell first")
+        if cell.source and not cell.fp32_sibling:
+            init = str(root_dir / cell.source)  # a supernet width: sliced out of the trained supernet (width_slice, 0 steps)
         cell_run = pipeline.open_run(cell.task, init, matrix.finetune_profile, self.data_dir)
         steps = train_steps(cell, matrix, self.base_layers[cell.task])
         cell_run.profile = cell_run.profile.model_copy(update={"train": matrix.train_config(cell, steps)})
         labels = cell.labels(matrix, self.profile_name, self.base_layers[cell.task], self.teachers[cell.task])
         cell_dir = root_dir / cell.name
         if cell.fp32_sibling:
-            sibling = root_dir / cell.fp32_sibling
-            if not is_complete(sibling):
-                raise ZooError(f"cell {cell.name} quantises {sibling}, which is not complete; run that cell first")
-            pipeline.quantize_trained(cell_run, sibling, cell_dir, progress, matrix.eval_examples, cell.recipe, labels)
+            pipeline.quantize_trained(cell_run, root_dir / cell.fp32_sibling, cell_dir, progress, matrix.eval_examples, cell.recipe, labels)
         else:
             pipeline.finetune(cell_run, cell_dir, progress, matrix.eval_examples, recipe=cell.recipe, cell=labels)
         for task_id in set(progress.task_ids) - before:
@@ -370,9 +413,9 @@ def _run_cells(cells: list[Cell], matrix: MatrixProfile, base_layers: dict, root
             teachers[task] = pipeline.finetune(base_run, teacher_dir(matrix, task), progress, base_run.profile.eval.max_examples)
             phases[f"teacher:{task}"] = round(time.perf_counter() - teacher_started, 1)
     changes = {c.name: changes_since_run(c, matrix, base_layers[c.task], root_dir) for c in cells}
-    for c in cells:  # cells come unquantised first: a quantised cell whose sibling re-runs re-runs after it
-        if c.fp32_sibling and changes.get(c.fp32_sibling) != [] and changes[c.name] == []:
-            changes[c.name] = [f"{c.fp32_sibling} re-runs"]
+    for c in cells:  # sources come first: a cell whose source re-runs re-runs after it
+        if c.source and changes.get(c.source) != [] and changes[c.name] == []:
+            changes[c.name] = [f"{c.source} re-runs"]
     to_run = [c for c in cells if changes[c.name] != []]
     for c in to_run:
         if changes[c.name]:

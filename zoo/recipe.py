@@ -15,6 +15,10 @@ step, `1.0` = last) or absolute steps (`unit: step`).
         keep: [0, 2, 4]              # or strategy: search, n: 3 (chosen on calibration batches)
       - type: width_pruning          # structured: keep the most important heads/FFN neurons, slice
         width: 0.5
+      - type: width_supernet         # DynaBERT: every width of the list trained at once, shared weights
+        widths: [1.0, 0.75, 0.5]
+      - type: width_slice            # one width of a trained supernet, sliced
+        width: 0.5
       - type: distillation
         teacher: runs/squad/dense-cpu
       - type: theseus                # module replacement: kept layers stand in for groups of the dense model's

@@ -133,6 +133,7 @@ class CellLabels(Section):
     width: float = 1.0
     distill: bool = Field(alias="distilled")
     quant: str = "none"
+    supernet: bool = False  # the width came from one width supernet of the task (absent in records older than it)
     init: str
     teacher: TeacherReference | None = None
 

@@ -116,10 +116,12 @@ def provenance_line(records: list[Record]) -> str:
 
 
 def setting(row) -> str:
-    """What was done to a cell, in words: '80% sparse · KD', '3 layers', 'width 50% · int8', 'dense'."""
+    """What was done to a cell, in words: '80% sparse · KD', '3 layers', 'width 50% · int8',
+    'width 50% · supernet · KD', 'dense'."""
     parts = [f"{round(row.target_sparsity * 100)}% sparse" if row.target_sparsity else "",
              f"{row.layers} layers" if row.layers < row.base_layers else "",
-             f"width {round(row.width * 100)}%" if row.width < 1 else "", "int8" if row.quant != "none" else ""]
+             f"width {round(row.width * 100)}%" if row.width < 1 else "", "supernet" if row.supernet else "",
+             "int8" if row.quant != "none" else ""]
     return " · ".join([p for p in parts if p] or ["dense"]) + (" · KD" if row.distilled else "")
 
 
@@ -157,8 +159,9 @@ def score(row: pd.Series) -> str:
 def compact_markdown(df: pd.DataFrame, records: list[Record]) -> str:
     """What README.md shows: the provenance line and one table for the family, a row per cell:
     what was done to it, its headline score, % of teacher, speed and file size (empty columns left out)."""
-    base_layers = {r.cell.name: r.cell.base_layers for r in records}
-    shown = df.assign(setting=[setting(row) for row in df.assign(base_layers=df.cell.map(base_layers)).itertuples()],
+    base_layers, supernet = {r.cell.name: r.cell.base_layers for r in records}, {r.cell.name: r.cell.supernet for r in records}
+    labelled = df.assign(base_layers=df.cell.map(base_layers), supernet=df.cell.map(supernet))
+    shown = df.assign(setting=[setting(row) for row in labelled.itertuples()],
                       nonzero_params=(df.nonzero_params / 1e6).round(1), score=[score(row) for _, row in df.iterrows()])
     return provenance_line(records) + "\n\n" + _markdown_table(shown[list(COMPACT)].dropna(axis=1, how="all").rename(columns=COMPACT)) + "\n"
 

@@ -10,6 +10,11 @@ Stock BERT cannot describe fewer heads at the same hidden size (head_dim is
 hidden_size / num_attention_heads), so a pruned checkpoint keeps num_attention_heads,
 records the kept count as `zoo_attention_heads` in config.json, and loads through
 `from_pretrained` below. The FFN width is plain `intermediate_size` and needs nothing.
+
+A width supernet (zoo/modifiers/width_supernet.py) is rewired with all units kept, most
+important first (`reorder`); its width-w sub-network is the first `kept(w, n)` units of every
+layer, run during training as views of the shared weights (`sub_network`) and cut out
+afterwards by `prune_width` with `position_scores` (zoo/modifiers/width_slice.py).
 """
 
 from __future__ import annotations
@@ -26,6 +31,12 @@ from zoo.layers import encoder_layers
 
 def count_heads(model: nn.Module) -> list[int]:
     return [layer.attention.self.num_attention_heads for layer in encoder_layers(model)]
+
+
+def kept(width: float, total: int) -> int:
+    """How many of a layer's `total` heads (or neurons) a width keeps: the one count pruning, a
+    supernet's sub-network and its extraction all use."""
+    return max(1, round(width * total))
 
 
 @contextmanager
@@ -122,7 +133,9 @@ def _keep_neurons(layer: nn.Module, neurons: list[int]) -> None:
 
 def prune_width(model: nn.Module, head_importance: torch.Tensor, neuron_importance: torch.Tensor, width: float) -> dict:
     """Keep the top round(width * n) heads and neurons of every layer (the same count in each,
-    so the config can describe it), most important first, and slice the weights to match."""
+    so the config can describe it), most important first, and slice the weights to match.
+    config.json records the head count (`zoo_attention_heads`) only when heads were removed:
+    with all of them kept, a stock BERT config describes the model."""
     if not 0 < width <= 1:
         raise ZooError(f"width must be in (0, 1] (the fraction of heads and FFN neurons kept per layer), got {width}")
     layers = encoder_layers(model)
@@ -131,7 +144,7 @@ def prune_width(model: nn.Module, head_importance: torch.Tensor, neuron_importan
     if (head_importance.shape, neuron_importance.shape) != expected:
         raise ZooError(f"importance shapes {tuple(head_importance.shape)}, {tuple(neuron_importance.shape)} "
                        f"do not match the model's {expected}; compute them with width.importance on this model")
-    keep_h, keep_n = max(1, round(width * heads)), max(1, round(width * neurons))
+    keep_h, keep_n = kept(width, heads), kept(width, neurons)
     params_before = sum(p.numel() for p in model.parameters())
     kept_heads = []
     for layer, h_scores, n_scores in zip(layers, head_importance, neuron_importance):
@@ -139,11 +152,50 @@ def prune_width(model: nn.Module, head_importance: torch.Tensor, neuron_importan
         _keep_heads(layer.attention, kept_heads[-1])
         _keep_neurons(layer, _ranked(n_scores, keep_n))
     model.config.intermediate_size = keep_n
-    model.config.zoo_attention_heads = keep_h
+    if keep_h < heads:
+        model.config.zoo_attention_heads = keep_h
     return {
         "width": width, "heads_kept": keep_h, "heads_total": heads, "neurons_kept": keep_n, "neurons_total": neurons,
         "kept_heads": kept_heads, "params_before": params_before, "params_after": sum(p.numel() for p in model.parameters()),
     }
+
+
+def reorder(model: nn.Module, head_importance: torch.Tensor, neuron_importance: torch.Tensor) -> dict:
+    """DynaBERT's rewiring: every layer's heads and FFN neurons sorted most important first, none
+    removed, so the best k units of a layer are its first k and every narrower width is a prefix.
+    The function is unchanged (a permutation of units that are summed)."""
+    return prune_width(model, head_importance, neuron_importance, 1.0)
+
+
+def position_scores(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    """Importance that ranks every unit by its position, the first highest: with these,
+    `prune_width` keeps the first k heads and neurons of every layer (a rewired model's best k)."""
+    layers = encoder_layers(model)
+    heads, neurons = count_heads(model)[0], layers[0].intermediate.dense.out_features
+    return torch.arange(heads, 0, -1.0).repeat(len(layers), 1), torch.arange(neurons, 0, -1.0).repeat(len(layers), 1)
+
+
+def sub_network(model: nn.Module, width: float) -> dict[str, torch.Tensor]:
+    """The width-`width` sub-network of a rewired model: for every layer, the first kept(width, n)
+    heads (query/key/value rows, attention-output columns) and FFN neurons (intermediate rows,
+    output columns), as views of the model's own parameters, by name. Run it with
+    `torch.func.functional_call(model, sub_network(model, w), args, kwargs)`: it computes what
+    the sliced checkpoint computes, at the sliced cost, and its gradients land in the shared
+    full-size weights. (Zeroing the other units with `gates` would give the same outputs but
+    cost the full width for every width.) Attention reshapes to -1 heads, so fewer rows work."""
+    names = {module: name for name, module in model.named_modules()}
+    views = {}
+    for layer in encoder_layers(model):
+        attention = layer.attention.self
+        head_rows = kept(width, attention.num_attention_heads) * attention.attention_head_size
+        neurons = kept(width, layer.intermediate.dense.out_features)
+        for linear, rows in ((attention.query, head_rows), (attention.key, head_rows), (attention.value, head_rows),
+                             (layer.intermediate.dense, neurons)):
+            views[f"{names[linear]}.weight"] = linear.weight[:rows]
+            views[f"{names[linear]}.bias"] = linear.bias[:rows]
+        for linear, cols in ((layer.attention.output.dense, head_rows), (layer.output.dense, neurons)):
+            views[f"{names[linear]}.weight"] = linear.weight[:, :cols]
+    return views
 
 
 def from_pretrained(model_cls, path: str, **kwargs):

@@ -33,6 +33,7 @@ from zoo.errors import ZooError
 
 REGISTRY: dict[str, type[Modifier]] = {}  # type name -> class, filled as modifier modules are imported
 UNSTRUCTURED_PRUNING = "unstructured pruning"  # the group of modifiers that zero single weights (their targets are what sparsity is measured over)
+WIDTH = "width"  # the group of modifiers that choose and slice heads and FFN neurons (a model has one ranking of them)
 
 
 def _regexes(patterns: list[str]) -> list[str]:

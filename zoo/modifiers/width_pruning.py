@@ -13,7 +13,7 @@ from pydantic import Field
 
 from zoo import width
 from zoo.errors import ZooError
-from zoo.modifiers.base import Context, Modifier
+from zoo.modifiers.base import WIDTH, Context, Modifier
 
 
 class WidthPruning(Modifier):
@@ -25,6 +25,7 @@ class WidthPruning(Modifier):
     calibration_examples: int = Field(256, gt=0, description="training features the importance scores are summed over")
 
     order = 20  # after layer drop (fewer layers to score), before OBS (which prunes what is left)
+    group = WIDTH
 
     def check(self, model: torch.nn.Module, ctx: Context) -> None:
         distillation = ctx.find("distillation")
