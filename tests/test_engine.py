@@ -10,13 +10,13 @@ from rich.progress import Progress
 from safetensors.torch import load_file
 from transformers import AutoModelForQuestionAnswering
 
-from tasks.base import FeatureSet
 from tests.conftest import teacher_then_cell
 from zoo import pipeline
 from zoo.distill import CachedTeacher, LiveTeacher, cache_key, hidden_mse, soft_logit_loss, uniform_layer_map
 from zoo.layers import drop_layers
 from zoo.recipe import parse_recipe
 from zoo.sparsity import DEFAULT_PRUNE_TARGETS, MaskSet, gmp_sparsity, measure_sparsity, target_names
+from zoo.task import FeatureSet
 
 
 def test_gmp_schedule_values():

@@ -8,9 +8,8 @@ from pathlib import Path
 
 from rich.progress import Progress
 
-from tasks.base import FeatureSet
-from tasks.squad import SquadAdapter, SquadConfig
 from zoo import provenance, speed
+from zoo.adapters import get_adapter
 from zoo.batching import length_grouped_batches, random_batches
 from zoo.data import data_root
 from zoo.engine import Manager
@@ -21,6 +20,7 @@ from zoo.pipeline import bar, subset
 from zoo.profiles import TrainConfig
 from zoo.recipe import Recipe, parse_recipe
 from zoo.record import load_record
+from zoo.task import FeatureSet, TaskAdapter
 from zoo.train import train
 
 
@@ -64,11 +64,12 @@ def _squad_adapter(model_ref: str, data_dir: str | None, max_seq_length: int, do
 
     root = data_root(data_dir)
     model_path = resolve_model(model_ref)
-    config = SquadConfig(max_seq_length=max_seq_length, doc_stride=doc_stride)
-    return SquadAdapter("squad", config, AutoTokenizer.from_pretrained(model_path), root), model_path, root
+    squad = get_adapter("squad")
+    config = squad.config_schema(max_seq_length=max_seq_length, doc_stride=doc_stride)
+    return squad("squad", config, AutoTokenizer.from_pretrained(model_path), root), model_path, root
 
 
-def _feature_pool(adapter: SquadAdapter, n_features: int, progress: Progress) -> FeatureSet:
+def _feature_pool(adapter: TaskAdapter, n_features: int, progress: Progress) -> FeatureSet:
     """The first n_features training features of a seeded random sample of SQuAD questions."""
     examples, _ = adapter.load("train")
     examples = subset(examples, n_features, seed=0)  # >= 1 feature per example, so enough features

@@ -45,8 +45,8 @@ from pathlib import Path
 import pandas as pd
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from tasks import family_tasks, get_adapter
 from zoo import results, sparse_storage
+from zoo.adapters import family_tasks, get_adapter
 from zoo.errors import ZooError
 from zoo.io import folder_lock, sha256_file, write_json, write_text
 from zoo.record import CellLabels, Measured, Record, load_record

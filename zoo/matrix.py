@@ -23,7 +23,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, ValidationError, model_validator
 
-from tasks import family_tasks
+from zoo.adapters import family_tasks
 from zoo.errors import ZooError
 from zoo.executor import Executor, LocalExecutor
 from zoo.io import folder_lock, write_json

@@ -17,9 +17,8 @@ import numpy as np
 from datasets import Dataset
 from rich.progress import Progress
 
-from tasks import get_adapter
-from tasks.base import TaskAdapter
 from zoo import onnx_export, provenance, sparse_storage
+from zoo.adapters import get_adapter
 from zoo.batching import collate
 from zoo.data import data_root
 from zoo.engine import Manager
@@ -32,6 +31,7 @@ from zoo.profiles import Profile, load_profile, parse_task_config
 from zoo.recipe import Recipe, dump_recipe
 from zoo.record import METRICS_FILE, CellLabels, Record, load_record, parse_record
 from zoo.sparsity import DEFAULT_PRUNE_TARGETS, measure_sparsity, target_names
+from zoo.task import TaskAdapter
 from zoo.train import batch_plan, process_state, train
 
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json")

@@ -35,7 +35,7 @@ class Section(BaseModel):
 
 def metric_names(task: str) -> tuple[str, ...]:
     """The task's reported metrics (the same list its model card's model-index carries); the first is its headline."""
-    from tasks import get_adapter
+    from zoo.adapters import get_adapter
 
     return get_adapter(task).hub_card(task)["metrics"]
 

@@ -224,7 +224,7 @@ def results_readme(out_dir: Path) -> str:
     """results/README.md, rebuilt from what `out_dir` holds: notes/intro.md; per family with a
     table, its full-width tables and `zoo bench cells` speed tables put into notes/<family>.md
     where it says TABLE_HERE and SPEED_HERE (appended where it does not); then notes/other-runs.md."""
-    from tasks import adapters
+    from zoo.adapters import adapters
 
     def note(name: str) -> str:
         path = out_dir / NOTES_DIR / name
