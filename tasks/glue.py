@@ -15,8 +15,8 @@ from pathlib import Path
 from datasets import Dataset
 
 from tasks.classification import SequenceClassificationAdapter, TextTask, check_format
-from zoo.data import local_file
 from zoo.errors import ZooError
+from zoo.paths import local_file
 from zoo.task import LoadReport
 
 BINARY = ("0", "1")

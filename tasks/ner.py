@@ -23,8 +23,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from zoo import width
 from zoo.batching import IGNORE_INDEX
-from zoo.data import local_file
 from zoo.errors import ZooError
+from zoo.paths import local_file
 from zoo.task import FeatureSet, LoadReport, Progress, TaskAdapter
 
 CHUNK = 1000

@@ -195,7 +195,7 @@ def test_compressed_cell_end_to_end(tiny_bert_dir, squad_data_root, tmp_path, mo
 
 
 def test_shipped_example_recipes_validate():
-    from zoo.profiles import RECIPES_DIR
+    from zoo.paths import RECIPES_DIR
     from zoo.recipe import load_recipe
 
     examples = sorted((RECIPES_DIR / "examples").glob("*.yaml"))

@@ -11,11 +11,11 @@ from rich.progress import Progress
 from zoo import provenance, speed
 from zoo.adapters import get_adapter
 from zoo.batching import length_grouped_batches, random_batches
-from zoo.data import data_root
 from zoo.engine import Manager
 from zoo.errors import ZooError
 from zoo.io import run_folders, write_json, write_text
 from zoo.models import resolve_model
+from zoo.paths import data_root
 from zoo.pipeline import bar, subset
 from zoo.profiles import TrainConfig
 from zoo.recipe import Recipe, parse_recipe

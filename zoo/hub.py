@@ -45,7 +45,7 @@ from pathlib import Path
 import pandas as pd
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from zoo import results, sparse_storage
+from zoo import paths, results, sparse_storage
 from zoo.adapters import family_tasks, get_adapter
 from zoo.errors import ZooError
 from zoo.io import folder_lock, sha256_file, write_json, write_text
@@ -293,7 +293,7 @@ def publish(family: str, root: Path, org: str, to: Path | None = None, api=None)
     return outcome
 
 
-HUB_CACHE = Path("runs") / "hub-cache"
+HUB_CACHE = paths.RUNS / "hub-cache"
 
 
 def list_repos(org: str, family: str) -> list[str]:
@@ -447,7 +447,7 @@ def _index_or_empty(org: str, family: str) -> list[dict]:
 
 def olah_config(hub_dir: Path, port: int, path: Path) -> Path:
     """An olah config serving the git repos under hub_dir offline on loopback."""
-    hub_dir, cache = Path(hub_dir).resolve(), (Path("runs") / "olah-cache").resolve()
+    hub_dir, cache = Path(hub_dir).resolve(), (paths.RUNS / "olah-cache").resolve()
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(
         "[basic]\n"

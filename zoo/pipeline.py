@@ -17,10 +17,9 @@ import numpy as np
 from datasets import Dataset
 from rich.progress import Progress
 
-from zoo import onnx_export, provenance, sparse_storage
+from zoo import onnx_export, paths, provenance, sparse_storage
 from zoo.adapters import get_adapter
 from zoo.batching import collate
-from zoo.data import data_root
 from zoo.engine import Manager
 from zoo.errors import ZooError
 from zoo.io import check_replaceable, replace_dir, sha256_file, write_json
@@ -55,10 +54,10 @@ class Run:
 def open_run(task: str, model_ref: str, profile_name: str, data_dir: str | None = None) -> Run:
     from transformers import AutoTokenizer
 
-    root = data_root(data_dir)
+    root = paths.data_root(data_dir)
     adapter_cls = get_adapter(task)
     profile = load_profile(adapter_cls.family, profile_name)
-    config = parse_task_config(adapter_cls.config_schema, profile, f"recipes/{adapter_cls.family}.yaml")
+    config = parse_task_config(adapter_cls.config_schema, profile, str(paths.profile_file(adapter_cls.family)))
     model_path = resolve_model(model_ref)
     if Path(model_path).is_dir() and not any((Path(model_path) / f).is_file() for f in TOKENIZER_FILES):
         raise ZooError(f"model folder {model_path} has no tokenizer ({', '.join(TOKENIZER_FILES)}); "

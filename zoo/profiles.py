@@ -13,11 +13,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from zoo import paths
 from zoo.errors import ZooError
-
-# An installed wheel carries the profiles and matrices as zoo/recipes; a checkout has recipes/ beside zoo/.
-_PACKAGED = Path(__file__).resolve().parent / "recipes"
-RECIPES_DIR = _PACKAGED if _PACKAGED.is_dir() else Path(__file__).resolve().parent.parent / "recipes"
 
 
 class Strict(BaseModel):
@@ -87,7 +84,7 @@ def profile_section(path: Path, name: str) -> dict:
 
 
 def load_profile(task: str, name: str, path: str | Path | None = None) -> Profile:
-    path = Path(path) if path else RECIPES_DIR / f"{task}.yaml"
+    path = Path(path) if path else paths.profile_file(task)
     try:
         return Profile(name=name, **profile_section(path, name))
     except ValidationError as e:

@@ -11,14 +11,14 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
+from zoo import paths
+
 LIBRARIES = ("zoo", "torch", "transformers", "tokenizers", "datasets", "accelerate", "huggingface-hub", "numpy")
 
 
 def git_state() -> dict:
-    root = Path(__file__).resolve().parent.parent
-
     def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=False).stdout.strip()
+        return subprocess.run(["git", *args], cwd=paths.CODE_ROOT, capture_output=True, text=True, check=False).stdout.strip()
 
     sha = git("rev-parse", "HEAD")
     return {"sha": sha or None, "dirty": bool(git("status", "--porcelain", "--untracked-files=no")) if sha else None}
