@@ -231,16 +231,13 @@ def speed_markdown(comparison: list[dict], record: dict, measured: list[dict]) -
     `measured` holds each cell's bench.json provenance (when and by which code it was timed)."""
     import pandas as pd
 
-    machine, prov = record["provenance"]["machine"], record["provenance"]
     df = pd.DataFrame(comparison)
     df["meets 0.8 x FLOPs (s128 / s384)"] = [
         "n/a (same FLOPs)" if r["flops_ratio"] == 1 else
         " / ".join("yes" if r[f"speedup_over_flops_ratio_s{s}"] >= 0.8 else "no" for s in (128, 384)) for r in comparison]
-    dates = sorted({m["date"][:16].replace("T", " ") for m in measured})
-    shas = sorted({str(m["git"]["sha"])[:10] for m in measured})
-    header = (f"Timed by `zoo bench cells` on {machine['device']}, {machine['cpu_count']} CPU cores, "
-              f"{'/'.join(map(str, record['settings']['threads']))} thread(s), {dates[0]} to {dates[-1]} UTC, git {', '.join(shas)}; "
-              f"table by `{prov['command']}` (git {str(prov['git']['sha'])[:10]}{', with uncommitted changes' if prov['git']['dirty'] else ''}). "
+    threads = f"{'/'.join(map(str, record['settings']['threads']))} thread(s)"
+    header = (f"{provenance.header('Timed by', measured, details=(threads,), minutes=True)} "
+              f"{provenance.header('Table written by', [record['provenance']])} "
               f"Speedup = reference latency / cell latency at batch 1, where the reference is the median latency of the task's cells "
               f"shaped like its dense cell; FLOPs ratio = dense FLOPs / cell FLOPs at 128 tokens.")
     return header + "\n\n" + df.to_markdown(index=False) + "\n"

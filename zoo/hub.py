@@ -45,7 +45,7 @@ from pathlib import Path
 import pandas as pd
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from zoo import paths, results, sparse_storage
+from zoo import paths, provenance, results, sparse_storage
 from zoo.adapters import family_tasks, get_adapter
 from zoo.errors import ZooError
 from zoo.io import folder_lock, sha256_file, write_json, write_text
@@ -416,12 +416,8 @@ def reproduce(family: str, org: str, out_dir: Path, progress, data_dir: str | No
                        else f"'{org}' has no {family} repos to reproduce")
     df = results.table(records)
     write_text(out_dir / f"{family}.csv", df.to_csv(index=False))
-    from zoo import provenance
-
-    now = provenance.collect()
-    header = (f"Re-derived by `{now['command']}` on {now['machine']['device']}, {now['machine']['cpu_count']} CPU cores, {now['date'][:10]} "
-              f"(HF_ENDPOINT {endpoint()}): every row re-scored from the checkpoint downloaded "
-              f"from {org}; the trained rows came from `{records[0].provenance.command}`.")
+    header = (f"{provenance.header('Re-derived by', [provenance.collect()])} Every row re-scored from the checkpoint downloaded "
+              f"from {org} (HF_ENDPOINT {endpoint()}); the trained rows came from `{records[0].provenance.command}`.")
     write_text(out_dir / f"{family}.md", results.markdown(df, records, header))
     worst = max(comparisons, key=lambda c: c["abs_diff"]) if comparisons else None
     summary = {"org": org, "family": family, "repos": len(records), "metrics_compared": len(comparisons),
