@@ -25,10 +25,10 @@ from pydantic import Field, ValidationError, model_validator
 
 from zoo import paths
 from zoo.adapters import family_tasks
-from zoo.errors import ZooError
+from zoo.errors import ZooError, describe, invalid
 from zoo.executor import Executor, LocalExecutor
 from zoo.io import folder_lock, write_json
-from zoo.profiles import Strict, TrainConfig, describe, profile_section
+from zoo.profiles import Strict, TrainConfig, profile_section
 from zoo.recipe import Recipe, parse_recipe
 from zoo.record import METRICS_FILE, CellLabels, Record, TeacherReference, find_record, fp32_sibling
 
@@ -146,7 +146,7 @@ def load_matrix(family: str, profile_name: str, path: str | Path | None = None) 
     try:
         matrix = MatrixProfile(**profile_section(path, profile_name))
     except ValidationError as e:
-        raise ZooError(f"{path}: profile '{profile_name}', {describe(e)}") from e
+        raise invalid(path, e, f"profile '{profile_name}'") from e
     for task in matrix.tasks:
         if task not in allowed:
             raise ZooError(f"{path}: profile '{profile_name}', key 'tasks': '{task}' is not a {family} task ({', '.join(allowed)})")
