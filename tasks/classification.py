@@ -17,10 +17,10 @@ import numpy as np
 from datasets import Dataset
 from pydantic import BaseModel, ConfigDict, Field
 
-from tasks.base import FeatureSet, LoadReport, Progress, TaskAdapter
 from tasks.metrics import METRICS
 from zoo import width
 from zoo.errors import ZooError
+from zoo.task import FeatureSet, LoadReport, Progress, TaskAdapter
 
 CHUNK = 1000  # rows tokenised per call (keeps the progress bar live)
 

@@ -18,9 +18,9 @@ from pathlib import Path
 
 from datasets import Dataset
 
-from tasks.base import LoadReport
 from tasks.classification import SequenceClassificationAdapter, TextTask, check_format
-from zoo.data import local_file
+from zoo.paths import local_file
+from zoo.task import LoadReport
 
 BINARY = ("0", "1")
 NLI3 = ("entailment", "neutral", "contradiction")

@@ -21,11 +21,11 @@ import numpy as np
 from datasets import Dataset
 from pydantic import BaseModel, ConfigDict, Field
 
-from tasks.base import FeatureSet, LoadReport, Progress, TaskAdapter
 from zoo import width
 from zoo.batching import IGNORE_INDEX
-from zoo.data import local_file
 from zoo.errors import ZooError
+from zoo.paths import local_file
+from zoo.task import FeatureSet, LoadReport, Progress, TaskAdapter
 
 CHUNK = 1000
 

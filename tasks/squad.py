@@ -10,10 +10,10 @@ import numpy as np
 from datasets import Dataset
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from tasks.base import FeatureSet, LoadReport, Progress, TaskAdapter
 from tasks.squad_metric import squad_scores
-from zoo.data import local_file
 from zoo.errors import ZooError
+from zoo.paths import local_file
+from zoo.task import FeatureSet, LoadReport, Progress, TaskAdapter
 
 CHUNK = 1000  # examples tokenised per call: large enough for the fast tokenizer, small enough for a live progress bar
 

@@ -6,12 +6,12 @@ import json
 import numpy as np
 import pytest
 
-from tasks import get_adapter
-from tasks.base import FeatureSet
 from tasks.classification import ClassificationConfig
 from tasks.metrics import accuracy, f1, matthews_correlation, pearson, spearmanr
 from tests.conftest import teacher_then_cell
+from zoo.adapters import get_adapter
 from zoo.errors import ZooError
+from zoo.task import FeatureSet
 
 
 def test_metrics_against_hand_computed_values():

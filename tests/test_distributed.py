@@ -28,11 +28,11 @@ def tiny_setup(folder: Path):
     split), a GMP + cached-distillation manager and the training settings."""
     from transformers import BertConfig, BertForQuestionAnswering
 
-    from tasks.base import FeatureSet
     from zoo.engine import Manager
     from zoo.modifiers import distillation
     from zoo.profiles import TrainConfig
     from zoo.recipe import parse_recipe
+    from zoo.task import FeatureSet
     from zoo.train import process_state
 
     torch.manual_seed(0)

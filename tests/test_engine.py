@@ -10,13 +10,13 @@ from rich.progress import Progress
 from safetensors.torch import load_file
 from transformers import AutoModelForQuestionAnswering
 
-from tasks.base import FeatureSet
 from tests.conftest import teacher_then_cell
 from zoo import pipeline
 from zoo.distill import CachedTeacher, LiveTeacher, cache_key, hidden_mse, soft_logit_loss, uniform_layer_map
 from zoo.layers import drop_layers
 from zoo.recipe import parse_recipe
 from zoo.sparsity import DEFAULT_PRUNE_TARGETS, MaskSet, gmp_sparsity, measure_sparsity, target_names
+from zoo.task import FeatureSet
 
 
 def test_gmp_schedule_values():
@@ -196,7 +196,7 @@ def test_compressed_cell_end_to_end(tiny_bert_dir, squad_data_root, tmp_path, mo
 
 
 def test_shipped_example_recipes_validate():
-    from zoo.profiles import RECIPES_DIR
+    from zoo.paths import RECIPES_DIR
     from zoo.recipe import load_recipe
 
     examples = sorted((RECIPES_DIR / "examples").glob("*.yaml"))

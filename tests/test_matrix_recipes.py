@@ -8,7 +8,7 @@ from pathlib import Path
 import yaml
 
 from zoo.matrix import build_cells, load_matrix
-from zoo.profiles import RECIPES_DIR
+from zoo.paths import RECIPES_DIR
 
 SNAPSHOT = Path(__file__).parent / "fixtures" / "matrix_recipes.txt"
 BASE_LAYERS = {"minilm": 6, "minilm-zh": 6}  # any other base model (bert-base-*) has 12 layers

@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 from datasets import Dataset
 
-from tasks.base import FeatureSet, LoadReport
 from tasks.ner import NER_TASKS, NerAdapter, NerConfig, read_token_file
 from tests.conftest import teacher_then_cell
 from zoo.batching import IGNORE_INDEX
 from zoo.errors import ZooError
+from zoo.task import FeatureSet, LoadReport
 
 CONLL = """-DOCSTART- -X- -X- O
 

@@ -7,9 +7,9 @@ import pytest
 import torch
 from transformers import BertConfig, BertForQuestionAnswering, BertForSequenceClassification, BertForTokenClassification
 
-from tasks.base import FeatureSet
 from zoo.onnx_export import OrtModel, export, parity, quantize_int8
 from zoo.predict import predict
+from zoo.task import FeatureSet
 
 pytestmark = pytest.mark.slow  # every test here exports, serves or trains
 

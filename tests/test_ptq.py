@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 
-from tasks.base import FeatureSet
 from tests.test_onnx import OUTPUTS, VOCAB, batch, tiny
 from zoo import ptq
 from zoo.errors import ZooError
@@ -19,6 +18,7 @@ from zoo.modifiers.quantization import Quantization
 from zoo.onnx_export import INT8_FILE, OrtModel, export
 from zoo.pipeline import calibration_batches
 from zoo.recipe import parse_recipe
+from zoo.task import FeatureSet
 
 
 def training_features(n: int, seed: int = 0) -> FeatureSet:

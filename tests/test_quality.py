@@ -7,7 +7,6 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForQuestionAnswering
 
-from tasks.base import FeatureSet
 from tests.conftest import committed_record, teacher_then_cell
 from zoo import matrix
 from zoo.engine import Manager
@@ -17,6 +16,7 @@ from zoo.obs import admm_prune_weight, allocate, obs_prune_weight, prune_model
 from zoo.profiles import TrainConfig
 from zoo.recipe import parse_recipe
 from zoo.sparsity import DEFAULT_PRUNE_TARGETS, target_names
+from zoo.task import FeatureSet
 from zoo.train import batch_plan
 
 

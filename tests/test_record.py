@@ -44,7 +44,7 @@ def test_a_malformed_record_names_the_file_and_the_field(tmp_path, break_it, fie
     data = json.loads((folder / "metrics.json").read_text())
     break_it(data)
     (folder / "metrics.json").write_text(json.dumps(data))
-    with pytest.raises(ZooError, match=rf"{folder / 'metrics.json'}: field '{field}': .*re-run the run that wrote it"):
+    with pytest.raises(ZooError, match=rf"{folder / 'metrics.json'}: key '{field}': .*re-run the run that wrote it"):
         load_record(folder)
 
 
@@ -53,6 +53,9 @@ def test_a_missing_or_unreadable_record_is_one_clear_error(tmp_path):
         load_record(tmp_path)
     (tmp_path / "metrics.json").write_text("{not json")
     with pytest.raises(ZooError, match="metrics.json: not valid JSON"):
+        load_record(tmp_path)
+    (tmp_path / "metrics.json").write_text("[]")
+    with pytest.raises(ZooError, match=r"metrics.json: key '\(top level\)': .*re-run the run that wrote it"):
         load_record(tmp_path)
 
 

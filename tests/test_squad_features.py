@@ -3,8 +3,8 @@
 import numpy as np
 from datasets import Dataset
 
-from tasks.base import FeatureSet
 from tasks.squad import SquadAdapter, SquadConfig, best_answers, clean_rows, label_window, read_squad_json, tokenize_windows
+from zoo.task import FeatureSet
 
 FILLER = " ".join(f"Sentence number {i} talks about nothing in particular." for i in range(12))
 CONTEXT = FILLER + " The secret code is zebra. " + FILLER

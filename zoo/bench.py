@@ -8,19 +8,19 @@ from pathlib import Path
 
 from rich.progress import Progress
 
-from tasks.base import FeatureSet
-from tasks.squad import SquadAdapter, SquadConfig
 from zoo import provenance, speed
+from zoo.adapters import get_adapter
 from zoo.batching import length_grouped_batches, random_batches
-from zoo.data import data_root
 from zoo.engine import Manager
 from zoo.errors import ZooError
 from zoo.io import run_folders, write_json, write_text
 from zoo.models import resolve_model
+from zoo.paths import data_root
 from zoo.pipeline import bar, subset
 from zoo.profiles import TrainConfig
 from zoo.recipe import Recipe, parse_recipe
 from zoo.record import load_record
+from zoo.task import FeatureSet, TaskAdapter
 from zoo.train import train
 
 
@@ -64,11 +64,12 @@ def _squad_adapter(model_ref: str, data_dir: str | None, max_seq_length: int, do
 
     root = data_root(data_dir)
     model_path = resolve_model(model_ref)
-    config = SquadConfig(max_seq_length=max_seq_length, doc_stride=doc_stride)
-    return SquadAdapter("squad", config, AutoTokenizer.from_pretrained(model_path), root), model_path, root
+    squad = get_adapter("squad")
+    config = squad.config_schema(max_seq_length=max_seq_length, doc_stride=doc_stride)
+    return squad("squad", config, AutoTokenizer.from_pretrained(model_path), root), model_path, root
 
 
-def _feature_pool(adapter: SquadAdapter, n_features: int, progress: Progress) -> FeatureSet:
+def _feature_pool(adapter: TaskAdapter, n_features: int, progress: Progress) -> FeatureSet:
     """The first n_features training features of a seeded random sample of SQuAD questions."""
     examples, _ = adapter.load("train")
     examples = subset(examples, n_features, seed=0)  # >= 1 feature per example, so enough features
@@ -230,16 +231,13 @@ def speed_markdown(comparison: list[dict], record: dict, measured: list[dict]) -
     `measured` holds each cell's bench.json provenance (when and by which code it was timed)."""
     import pandas as pd
 
-    machine, prov = record["provenance"]["machine"], record["provenance"]
     df = pd.DataFrame(comparison)
     df["meets 0.8 x FLOPs (s128 / s384)"] = [
         "n/a (same FLOPs)" if r["flops_ratio"] == 1 else
         " / ".join("yes" if r[f"speedup_over_flops_ratio_s{s}"] >= 0.8 else "no" for s in (128, 384)) for r in comparison]
-    dates = sorted({m["date"][:16].replace("T", " ") for m in measured})
-    shas = sorted({str(m["git"]["sha"])[:10] for m in measured})
-    header = (f"Timed by `zoo bench cells` on {machine['device']}, {machine['cpu_count']} CPU cores, "
-              f"{'/'.join(map(str, record['settings']['threads']))} thread(s), {dates[0]} to {dates[-1]} UTC, git {', '.join(shas)}; "
-              f"table by `{prov['command']}` (git {str(prov['git']['sha'])[:10]}{', with uncommitted changes' if prov['git']['dirty'] else ''}). "
+    threads = f"{'/'.join(map(str, record['settings']['threads']))} thread(s)"
+    header = (f"{provenance.header('Timed by', measured, details=(threads,), minutes=True)} "
+              f"{provenance.header('Table written by', [record['provenance']])} "
               f"Speedup = reference latency / cell latency at batch 1, where the reference is the median latency of the task's cells "
               f"shaped like its dense cell; FLOPs ratio = dense FLOPs / cell FLOPs at 128 tokens.")
     return header + "\n\n" + df.to_markdown(index=False) + "\n"

@@ -12,9 +12,11 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from zoo import paths
 from zoo.errors import ZooError
 
 console = Console(stderr=True)
+DENSE_SQUAD = str(paths.run_dir("squad", "dense-cpu"))  # what `make squad` trains: the benchmarks' default model
 
 
 def _progress() -> Progress:
@@ -68,7 +70,7 @@ def cmd_run(args: argparse.Namespace) -> None:
     run = pipeline.open_run(args.task, args.model, args.profile, args.data_dir)
     eval_limit = _eval_limit(args.eval_examples, run.profile.eval.max_examples)
     default_name = f"{Path(args.model).name if args.command == 'finetune' else 'eval'}-{args.profile}"
-    run_dir = Path(args.output or Path("runs") / args.task / default_name)
+    run_dir = Path(args.output or paths.run_dir(args.task, default_name))
     with _progress() as progress:
         if args.command == "finetune":
             from zoo.recipe import load_recipe
@@ -147,10 +149,9 @@ def cmd_matrix(args: argparse.Namespace) -> None:
 
 def cmd_tables(args: argparse.Namespace) -> None:
     from zoo import results
-    from zoo.matrix import default_root
 
-    root = Path(args.root) if args.root else default_root(args.family, args.profile)
-    archive = Path(args.archive) if args.archive else Path("results") / args.family / f"matrix-{args.profile}"
+    root = Path(args.root) if args.root else paths.matrix_root(args.family, args.profile)
+    archive = Path(args.archive) if args.archive else paths.matrix_archive(args.family, args.profile)
     summary = results.build(args.family, root, Path(args.out), Path(args.readme) if args.readme else None, archive)
     Console().print(f"{summary['rows']} rows -> {summary['csv']}")
 
@@ -177,7 +178,7 @@ def cmd_export(args: argparse.Namespace) -> None:
     if not task:
         raise ZooError(f"{args.checkpoint} has no metrics.json naming its task; pass --task")
     run = pipeline.open_run(task, args.checkpoint, args.profile or (record.finetune_profile if record else "cpu"), args.data_dir)
-    output = Path(args.output or Path("results") / "bench" / f"onnx-parity-{Path(args.checkpoint).name}.json")
+    output = Path(args.output or paths.BENCH / f"onnx-parity-{Path(args.checkpoint).name}.json")
     with _progress() as progress:
         result = pipeline.onnx_parity(run, output, progress, int(args.eval_examples), args.threads)
     Console().print(f"{result['onnx_file']} ({result['onnx_bytes'] / 1e6:.1f} MB): max |logit diff| {result['max_abs_logit_diff']}; "
@@ -186,10 +187,9 @@ def cmd_export(args: argparse.Namespace) -> None:
 
 def cmd_bench_cells(args: argparse.Namespace) -> None:
     from zoo import bench
-    from zoo.matrix import default_root
 
-    root = Path(args.root) if args.root else default_root(args.family, args.profile)
-    output = args.output or f"results/bench/{args.family}-cells-{args.profile}.json"
+    root = Path(args.root) if args.root else paths.matrix_root(args.family, args.profile)
+    output = args.output or str(paths.BENCH / f"{args.family}-cells-{args.profile}.json")
     with _progress() as progress:
         record = bench.cells_speed(root, args.family, args.threads, output, progress, args.cells, args.reuse, args.repeats)
     Console().print(f"{len(record['results'])} cells measured -> bench.json in each cell, {output} and {Path(output).with_suffix('.md')}; "
@@ -202,7 +202,7 @@ def cmd_bench_model(args: argparse.Namespace) -> None:
 
     folder = Path(args.checkpoint)
     record = speed.bench_folder(folder, threads=args.threads)
-    output = Path(args.output or Path("results") / "bench" / f"model-{folder.name}.json")
+    output = Path(args.output or paths.BENCH / f"model-{folder.name}.json")
     write_json(output, {"benchmark": "model-speed", "what": "PyTorch vs ONNX Runtime fp32 (and int8 when the folder has it)",
                         **record, "provenance": provenance.collect()})
     Console().print(f"{', '.join(record['engines'])} measured -> {output}")
@@ -244,8 +244,8 @@ def cmd_bench_distill(args: argparse.Namespace) -> None:
 
 
 def _variant_paths(args: argparse.Namespace, benchmark: str) -> tuple[Path, Path]:
-    return (Path(args.root or Path("runs") / f"bench-{benchmark}" / f"{args.family}-{args.profile}"),
-            Path(args.output or Path("results") / "bench" / f"{benchmark}-{args.family}-{args.profile}.json"))
+    return (Path(args.root or paths.run_dir(f"bench-{benchmark}", f"{args.family}-{args.profile}")),
+            Path(args.output or paths.BENCH / f"{benchmark}-{args.family}-{args.profile}.json"))
 
 
 def _print_variants(record: dict, title: str) -> None:
@@ -261,7 +261,7 @@ def _print_variants(record: dict, title: str) -> None:
 def cmd_bench_int8(args: argparse.Namespace) -> None:
     from zoo.bench_int8 import int8
 
-    output = Path(args.output or Path("results") / "bench" / f"int8-{args.task}-{args.profile}.json")
+    output = Path(args.output or paths.BENCH / f"int8-{args.task}-{args.profile}.json")
     with _progress() as progress:
         record = int8(args.task, args.checkpoint, args.profile, _eval_limit(args.eval_examples, None), args.methods, args.batches,
                       args.batch_size, args.scoring_features, args.threads, output, progress, args.data_dir)
@@ -277,9 +277,8 @@ def cmd_bench_int8(args: argparse.Namespace) -> None:
 
 def cmd_publish(args: argparse.Namespace) -> None:
     from zoo import hub
-    from zoo.matrix import default_root
 
-    root = Path(args.root) if args.root else default_root(args.family, args.profile)
+    root = Path(args.root) if args.root else paths.matrix_root(args.family, args.profile)
     outcome = hub.publish(args.family, root, args.org, Path(args.to) if args.to else None)
     table = Table(title=f"published to {args.to or 'the Hub'} as {args.org}/...")
     table.add_column("repo")
@@ -292,7 +291,7 @@ def cmd_publish(args: argparse.Namespace) -> None:
 def cmd_reproduce(args: argparse.Namespace) -> None:
     from zoo import hub
 
-    out = Path(args.out or Path("results") / "reproduced" / f"{args.family}-{args.org}")
+    out = Path(args.out or paths.RESULTS / "reproduced" / f"{args.family}-{args.org}")
     with _progress() as progress:
         summary = hub.reproduce(args.family, args.org, out, progress, args.data_dir, args.tolerance)
     worst = summary["largest_difference"]
@@ -303,7 +302,7 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
 def cmd_hub_serve(args: argparse.Namespace) -> None:
     from zoo import hub
 
-    config = hub.olah_config(Path(args.dir), args.port, Path("runs") / "olah.toml")
+    config = hub.olah_config(Path(args.dir), args.port, paths.RUNS / "olah.toml")
     console.print(f"serving {Path(args.dir).resolve()} — use: export HF_ENDPOINT=http://127.0.0.1:{args.port}")
     os.execv(sys.executable, [sys.executable, "-m", "olah.server", "-c", str(config)])  # the server keeps this pid
 
@@ -352,8 +351,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("family")
     p.add_argument("--profile", default="cpu")
     p.add_argument("--root", help="folder of cell folders (default runs/FAMILY-matrix/PROFILE)")
-    p.add_argument("--out", default="results")
-    p.add_argument("--readme", default="README.md", help="README to update between results markers ('' to skip)")
+    p.add_argument("--out", default=str(paths.RESULTS))
+    p.add_argument("--readme", default=str(paths.README), help="README to update between results markers ('' to skip)")
     p.add_argument("--archive", help="where cell metrics are copied for git (default results/FAMILY/matrix-PROFILE)")
     p.set_defaults(func=cmd_tables)
     p = sub.add_parser("publish", help="publish every matrix cell as a Hub model repo")
@@ -383,14 +382,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", help="default results/bench/onnx-parity-NAME.json")
     p.set_defaults(func=cmd_export)
     p = sub.add_parser("hub-serve", help="serve a local hub folder with olah on loopback")
-    p.add_argument("--dir", default="hub")
+    p.add_argument("--dir", default=str(paths.HUB_DIR))
     p.add_argument("--port", type=int, default=8090)
     p.set_defaults(func=cmd_hub_serve)
     bench = sub.add_parser("bench", help="benchmarks writing JSON under results/bench/")
     bench_sub = bench.add_subparsers(dest="bench", required=True)
     p = bench_sub.add_parser("train", help="training throughput: dynamic padding + length grouping vs pad-to-max")
     p.add_argument("--model", default="minilm")
-    _bench_arguments(p, steps=24, max_seq_length=384, output="results/bench/train-throughput.json")
+    _bench_arguments(p, steps=24, max_seq_length=384, output=str(paths.BENCH / "train-throughput.json"))
     p.set_defaults(func=cmd_bench_train)
     p = bench_sub.add_parser("cells", help="latency/throughput/size/FLOPs of every matrix cell (bench.json per cell) + speedup vs FLOPs")
     p.add_argument("family")
@@ -418,14 +417,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", help="default results/bench/model-NAME.json")
     p.set_defaults(func=cmd_bench_model)
     p = bench_sub.add_parser("compression", help="pruning+KD step (cached / live teacher) vs a plain fine-tune step")
-    p.add_argument("--model", default="runs/squad/dense-cpu", help="student start point")
-    p.add_argument("--teacher", default="runs/squad/dense-cpu")
+    p.add_argument("--model", default=DENSE_SQUAD, help="student start point")
+    p.add_argument("--teacher", default=DENSE_SQUAD)
     p.add_argument("--rounds", type=int, default=2, help="alternating rounds; each variant's best round counts")
-    _bench_arguments(p, steps=16, max_seq_length=256, output="results/bench/compression-step.json")
+    _bench_arguments(p, steps=16, max_seq_length=256, output=str(paths.BENCH / "compression-step.json"))
     p.set_defaults(func=cmd_bench_compression)
     p = bench_sub.add_parser("int8", help="fp32 vs dynamic vs static int8 (every calibration candidate): dev score, latency, size")
     p.add_argument("task", nargs="?", default="squad")
-    p.add_argument("--checkpoint", default="runs/squad/dense-cpu", help="a trained run folder (read only)")
+    p.add_argument("--checkpoint", default=DENSE_SQUAD, help="a trained run folder (read only)")
     p.add_argument("--profile", default="cpu", help="profile for features and the training subset calibration draws from")
     p.add_argument("--eval-examples", default="500", help="dev examples every model is scored on: N or 'all'")
     p.add_argument("--methods", nargs="+", default=["minmax", "entropy", "percentile", "distribution"])

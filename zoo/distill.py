@@ -21,11 +21,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from tasks.base import FeatureSet
 from zoo.batching import collate, sorted_batches
 from zoo.errors import ZooError
 from zoo.io import sha256_file, write_json
 from zoo.models import check_weights
+from zoo.task import FeatureSet
 
 CACHE_FORMAT = 1
 LOGIT_PAD = -1e4  # padded token positions get ~zero teacher probability

@@ -10,9 +10,9 @@ from __future__ import annotations
 import os
 from collections import Counter
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
+from zoo import paths
 from zoo.errors import ZooError
 
 if TYPE_CHECKING:
@@ -69,9 +69,7 @@ class RayExecutor(Executor):
         ray = import_ray()
         from ray.util.queue import Queue
 
-        import zoo
-
-        code = str(Path(zoo.__file__).resolve().parents[1])  # workers import this same zoo, not another install's
+        code = str(paths.CODE_ROOT)  # workers import this same zoo, not another install's
         try:
             ray.init(address=self.address, include_dashboard=False, log_to_driver=False, configure_logging=False,
                      runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(filter(None, [code, os.environ.get("PYTHONPATH")]))}},

@@ -45,8 +45,8 @@ from pathlib import Path
 import pandas as pd
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from tasks import family_tasks, get_adapter
-from zoo import results, sparse_storage
+from zoo import paths, provenance, results, sparse_storage
+from zoo.adapters import family_tasks, get_adapter
 from zoo.errors import ZooError
 from zoo.io import folder_lock, sha256_file, write_json, write_text
 from zoo.record import CellLabels, Measured, Record, load_record
@@ -295,7 +295,7 @@ def publish(family: str, root: Path, org: str, to: Path | None = None, api=None)
     return outcome
 
 
-HUB_CACHE = Path("runs") / "hub-cache"
+HUB_CACHE = paths.RUNS / "hub-cache"
 
 
 def list_repos(org: str, family: str) -> list[str]:
@@ -418,12 +418,8 @@ def reproduce(family: str, org: str, out_dir: Path, progress, data_dir: str | No
                        else f"'{org}' has no {family} repos to reproduce")
     df = results.table(records)
     write_text(out_dir / f"{family}.csv", df.to_csv(index=False))
-    from zoo import provenance
-
-    now = provenance.collect()
-    header = (f"Re-derived by `{now['command']}` on {now['machine']['device']}, {now['machine']['cpu_count']} CPU cores, {now['date'][:10]} "
-              f"(HF_ENDPOINT {endpoint()}): every row re-scored from the checkpoint downloaded "
-              f"from {org}; the trained rows came from `{records[0].provenance.command}`.")
+    header = (f"{provenance.header('Re-derived by', [provenance.collect()])} Every row re-scored from the checkpoint downloaded "
+              f"from {org} (HF_ENDPOINT {endpoint()}); the trained rows came from `{records[0].provenance.command}`.")
     write_text(out_dir / f"{family}.md", results.markdown(df, records, header))
     worst = max(comparisons, key=lambda c: c["abs_diff"]) if comparisons else None
     summary = {"org": org, "family": family, "repos": len(records), "metrics_compared": len(comparisons),
@@ -449,7 +445,7 @@ def _index_or_empty(org: str, family: str) -> list[dict]:
 
 def olah_config(hub_dir: Path, port: int, path: Path) -> Path:
     """An olah config serving the git repos under hub_dir offline on loopback."""
-    hub_dir, cache = Path(hub_dir).resolve(), (Path("runs") / "olah-cache").resolve()
+    hub_dir, cache = Path(hub_dir).resolve(), (paths.RUNS / "olah-cache").resolve()
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(
         "[basic]\n"

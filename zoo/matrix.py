@@ -23,11 +23,12 @@ from typing import Annotated, Literal
 
 from pydantic import Field, ValidationError, model_validator
 
-from tasks import family_tasks
-from zoo.errors import ZooError
+from zoo import paths
+from zoo.adapters import family_tasks
+from zoo.errors import ZooError, describe, invalid
 from zoo.executor import Executor, LocalExecutor
 from zoo.io import folder_lock, write_json
-from zoo.profiles import RECIPES_DIR, Strict, TrainConfig, describe, profile_section
+from zoo.profiles import Strict, TrainConfig, profile_section
 from zoo.recipe import Recipe, parse_recipe
 from zoo.record import METRICS_FILE, CellLabels, Record, TeacherReference, find_record, fp32_sibling
 
@@ -161,11 +162,11 @@ def cell_name(tag: str, task: str, sparsity: float, layers: int, distill: bool, 
 
 def load_matrix(family: str, profile_name: str, path: str | Path | None = None) -> tuple[MatrixProfile, Path]:
     allowed = family_tasks(family)  # an unknown family is named as such, not as a missing file
-    path = Path(path) if path else RECIPES_DIR / f"{family}-matrix.yaml"
+    path = Path(path) if path else paths.matrix_file(family)
     try:
         matrix = MatrixProfile(**profile_section(path, profile_name))
     except ValidationError as e:
-        raise ZooError(f"{path}: profile '{profile_name}', {describe(e)}") from e
+        raise invalid(path, e, f"profile '{profile_name}'") from e
     for task in matrix.tasks:
         if task not in allowed:
             raise ZooError(f"{path}: profile '{profile_name}', key 'tasks': '{task}' is not a {family} task ({', '.join(allowed)})")
@@ -289,11 +290,6 @@ def estimate_seconds(cell: Cell, matrix: MatrixProfile, base_layers: int, teache
     return relative_cost(cell, base_layers) * per_step * steps + cell.layers / base_layers * cell.width * per_question * eval_questions
 
 
-def default_root(family: str, profile_name: str) -> Path:
-    """Where a matrix's cell folders live unless --root says otherwise (all its tasks' cells)."""
-    return Path("runs") / f"{family}-matrix" / profile_name
-
-
 def _reference(teacher: Record | None, eval_examples: int | None) -> TeacherReference | None:
     """The teacher's dev metrics when they were measured on the cells' dev examples (same
     subset size; both draw it with the finetune profile's eval seed), for retention = cell / teacher."""
@@ -343,7 +339,7 @@ def run(family: str, profile_name: str, progress, *, matrix_file: str | None = N
     matrix, source = load_matrix(family, profile_name, matrix_file)
     base_layers = {task: AutoConfig.from_pretrained(resolve_model(model)).num_hidden_layers for task, model in matrix.tasks.items()}
     cells = select([c for task in matrix.tasks for c in build_cells(task, matrix, base_layers[task], str(source))], patterns)
-    root_dir = Path(root) if root else default_root(family, profile_name)
+    root_dir = Path(root) if root else paths.matrix_root(family, profile_name)
     teachers = {task: find_record(teacher_dir(matrix, task)) for task in matrix.tasks}
     if dry_run:
         return {"root": str(root_dir), "teachers": {t: {"folder": str(teacher_dir(matrix, t)), "ready": bool(m)} for t, m in teachers.items()},

@@ -7,8 +7,8 @@ import os
 from pathlib import Path
 
 from zoo import transplant
-from zoo.data import data_root
 from zoo.errors import ZooError
+from zoo.paths import data_root
 
 EMBEDDED = "minilm"
 

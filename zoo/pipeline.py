@@ -17,11 +17,9 @@ import numpy as np
 from datasets import Dataset
 from rich.progress import Progress
 
-from tasks import get_adapter
-from tasks.base import TaskAdapter
-from zoo import onnx_export, provenance, sparse_storage
+from zoo import onnx_export, paths, provenance, sparse_storage
+from zoo.adapters import get_adapter
 from zoo.batching import collate
-from zoo.data import data_root
 from zoo.engine import Manager
 from zoo.errors import ZooError
 from zoo.io import check_replaceable, replace_dir, sha256_file, write_json
@@ -32,6 +30,7 @@ from zoo.profiles import Profile, load_profile, parse_task_config
 from zoo.recipe import Recipe, dump_recipe
 from zoo.record import METRICS_FILE, CellLabels, Record, load_record, parse_record
 from zoo.sparsity import DEFAULT_PRUNE_TARGETS, measure_sparsity, target_names
+from zoo.task import TaskAdapter
 from zoo.train import batch_plan, process_state, train
 
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json")
@@ -55,10 +54,10 @@ class Run:
 def open_run(task: str, model_ref: str, profile_name: str, data_dir: str | None = None) -> Run:
     from transformers import AutoTokenizer
 
-    root = data_root(data_dir)
+    root = paths.data_root(data_dir)
     adapter_cls = get_adapter(task)
     profile = load_profile(adapter_cls.family, profile_name)
-    config = parse_task_config(adapter_cls.config_schema, profile, f"recipes/{adapter_cls.family}.yaml")
+    config = parse_task_config(adapter_cls.config_schema, profile, str(paths.profile_file(adapter_cls.family)))
     model_path = resolve_model(model_ref)
     if Path(model_path).is_dir() and not any((Path(model_path) / f).is_file() for f in TOKENIZER_FILES):
         raise ZooError(f"model folder {model_path} has no tokenizer ({', '.join(TOKENIZER_FILES)}); "

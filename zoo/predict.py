@@ -7,8 +7,8 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from tasks.base import FeatureSet
 from zoo.batching import collate, sorted_batches
+from zoo.task import FeatureSet
 
 
 def _device(model) -> torch.device:

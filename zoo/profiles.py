@@ -13,11 +13,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from zoo.errors import ZooError
-
-# An installed wheel carries the profiles and matrices as zoo/recipes; a checkout has recipes/ beside zoo/.
-_PACKAGED = Path(__file__).resolve().parent / "recipes"
-RECIPES_DIR = _PACKAGED if _PACKAGED.is_dir() else Path(__file__).resolve().parent.parent / "recipes"
+from zoo import paths
+from zoo.errors import ZooError, invalid
 
 
 class Strict(BaseModel):
@@ -52,22 +49,6 @@ class Profile(Strict):
     task: dict = Field(default_factory=dict)
 
 
-def describe(err: ValidationError, prefix: str = "", skip: tuple[str, ...] = ()) -> str:
-    """One validation error as "key 'a.b': message" (path parts in `skip`, e.g. a union's tag,
-    left out). An unknown key is named first, with the required keys still missing beside it:
-    a misspelt key shows up as both."""
-    errors = err.errors()
-
-    def key(e) -> str:
-        return (prefix + ".".join(str(p) for p in e["loc"] if p not in skip)).rstrip(".")
-
-    unknown = [e for e in errors if e["type"] == "extra_forbidden"]
-    if unknown:
-        missing = [f"'{key(e)}'" for e in errors if e["type"] == "missing"]
-        return f"key '{key(unknown[0])}': unknown key" + (f" (missing: {', '.join(missing)}; misspelt?)" if missing else "")
-    return f"key '{key(errors[0])}': {errors[0]['msg']}"
-
-
 def profile_section(path: Path, name: str) -> dict:
     """`profiles.<name>` of a YAML file, or one ZooError saying what is wrong with the file."""
     if not path.is_file():
@@ -87,15 +68,15 @@ def profile_section(path: Path, name: str) -> dict:
 
 
 def load_profile(task: str, name: str, path: str | Path | None = None) -> Profile:
-    path = Path(path) if path else RECIPES_DIR / f"{task}.yaml"
+    path = Path(path) if path else paths.profile_file(task)
     try:
         return Profile(name=name, **profile_section(path, name))
     except ValidationError as e:
-        raise ZooError(f"{path}: profile '{name}', {describe(e)}") from e
+        raise invalid(path, e, f"profile '{name}'") from e
 
 
 def parse_task_config(schema: type[BaseModel], profile: Profile, where: str) -> BaseModel:
     try:
         return schema(**profile.task)
     except ValidationError as e:
-        raise ZooError(f"{where}: profile '{profile.name}', {describe(e, 'task.')}") from e
+        raise invalid(where, e, f"profile '{profile.name}'", prefix="task.") from e

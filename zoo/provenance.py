@@ -11,14 +11,14 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
+from zoo import paths
+
 LIBRARIES = ("zoo", "torch", "transformers", "tokenizers", "datasets", "accelerate", "huggingface-hub", "numpy")
 
 
 def git_state() -> dict:
-    root = Path(__file__).resolve().parent.parent
-
     def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, check=False).stdout.strip()
+        return subprocess.run(["git", *args], cwd=paths.CODE_ROOT, capture_output=True, text=True, check=False).stdout.strip()
 
     sha = git("rev-parse", "HEAD")
     return {"sha": sha or None, "dirty": bool(git("status", "--porcelain", "--untracked-files=no")) if sha else None}
@@ -70,3 +70,20 @@ def collect() -> dict:
         "libraries": library_versions(),
         "machine": machine(),
     }
+
+
+def header(verb: str, provenances: list[dict], qualifier: str = "", details: tuple[str, ...] = (), minutes: bool = False) -> str:
+    """The sentence every generated table opens with: which commands produced its numbers, on
+    which machine, when and at which commits, e.g. "Produced by `zoo matrix glue --profile cpu`
+    (matrix profile `cpu`) on cpu, 2 CPU cores, torch 2.13.0+cpu, 2026-11-22 to 2026-11-23; git
+    e430a595d9." `provenances` are the rows' records in `collect()`'s form; each command and
+    commit is named once, in order; machine and torch are the first row's. `details` follow the
+    torch version; `minutes` dates to the minute (UTC) instead of the day."""
+    first = provenances[0]
+    stamps = sorted(p["date"][:16].replace("T", " ") if minutes else p["date"][:10] for p in provenances)
+    span = (stamps[0] if stamps[0] == stamps[-1] else f"{stamps[0]} to {stamps[-1]}") + (" UTC" if minutes else "")
+    commands = " and ".join(f"`{c}`" for c in dict.fromkeys(p["command"] for p in provenances))
+    commits = ", ".join(f"{sha[:10]}{' (with uncommitted changes)' if dirty else ''}"
+                        for sha, dirty in dict.fromkeys((str(p["git"]["sha"]), p["git"]["dirty"]) for p in provenances))
+    where = [first["machine"]["device"], f"{first['machine']['cpu_count']} CPU cores", f"torch {first['libraries']['torch']}", *details, span]
+    return f"{verb} {commands}{qualifier} on {', '.join(where)}; git {commits}."

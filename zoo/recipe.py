@@ -35,9 +35,8 @@ from typing import Annotated, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from zoo.errors import ZooError
+from zoo.errors import ZooError, invalid
 from zoo.modifiers import REGISTRY
-from zoo.profiles import describe
 
 MODIFIER_TYPES = tuple(sorted(REGISTRY, key=lambda name: REGISTRY[name].order))  # listed in the order their hooks run
 AnyModifier = Annotated[Union[tuple(REGISTRY[name] for name in MODIFIER_TYPES)], Field(discriminator="type")]  # noqa: UP007 (built from a tuple)
@@ -53,7 +52,7 @@ def _explain(err: ValidationError, source: str) -> ZooError:
     if first["type"] in ("union_tag_invalid", "union_tag_not_found"):
         loc = ".".join(str(p) for p in first["loc"])
         return ZooError(f"{source}: key '{loc}': unknown or missing modifier type; allowed: {', '.join(MODIFIER_TYPES)}")
-    return ZooError(f"{source}: {describe(err, skip=MODIFIER_TYPES)}")  # the union's tag is not part of the user's path
+    return invalid(source, err, skip=MODIFIER_TYPES)  # the union's tag is not part of the user's path
 
 
 def parse_recipe(doc: dict, source: str) -> Recipe:

@@ -17,7 +17,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from zoo.errors import ZooError
+from zoo.errors import ZooError, invalid
 
 METRICS_FILE = "metrics.json"
 BENCH_FILE = "bench.json"  # written beside metrics.json later, by `zoo bench cells`
@@ -35,7 +35,7 @@ class Section(BaseModel):
 
 def metric_names(task: str) -> tuple[str, ...]:
     """The task's reported metrics (the same list its model card's model-index carries); the first is its headline."""
-    from tasks import get_adapter
+    from zoo.adapters import get_adapter
 
     return get_adapter(task).hub_card(task)["metrics"]
 
@@ -215,10 +215,7 @@ def parse_record(data: dict, source: str | Path, model: type[Section] = Record) 
     try:
         return model.model_validate(data)
     except ValidationError as e:
-        first = e.errors()[0]
-        field = ".".join(str(part) for part in first["loc"]) or "(top level)"
-        raise ZooError(f"{source}: field '{field}': {first['msg'].lower()} ({len(e.errors())} problem(s) in all); "
-                       f"not a run record this zoo can read: re-run the run that wrote it") from None
+        raise invalid(source, e, fix="not a run record this zoo can read: re-run the run that wrote it") from e
 
 
 def read_json(path: Path) -> dict:

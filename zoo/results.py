@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from zoo import provenance
 from zoo.errors import ZooError
 from zoo.io import run_folders, write_text
 from zoo.record import Bench, Record, SizeOnDisk, load_record, metric_names
@@ -105,14 +106,7 @@ def table(records: list[Record]) -> pd.DataFrame:
 
 def provenance_line(records: list[Record]) -> str:
     """Command(s), profile, machine, dates and every git commit the rows were produced at."""
-    first = records[0].provenance
-    dates = sorted(r.provenance.date[:10] for r in records)
-    span = dates[0] if dates[0] == dates[-1] else f"{dates[0]} to {dates[-1]}"
-    commands = " and ".join(f"`{c}`" for c in dict.fromkeys(r.provenance.command for r in records))
-    commits = ", ".join(f"{sha[:10]}{' (with uncommitted changes)' if dirty else ''}" for sha, dirty in
-                        dict.fromkeys((str(r.provenance.git.sha), r.provenance.git.dirty) for r in records))
-    return (f"Produced by {commands} (matrix profile `{records[0].cell.matrix_profile}`) on "
-            f"{first.machine.device}, {first.machine.cpu_count} CPU cores, torch {first.libraries['torch']}, {span}; git {commits}.")
+    return provenance.header("Produced by", [r.provenance.dump() for r in records], f" (matrix profile `{records[0].cell.matrix_profile}`)")
 
 
 def setting(row) -> str:
@@ -227,7 +221,7 @@ def results_readme(out_dir: Path) -> str:
     """results/README.md, rebuilt from what `out_dir` holds: notes/intro.md; per family with a
     table, its full-width tables and `zoo bench cells` speed tables put into notes/<family>.md
     where it says TABLE_HERE and SPEED_HERE (appended where it does not); then notes/other-runs.md."""
-    from tasks import adapters
+    from zoo.adapters import adapters
 
     def note(name: str) -> str:
         path = out_dir / NOTES_DIR / name

@@ -22,11 +22,11 @@ from accelerate import Accelerator, PartialState
 from accelerate.state import AcceleratorState
 from transformers import get_linear_schedule_with_warmup, set_seed
 
-from tasks.base import FeatureSet
 from zoo.batching import collate, length_grouped_batches, random_batches
 from zoo.engine import Manager
 from zoo.profiles import TrainConfig
 from zoo.recipe import Recipe
+from zoo.task import FeatureSet
 
 StepCallback = Callable[[int, float], None]  # (step, loss)
 

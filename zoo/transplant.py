@@ -22,11 +22,11 @@ from pathlib import Path
 
 import torch
 
-from zoo.data import local_file
+from zoo import paths
 from zoo.io import replace_dir, write_json
 
 NAME = "minilm-zh"
-CACHE = Path(".cache") / "models"
+CACHE = paths.CACHE / "models"
 
 
 def read_vocab(path: Path) -> list[str]:
@@ -77,7 +77,7 @@ def _sha256(path: Path) -> str:
 def chinese_vocab(data_root: Path | None) -> Path:
     """bert-base-chinese's vocab.txt: the local copy under the data root, else from the Hub."""
     if data_root is not None:
-        return local_file(data_root, "vocab/bert-base-chinese", "vocab.txt")
+        return paths.local_file(data_root, "vocab/bert-base-chinese", "vocab.txt")
     from huggingface_hub import hf_hub_download
 
     return Path(hf_hub_download("google-bert/bert-base-chinese", "vocab.txt"))

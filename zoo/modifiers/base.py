@@ -28,8 +28,8 @@ from typing import Annotated, ClassVar, Literal, get_args
 import torch
 from pydantic import AfterValidator, BaseModel, ConfigDict, model_serializer
 
-from tasks.base import FeatureSet, TaskAdapter
 from zoo.errors import ZooError
+from zoo.task import FeatureSet, TaskAdapter
 
 REGISTRY: dict[str, type[Modifier]] = {}  # type name -> class, filled as modifier modules are imported
 UNSTRUCTURED_PRUNING = "unstructured pruning"  # the group of modifiers that zero single weights (their targets are what sparsity is measured over)

@@ -20,6 +20,7 @@ from typing import Literal
 import torch
 from pydantic import Field, PrivateAttr, model_validator
 
+from zoo import paths
 from zoo.distill import (
     CachedTeacher,
     LiveTeacher,
@@ -36,7 +37,7 @@ from zoo.errors import ZooError
 from zoo.layers import encoder_layers
 from zoo.modifiers.base import Context, Modifier, TrainingData
 
-TEACHER_CACHE = Path(".cache") / "teacher"
+TEACHER_CACHE = paths.CACHE / "teacher"
 INTERMEDIATE = ("hidden_mse", "embedding_mse", "attention_mse", "attention_relation", "value_relation", "pkd_cls")
 # Options added after the matrix cells ran (Modifier.later_options: left out of dumps while off).
 LATER_OPTIONS = ("embedding_mse", "attention_relation", "value_relation", "relation_heads", "pkd_cls", "two_step", "intermediate_fraction")

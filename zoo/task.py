@@ -3,6 +3,8 @@
 The engine (zoo/) tokenises through `train_features` / `eval_features`, trains on the
 feature rows with the model's own loss, runs inference to collect `output_names`, and
 hands those outputs back to `score`. Everything task-specific lives behind these calls.
+It lives in zoo, not beside the adapters: tasks/ imports zoo, zoo never imports tasks/
+(it finds the adapters through zoo/adapters.py).
 """
 
 from __future__ import annotations
