@@ -133,7 +133,8 @@ def run_variants(benchmark: str, matrix, source: Path, profile_name: str, planne
 
 def _row(record: Record, metric: str, teacher_score: float | None) -> dict:
     compression, score = record.compression, record.metrics[metric]
-    row = {"steps": record.train.steps, metric: round(score, 2), f"{metric}_se": round(record.metrics.get(f"{metric}_se", float("nan")), 2),
+    se = record.metrics.get(f"{metric}_se")  # adapters that report no standard error: null, not NaN (invalid JSON)
+    row = {"steps": record.train.steps, metric: round(score, 2), f"{metric}_se": None if se is None else round(se, 2),
            # the first row is the teacher itself; a teacher scoring 0 gives no ratio
            "retention_pct": 100.0 if teacher_score is None else round(100 * score / teacher_score, 1) if teacher_score else None,
            "measured_sparsity": round(record.measured_sparsity, 4),
