@@ -270,7 +270,7 @@ def test_card_for_a_classification_cell_names_width_int8_speed_and_transplant():
     cell = {"name": "minilm-zh-l6-tnews-s0-l6-w50-kd-int8", "matrix_profile": "cpu", "base_model": "minilm-zh", "base_layers": 6,
             "target_sparsity": 0.0, "layers": 6, "width": 0.5, "distilled": True, "quant": "int8", "init": "teacher"}
     record = committed_record(
-        "clue/matrix-cpu/minilm-zh-l6-tnews-s0-l6-kd", cell=cell, metrics={"accuracy": 41.234, "examples": 2000},
+        "clue/matrix-cpu/minilm-zh-l6-tnews-s0-l3-kd", cell=cell, metrics={"accuracy": 41.234, "examples": 2000},
         eval={"examples": 2000}, train={"examples": 2000, "steps": 63}, timings_s={"total": 80.0},
         compression={"measured": {"sparsity": 0.0, "num_hidden_layers": 6, "total_params": 9, "nonzero_params": 9},
                      "width": {"heads_kept": 6, "heads_total": 12, "neurons_kept": 768, "neurons_total": 1536},
