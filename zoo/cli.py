@@ -36,6 +36,13 @@ def _eval_limit(value: str | None, default: int | None) -> int | None:
     raise ZooError(f"--eval-examples {value}: expected a positive number or 'all'")
 
 
+def _steps(value: str) -> int:
+    """A step count; 0 trains nothing: the recipe's one-shot changes (e.g. a width sliced out of a supernet), saved and scored."""
+    if not value.isdigit():
+        raise argparse.ArgumentTypeError(f"{value!r}: expected a whole number of steps")
+    return int(value)
+
+
 def _count(value: str) -> int:
     if not value.isdigit() or int(value) == 0:
         raise argparse.ArgumentTypeError(f"{value!r}: expected a positive whole number")
@@ -57,11 +64,6 @@ def _summary(record, run_dir: Path) -> None:
     Console().print(table)
 
 
-def _steps(value: str) -> int:
-    """A step count; 0 trains nothing: the recipe's one-shot changes (e.g. a width sliced out of a supernet), saved and scored."""
-    if not value.isdigit():
-        raise argparse.ArgumentTypeError(f"{value!r}: expected a whole number of steps")
-    return int(value)
 
 
 def cmd_run(args: argparse.Namespace) -> None:
@@ -307,16 +309,6 @@ def cmd_hub_serve(args: argparse.Namespace) -> None:
     os.execv(sys.executable, [sys.executable, "-m", "olah.server", "-c", str(config)])  # the server keeps this pid
 
 
-def _variant_arguments(p: argparse.ArgumentParser, benchmark: str, steps: int, eval_examples: str) -> None:
-    p.add_argument("family", nargs="?", default="squad")
-    p.add_argument("--profile", default="cpu", help="matrix profile: teacher, data, training, calibration and distillation settings")
-    p.add_argument("--steps", type=int, default=steps, help="recovery steps of a full-size variant (cheaper ones: proportionally more)")
-    p.add_argument("--eval-examples", default=eval_examples, help="dev examples every variant (and the teacher) is scored on: N or 'all'")
-    p.add_argument("--root", help=f"variant run folders (default runs/bench-{benchmark}/FAMILY-PROFILE)")
-    p.add_argument("--output", help=f"default results/bench/{benchmark}-FAMILY-PROFILE.json")
-    p.add_argument("--data-dir")
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="zoo", description=__doc__)
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -436,6 +428,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir")
     p.set_defaults(func=cmd_bench_int8)
     return parser
+
+
+def _variant_arguments(p: argparse.ArgumentParser, benchmark: str, steps: int, eval_examples: str) -> None:
+    p.add_argument("family", nargs="?", default="squad")
+    p.add_argument("--profile", default="cpu", help="matrix profile: teacher, data, training, calibration and distillation settings")
+    p.add_argument("--steps", type=int, default=steps, help="recovery steps of a full-size variant (cheaper ones: proportionally more)")
+    p.add_argument("--eval-examples", default=eval_examples, help="dev examples every variant (and the teacher) is scored on: N or 'all'")
+    p.add_argument("--root", help=f"variant run folders (default runs/bench-{benchmark}/FAMILY-PROFILE)")
+    p.add_argument("--output", help=f"default results/bench/{benchmark}-FAMILY-PROFILE.json")
+    p.add_argument("--data-dir")
 
 
 def _bench_arguments(p: argparse.ArgumentParser, steps: int, max_seq_length: int, output: str) -> None:
