@@ -106,6 +106,7 @@ class MatrixProfile(Strict):
 @dataclass(frozen=True)
 class Cell:
     name: str
+    tag: str  # the base model's part of the name (model_tag), so sibling cells' names can be built
     task: str
     model: str
     sparsity: float
@@ -132,11 +133,11 @@ class Cell:
     @property
     def source(self) -> str | None:
         """The cell whose trained weights this one takes instead of training: an int8 cell's fp32
-        sibling, or a narrower supernet width's supernet cell (its name without the width)."""
+        sibling, or a narrower supernet width's full-width supernet cell."""
         if self.fp32_sibling:
             return self.fp32_sibling
         if self.supernet and self.width < 1:
-            return self.name.replace(f"-l{self.layers}-w{round(self.width * 100)}", f"-l{self.layers}", 1)
+            return cell_name(self.tag, self.task, self.sparsity, self.layers, self.distill, supernet=True)
         return None
 
     def labels(self, matrix: MatrixProfile, profile_name: str, base_layers: int, teacher: Record | None) -> CellLabels:
@@ -236,7 +237,7 @@ def build_cells(task: str, matrix: MatrixProfile, base_layers: int, source: str)
             raise ZooError(f"{source}: {e}") from None
         name = cell_name(tag, task, **settings)
         recipe = parse_recipe({"modifiers": modifiers}, f"{source} (cell {name})")
-        cells.setdefault(name, Cell(name, task, model, **settings, recipe=recipe))
+        cells.setdefault(name, Cell(name, tag, task, model, **settings, recipe=recipe))
     missing = [c.name for c in cells.values() if c.fp32_sibling and c.fp32_sibling not in cells]
     if missing:
         raise ZooError(f"{source}: quantised cell {missing[0]} needs its unquantised cell in the matrix too (it quantises those weights)")
