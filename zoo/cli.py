@@ -64,8 +64,6 @@ def _summary(record, run_dir: Path) -> None:
     Console().print(table)
 
 
-
-
 def cmd_run(args: argparse.Namespace) -> None:
     from zoo import pipeline
 

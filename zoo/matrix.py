@@ -105,8 +105,7 @@ class MatrixProfile(Strict):
 
 @dataclass(frozen=True)
 class Cell:
-    name: str
-    tag: str  # the base model's part of the name (model_tag), so sibling cells' names can be built
+    tag: str  # the base model's part of the name (model_tag)
     task: str
     model: str
     sparsity: float
@@ -116,6 +115,10 @@ class Cell:
     quant: str
     supernet: bool
     recipe: Recipe
+
+    @property
+    def name(self) -> str:
+        return cell_name(self.tag, self.task, self.sparsity, self.layers, self.distill, self.width, self.quant, self.supernet)
 
     @property
     def compressed(self) -> bool:
@@ -236,8 +239,7 @@ def build_cells(task: str, matrix: MatrixProfile, base_layers: int, source: str)
         except ValueError as e:
             raise ZooError(f"{source}: {e}") from None
         name = cell_name(tag, task, **settings)
-        recipe = parse_recipe({"modifiers": modifiers}, f"{source} (cell {name})")
-        cells.setdefault(name, Cell(name, tag, task, model, **settings, recipe=recipe))
+        cells.setdefault(name, Cell(tag, task, model, **settings, recipe=parse_recipe({"modifiers": modifiers}, f"{source} (cell {name})")))
     missing = [c.name for c in cells.values() if c.fp32_sibling and c.fp32_sibling not in cells]
     if missing:
         raise ZooError(f"{source}: quantised cell {missing[0]} needs its unquantised cell in the matrix too (it quantises those weights)")
