@@ -339,6 +339,7 @@ def test_bench_quality_measures_every_variant_against_the_teacher(tiny_matrix, t
 
     from tests.conftest import run_matrix
     from zoo import bench_quality
+    from zoo.record import find_record
 
     path, data = tiny_matrix
     run_matrix(path, data, tmp_path / "cells", patterns=["*-s50-l2"])  # builds the teacher
@@ -357,6 +358,20 @@ def test_bench_quality_measures_every_variant_against_the_teacher(tiny_matrix, t
     assert rows["magnitude-s50-0steps"]["measured_sparsity"] == rows["obs-s50-0steps"]["measured_sparsity"] == 0.5
     assert rows["layers-0-2steps-kd"]["steps"] == 2 and rows["layers-0-0steps"]["layers_kept"] == [0]  # half the depth, twice the steps
     assert "scores" in rows["layers-search-0steps"]["layer_search"]
+
+    # Variants recover with the matrix's training settings for their setting, except its step
+    # count; one that ran with other settings runs again, the others are kept.
+    doc["profiles"]["tiny"]["cell_train_by"] = {"sparsity": {0.5: {"learning_rate": 5.0e-4, "max_steps": 9}}}
+    path.write_text(yaml.safe_dump(doc))
+    finished = {name: find_record(tmp_path / "variants" / name).provenance.finished for name in rows}
+    with Progress(disable=True) as progress:
+        bench_quality.quality("squad", "tiny", 1, 8, [0.5], [[0]], tmp_path / "variants", output, progress, str(data))
+    again = {name: find_record(tmp_path / "variants" / name) for name in rows}
+    assert {name for name, record in again.items() if record.provenance.finished != finished[name]} == {
+        "magnitude-s50-1steps-kd", "obs-s50-1steps-kd"}
+    trained = again["obs-s50-1steps-kd"].config["train"]
+    assert trained["learning_rate"] == 5.0e-4 and trained["max_steps"] == 1
+    assert again["layers-0-2steps-kd"].config["train"]["learning_rate"] == 1e-3  # cell_train's
 
 
 @pytest.mark.slow

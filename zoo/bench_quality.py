@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import NamedTuple
 
 from rich.progress import Progress
 from transformers import AutoConfig
@@ -20,53 +21,66 @@ from transformers import AutoConfig
 from zoo import pipeline, provenance
 from zoo.errors import ZooError
 from zoo.io import write_json
-from zoo.matrix import load_matrix, teacher_dir
+from zoo.matrix import MatrixProfile, changes_in_run, load_matrix, teacher_dir
 from zoo.recipe import parse_recipe
 from zoo.record import Record, find_record, metric_names
 
 
-def variants(sparsities: list[float], keep_lists: list[list[int]], keep_n: int, steps: int, layer_steps: int, matrix) -> dict[str, tuple[list[dict], int]]:
-    """name -> (modifiers, recovery steps). Pruning settings other than the sparsity come from
-    the matrix profile (calibration size etc.); magnitude pruning is one-shot at step 0."""
+class Variant(NamedTuple):
+    modifiers: list[dict]
+    steps: int  # recovery steps
+    train: dict = {}  # the training settings the matrix gives a cell of this setting (cell_train_by), e.g. its learning rate
+
+
+def _cell_settings(matrix: MatrixProfile, **setting) -> dict:
+    """cell_train_by's settings for a cell with this setting, except its step count: the
+    benchmark gives every variant of one kind the same number of steps."""
+    return {k: v for k, v in matrix.overrides(**setting).items() if k != "max_steps"}
+
+
+def variants(sparsities: list[float], keep_lists: list[list[int]], keep_n: int, steps: int, layer_steps: int, matrix: MatrixProfile) -> dict[str, Variant]:
+    """Pruning settings other than the sparsity come from the matrix profile (calibration size
+    etc.); magnitude pruning is one-shot at step 0."""
     kd = [{"type": "distillation", "teacher": "{teacher}", **matrix.distillation}]
     obs_settings = {k: v for k, v in matrix.pruning.items() if k not in ("type", "start", "update_every", "init_sparsity")}  # GMP-only keys
-    out: dict[str, tuple[list[dict], int]] = {"teacher": ([], 0)}
+    out = {"teacher": Variant([], 0)}
     for s in sparsities:
-        pct = round(s * 100)
+        pct, train = round(s * 100), _cell_settings(matrix, sparsity=s)
         methods = {"magnitude": {"type": "magnitude_pruning", "final_sparsity": s, "start": 0.0, "end": 0.0, "scope": obs_settings.get("scope", "uniform")},
                    "obs": {"type": "obs_pruning", **obs_settings, "final_sparsity": s}}
         for method, modifier in methods.items():
-            out[f"{method}-s{pct}-0steps"] = ([modifier], 0)
-            out[f"{method}-s{pct}-{steps}steps-kd"] = ([modifier, *kd], steps)
+            out[f"{method}-s{pct}-0steps"] = Variant([modifier], 0)
+            out[f"{method}-s{pct}-{steps}steps-kd"] = Variant([modifier, *kd], steps, train)
     drops = {"-".join(map(str, keep)): {"type": "layer_drop", "keep": keep} for keep in keep_lists}
     drops["search"] = {"type": "layer_drop", "strategy": "search", "n": keep_n}
     for label, modifier in drops.items():
-        out[f"layers-{label}-0steps"] = ([modifier], 0)
-        out[f"layers-{label}-{layer_steps}steps-kd"] = ([modifier, *kd], layer_steps)
+        out[f"layers-{label}-0steps"] = Variant([modifier], 0)
+        out[f"layers-{label}-{layer_steps}steps-kd"] = Variant([modifier, *kd], layer_steps, _cell_settings(matrix, layers=keep_n))
     return out
 
 
-def distillation_variants(layers: int, width: float, layer_steps: int, width_steps: int, matrix) -> dict[str, tuple[list[dict], int]]:
-    """name -> (modifiers, recovery steps): the matrix's distillation (logits + hidden states)
-    on a layer-dropped and a width-pruned student, alone and with each seed distillation option
-    added (TinyBERT embedding MSE and two-step schedule, Patient-KD [CLS] loss, BERT-of-Theseus
-    module replacement; MiniLM attention/value relations on the width student, whose heads do
-    not pair up with the teacher's). Option weights are the example recipes' (recipes/examples/)."""
+def distillation_variants(layers: int, width: float, layer_steps: int, width_steps: int, matrix: MatrixProfile) -> dict[str, Variant]:
+    """The matrix's distillation (logits + hidden states) on a layer-dropped and a width-pruned
+    student, alone and with each seed distillation option added (TinyBERT embedding MSE and
+    two-step schedule, Patient-KD [CLS] loss, BERT-of-Theseus module replacement; MiniLM
+    attention/value relations on the width student, whose heads do not pair up with the
+    teacher's). Option weights are the example recipes' (recipes/examples/)."""
     kd = {"type": "distillation", "teacher": "{teacher}", **matrix.distillation}
     drop = {"type": "layer_drop", "strategy": "search", "n": layers}
     narrow = {"type": "width_pruning", "width": width, **matrix.width_pruning}
     theseus = {"type": "theseus", "predecessor": "{teacher}", "replace_rate_start": 0.5, "end": 0.5}
     d, w = f"layers{layers}", f"width{round(width * 100)}"
+    layer_train, width_train = _cell_settings(matrix, layers=layers), _cell_settings(matrix, width=width)
     return {
-        "teacher": ([], 0),
-        f"{d}-kd": ([drop, kd], layer_steps),
-        f"{d}-kd-embedding": ([drop, {**kd, "embedding_mse": 1.0}], layer_steps),
-        f"{d}-kd-two-step": ([drop, {**kd, "embedding_mse": 1.0, "two_step": True, "intermediate_fraction": 0.3}], layer_steps),
-        f"{d}-kd-pkd": ([drop, {**kd, "pkd_cls": 100.0}], layer_steps),
+        "teacher": Variant([], 0),
+        f"{d}-kd": Variant([drop, kd], layer_steps, layer_train),
+        f"{d}-kd-embedding": Variant([drop, {**kd, "embedding_mse": 1.0}], layer_steps, layer_train),
+        f"{d}-kd-two-step": Variant([drop, {**kd, "embedding_mse": 1.0, "two_step": True, "intermediate_fraction": 0.3}], layer_steps, layer_train),
+        f"{d}-kd-pkd": Variant([drop, {**kd, "pkd_cls": 100.0}], layer_steps, layer_train),
         # predecessor layers run in the student's place, so only the logits are distilled
-        f"{d}-kd-theseus": ([drop, theseus, {**kd, "hidden_mse": 0.0}], layer_steps),
-        f"{w}-kd": ([narrow, kd], width_steps),
-        f"{w}-kd-minilm": ([narrow, {**kd, "cache": False, "attention_relation": 1.0, "value_relation": 1.0}], width_steps),
+        f"{d}-kd-theseus": Variant([drop, theseus, {**kd, "hidden_mse": 0.0}], layer_steps, layer_train),
+        f"{w}-kd": Variant([narrow, kd], width_steps, width_train),
+        f"{w}-kd-minilm": Variant([narrow, {**kd, "cache": False, "attention_relation": 1.0, "value_relation": 1.0}], width_steps, width_train),
     }
 
 
@@ -103,27 +117,32 @@ def _base_layers(matrix, family: str, profile_name: str) -> int:
     return AutoConfig.from_pretrained(str(teacher)).num_hidden_layers
 
 
-def run_variants(benchmark: str, matrix, source: Path, profile_name: str, planned: dict[str, tuple[list[dict], int]], budget: dict, what: str,
+def run_variants(benchmark: str, matrix: MatrixProfile, source: Path, profile_name: str, planned: dict[str, Variant], budget: dict, what: str,
                  root: Path, output: Path, progress: Progress, eval_examples: int | None, data_dir: str | None) -> dict:
     """Train and score every planned variant of the matrix's first task from its teacher, with the
-    matrix's cell training settings and the given steps; "{teacher}" in a modifier is the teacher's folder."""
+    matrix's cell training settings (and the variant's own) for the variant's steps; "{teacher}"
+    in a modifier is the teacher's folder. A variant that ran with other settings runs again."""
     task, model = next(iter(matrix.tasks.items()))
     teacher = str(teacher_dir(matrix, task))
     metric = metric_names(task)[0]
     settings = {"matrix": str(source), "profile": profile_name, "task": task, "base_model": model, "teacher": teacher,
                 "eval_examples": eval_examples, **budget, "cell_train": matrix.cell_train.model_dump(),
                 "distillation": matrix.distillation, "pruning": matrix.pruning,
-                "variants": {name: {"modifiers": modifiers, "steps": n} for name, (modifiers, n) in planned.items()}}
+                "variants": {name: variant._asdict() for name, variant in planned.items()}}
     rows: dict[str, dict] = {}
-    for name, (modifiers, n_steps) in planned.items():
+    for name, variant in planned.items():
         folder = root / name
+        train = matrix.cell_train.model_copy(update={**variant.train, "max_steps": variant.steps})
+        resolved = [{k: teacher if v == "{teacher}" else v for k, v in m.items()} for m in variant.modifiers]
+        recipe = parse_recipe({"modifiers": resolved}, f"bench variant ({name})")
         record = find_record(folder)
-        if record is None:
+        changed = record and changes_in_run(record, recipe, train, eval_examples)
+        if changed:
+            progress.console.print(f"{name}: re-running, its settings changed since it ran ({'; '.join(changed)})")
+        if record is None or changed:
             run = pipeline.open_run(task, teacher, matrix.finetune_profile, data_dir)
-            run.profile = run.profile.model_copy(update={"train": matrix.cell_train.model_copy(update={"max_steps": n_steps})})
-            resolved = [{k: teacher if v == "{teacher}" else v for k, v in m.items()} for m in modifiers]
-            recipe = parse_recipe({"modifiers": resolved}, f"bench variant ({name})")
-            record = pipeline.finetune(run, folder, progress, eval_examples, recipe=recipe if modifiers else None)
+            run.profile = run.profile.model_copy(update={"train": train})
+            record = pipeline.finetune(run, folder, progress, eval_examples, recipe=recipe)
         rows[name] = _row(record, metric, rows.get("teacher", {}).get(metric))
         # Rewritten after every variant, so an interrupted run still leaves what it measured.
         write_json(output, {"benchmark": benchmark, "complete": len(rows) == len(planned),

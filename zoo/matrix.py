@@ -87,16 +87,18 @@ class MatrixProfile(Strict):
                     raise ValueError(f"cell_train_by.{axis}.{value}: {describe(e)}") from None
         return self
 
-    def overrides(self, cell: Cell) -> dict:
-        """The training settings cell_train_by gives this cell (a later axis wins)."""
+    def overrides(self, sparsity: float = 0.0, layers: int | None = None, width: float = 1.0) -> dict:
+        """The training settings cell_train_by gives a cell with these settings (a later axis wins)."""
+        setting = {"sparsity": sparsity, "layers": layers, "width": width}
         settings: dict = {}
         for axis, by_value in self.cell_train_by.items():
-            settings |= next((v for k, v in by_value.items() if k == getattr(cell, axis)), {})
+            settings |= by_value.get(setting[axis], {})
         return settings
 
     def train_config(self, cell: Cell, steps: int | None) -> TrainConfig:
         """cell_train with the cell's overrides (cell_train_by) and its step budget."""
-        return TrainConfig(**self.cell_train.model_dump() | self.overrides(cell) | ({} if steps is None else {"max_steps": steps}))
+        overrides = self.overrides(cell.sparsity, cell.layers, cell.width)
+        return TrainConfig(**self.cell_train.model_dump() | overrides | ({} if steps is None else {"max_steps": steps}))
 
     @property
     def grids(self) -> list[Axes]:
@@ -269,8 +271,9 @@ def train_steps(cell: Cell, matrix: MatrixProfile, base_layers: int) -> int | No
     budgets together: with widths [1, 0.75, 0.5], 2 x cell_steps of full-model compute."""
     if cell.source or (matrix.init == "teacher" and not cell.compressed):
         return 0
-    if "max_steps" in matrix.overrides(cell):  # a setting that needs a longer recovery than its cost buys says so
-        return matrix.overrides(cell)["max_steps"]
+    overrides = matrix.overrides(cell.sparsity, cell.layers, cell.width)
+    if "max_steps" in overrides:  # a setting that needs a longer recovery than its cost buys says so
+        return overrides["max_steps"]
     if matrix.cell_steps is None:
         return None
     cells_replaced = len(cell.supernet_widths) - 1 if cell.supernet_widths else 1
@@ -311,17 +314,21 @@ def changes_since_run(cell: Cell, matrix: MatrixProfile, base_layers: int, root_
     record = find_record(root_dir / cell.name)
     if record is None:
         return None
-    as_json = lambda value: json.loads(json.dumps(value))  # noqa: E731 - compared as the JSON it is read back from
-    train = matrix.train_config(cell, train_steps(cell, matrix, base_layers))
-    changed = [what for what, recorded, wanted in (
-        ("recipe", record.compression.recipe if record.compression else None, as_json(cell.recipe.model_dump(mode="json"))),
-        ("training settings", record.config.get("train"), as_json(train.model_dump(mode="json"))),
-        ("dev examples", record.eval.max_examples, matrix.eval_examples),
-    ) if recorded != wanted]
+    changed = changes_in_run(record, cell.recipe, matrix.train_config(cell, train_steps(cell, matrix, base_layers)), matrix.eval_examples)
     source = find_record(root_dir / cell.source) if cell.source else None
     if source and source.provenance.finished > record.provenance.date:
         changed.append(f"{cell.source} re-ran after it")
     return changed
+
+
+def changes_in_run(record: Record, recipe: Recipe, train: TrainConfig, eval_examples: int | None) -> list[str]:
+    """What a finished run's recipe, training settings or dev examples differ in from those asked for."""
+    as_json = lambda value: json.loads(json.dumps(value))  # noqa: E731 - compared as the JSON it is read back from
+    return [what for what, recorded, wanted in (
+        ("recipe", record.compression.recipe if record.compression else None, as_json(recipe.model_dump(mode="json"))),
+        ("training settings", record.config.get("train"), as_json(train.model_dump(mode="json"))),
+        ("dev examples", record.eval.max_examples, eval_examples),
+    ) if recorded != wanted]
 
 
 def write_run_log(root: Path, entry: dict) -> None:
