@@ -48,6 +48,14 @@ def test_obs_count_is_exact_across_uneven_blocks():
     assert int((pruned == 0).sum()) == round(0.63 * 350)
 
 
+def test_admm_count_is_exact_when_many_weights_tie():
+    X = correlated_inputs(dim=40)
+    W = torch.randn(6, 40)
+    W[:, :10] = 0.5  # 60 equal weights straddle every mask threshold of the schedule
+    pruned = admm_prune_weight(W, X.T @ X / len(X), 0.3)
+    assert int((pruned == 0).sum()) == round(0.3 * 240)
+
+
 def tiny_model(tiny_bert_dir):
     return AutoModelForQuestionAnswering.from_pretrained(tiny_bert_dir, use_safetensors=True).eval()
 

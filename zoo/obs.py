@@ -49,9 +49,7 @@ def obs_prune_weight(weight: torch.Tensor, hessian: torch.Tensor, sparsity: floa
         W1 = W[:, start:end].clone()
         Hinv1 = Hinv[start:end, start:end]
         saliency = W1**2 / torch.diag(Hinv1).reshape(1, -1) ** 2
-        prune = torch.zeros_like(W1, dtype=torch.bool)
-        if zeros > 0:
-            prune.view(-1)[saliency.flatten().argsort()[:zeros]] = True
+        prune = _smallest(saliency, zeros)
         errors = torch.zeros_like(W1)
         for i in range(end - start):
             w = W1[:, i]
@@ -92,13 +90,23 @@ def admm_prune_weight(weight: torch.Tensor, hessian: torch.Tensor, sparsity: flo
     for i in range(iterations):
         if i < mask_iterations:
             zeros = round(W.numel() * sparsity * (1 - (1 - (i + 1) / mask_iterations) ** 3))
-            keep = torch.ones(W.numel(), dtype=torch.bool)
-            keep[(W + U).abs().flatten().argsort()[:zeros]] = False
-            keep = keep.view_as(W)
+            keep = ~_smallest((W + U).abs(), zeros)
         Z = (W + U) * keep
         U += W - Z
         W = Hinv @ (target + rho * (Z - U))
     return ((W + U) * keep / norm[:, None]).T.contiguous()
+
+
+def _smallest(values: torch.Tensor, k: int) -> torch.Tensor:
+    """Boolean mask of exactly k of the smallest `values`, ties at the threshold taken in index
+    order. A selection (kthvalue) instead of a full sort, which took most of a pruning round."""
+    flat = values.flatten()
+    if k <= 0:
+        return torch.zeros_like(values, dtype=torch.bool)
+    threshold = flat.kthvalue(k).values
+    chosen = flat < threshold  # fewer than k: the k-th smallest is not below itself
+    chosen[(flat == threshold).nonzero().squeeze(1)[: k - int(chosen.sum())]] = True
+    return chosen.view_as(values)
 
 
 def _targeted_linears(layer: nn.Module, prefix: str, names: set[str]) -> dict[str, nn.Linear]:
@@ -112,6 +120,7 @@ class _LayerInputs:
     def __init__(self, model: nn.Module, batches: list[dict]):
         self.calls: list[tuple[tuple, dict]] = []
         self.masks: list[torch.Tensor] = []
+        self.batch = 0  # the batch being run, for hooks
         first = encoder_layers(model)[0]
 
         def capture(module, args, kwargs):
@@ -134,17 +143,16 @@ class _LayerInputs:
     def _hidden_of(args: tuple, kwargs: dict) -> torch.Tensor:
         return args[0] if args else kwargs["hidden_states"]
 
-    def run(self, layer: nn.Module, before_batch=None) -> list[torch.Tensor]:
-        """The layer's output on every batch (its input being the current `hidden`);
-        `before_batch(i)` is called before batch i."""
+    def run(self, layer: nn.Module, batches: int | None = None) -> list[torch.Tensor]:
+        """The layer's output on every batch (or the first `batches`), its input being the current
+        `hidden`. A hook raising _Captured ends a batch early: that batch gives no output."""
         outputs = []
-        for i, ((args, kwargs), hidden) in enumerate(zip(self.calls, self.hidden)):
-            if before_batch:
-                before_batch(i)
-            if args:
-                out = layer(hidden, *args[1:], **kwargs)
-            else:
-                out = layer(**{**kwargs, "hidden_states": hidden})
+        for i, ((args, kwargs), hidden) in enumerate(zip(self.calls[:batches], self.hidden)):
+            self.batch = i
+            try:
+                out = layer(hidden, *args[1:], **kwargs) if args else layer(**{**kwargs, "hidden_states": hidden})
+            except _Captured:
+                continue
             outputs.append(out[0] if isinstance(out, tuple) else out)
         return outputs
 
@@ -153,54 +161,54 @@ class _Captured(Exception):
     pass
 
 
-class _Hessians:
-    """Accumulates X^T X over the real tokens of every input a set of Linears receives."""
+def _input_groups(inputs: _LayerInputs, layer: nn.Module, linears: dict[str, nn.Linear]) -> list[list[str]]:
+    """The Linears in the order the layer calls them (on one batch), consecutive ones reading
+    the same input tensor grouped: query/key/value, attention output, intermediate, output."""
+    calls: list[tuple[str, torch.Tensor]] = []
 
-    def __init__(self, linears: dict[str, nn.Linear]):
-        self.sums = {n: torch.zeros(m.in_features, m.in_features) for n, m in linears.items()}
-        self.tokens = dict.fromkeys(linears, 0)
-        self.order: list[str] = []  # call order in the first batch, with the input each saw
-        self.input_ids: dict[str, int] = {}
-        self.mask: torch.Tensor | None = None
-        self.handles = [m.register_forward_hook(self._hook(n)) for n, m in linears.items()]
+    def hook(name: str):
+        return lambda module, args, output: calls.append((name, args[0]))
 
-    def _hook(self, name: str):
-        def hook(module, args, output):
-            x = args[0]
-            if name not in self.input_ids:
-                self.order.append(name)
-                self.input_ids[name] = id(x)
-            real = x[self.mask] if self.mask is not None and x.shape[:2] == self.mask.shape else x.reshape(-1, x.shape[-1])
-            real = real.float()
-            self.sums[name] += real.T @ real
-            self.tokens[name] += real.shape[0]
-        return hook
-
-    def hessian(self, name: str) -> torch.Tensor:
-        return self.sums[name] / max(self.tokens[name], 1)
-
-    def groups(self) -> list[list[str]]:
-        """Linears in call order, consecutive ones reading the same input tensor grouped."""
-        groups: list[list[str]] = []
-        for name in self.order:
-            if groups and self.input_ids[groups[-1][0]] == self.input_ids[name]:
-                groups[-1].append(name)
-            else:
-                groups.append([name])
-        return groups
-
-    def remove(self) -> None:
-        for h in self.handles:
-            h.remove()
-
-
-def _accumulate(inputs: _LayerInputs, layer: nn.Module, linears: dict[str, nn.Linear]) -> _Hessians:
-    stats = _Hessians(linears)
+    handles = [m.register_forward_hook(hook(n)) for n, m in linears.items()]
     try:
-        inputs.run(layer, before_batch=lambda i: setattr(stats, "mask", inputs.masks[i]))
+        inputs.run(layer, batches=1)
     finally:
-        stats.remove()
-    return stats
+        for h in handles:
+            h.remove()
+    groups: list[list[str]] = []
+    for i, (name, x) in enumerate(calls):
+        if any(name in g for g in groups):
+            continue  # a Linear called again: its first input decides
+        if groups and x is calls[i - 1][1]:
+            groups[-1].append(name)
+        else:
+            groups.append([name])
+    return groups
+
+
+def _group_hessian(inputs: _LayerInputs, layer: nn.Module, group: list[nn.Linear]) -> torch.Tensor:
+    """X^T X / tokens over the real (unpadded) tokens of the input the group's Linears share, on
+    every calibration batch; each batch stops once the group's last Linear has run, as nothing
+    after it in the layer is needed."""
+    total, tokens = torch.zeros(group[0].in_features, group[0].in_features), 0
+
+    def first_reads(module, args, output):
+        nonlocal total, tokens
+        x, mask = args[0], inputs.masks[inputs.batch]
+        real = (x[mask] if x.shape[:2] == mask.shape else x.reshape(-1, x.shape[-1])).float()
+        total += real.T @ real
+        tokens += real.shape[0]
+
+    def last_reads(module, args, output):
+        raise _Captured
+
+    handles = [group[0].register_forward_hook(first_reads), group[-1].register_forward_hook(last_reads)]
+    try:
+        inputs.run(layer)
+    finally:
+        for h in handles:
+            h.remove()
+    return total / max(tokens, 1)
 
 
 @torch.no_grad()
@@ -221,16 +229,14 @@ def prune_model(model: nn.Module, batches: list[dict], sparsities: dict[str, flo
     inputs = _LayerInputs(model, batches)
     errors: dict[str, float] = {}
     for layer, linears in zip(layers, per_layer):
-        if linears:
-            stats = _accumulate(inputs, layer, linears)  # dense layer: gives the first group's H and the call order
-            for g, group in enumerate(stats.groups()):
-                if g > 0:  # inputs of this group pass through the already-pruned groups before it
-                    stats = _accumulate(inputs, layer, {n: linears[n] for n in group})
-                for name in group:
-                    linear, H = linears[name], stats.hessian(name)
-                    pruned = prune_weight(linear.weight, H, sparsities[f"{name}.weight"])
-                    errors[f"{name}.weight"] = _relative_error(linear.weight.float(), pruned, H)
-                    linear.weight.copy_(pruned.to(linear.weight.dtype))
+        for group in _input_groups(inputs, layer, linears) if linears else []:
+            # after the groups before it are pruned: their inputs pass through the pruned weights
+            H = _group_hessian(inputs, layer, [linears[n] for n in group])
+            for name in group:
+                linear = linears[name]
+                pruned = prune_weight(linear.weight, H, sparsities[f"{name}.weight"])
+                errors[f"{name}.weight"] = _relative_error(linear.weight.float(), pruned, H)
+                linear.weight.copy_(pruned.to(linear.weight.dtype))
         inputs.hidden = inputs.run(layer)
     model.train(was_training)
     return {"seconds": round(time.perf_counter() - started, 2), "calibration_batches": len(batches),
