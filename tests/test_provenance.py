@@ -1,4 +1,4 @@
-"""The one provenance header every generated table opens with (zoo.provenance.header)."""
+"""Provenance: the one header every generated table opens with (zoo.provenance.header), and the code state a run records."""
 
 from zoo import bench, provenance
 
@@ -31,3 +31,24 @@ def test_the_speed_table_says_who_timed_the_cells_and_who_wrote_the_table():
     assert text.startswith("Timed by `zoo bench cells squad` on cpu, 2 CPU cores, torch 2.13.0+cpu, 1 thread(s), 2026-12-02 07:17 to "
                            "2026-12-02 07:19 UTC; git ef7dac661b. Table written by `zoo bench cells squad --reuse` on cpu, 2 CPU cores, "
                            "torch 2.13.0+cpu, 2026-12-03; git ef7dac661b (with uncommitted changes). Speedup = ")
+
+
+def test_only_code_changes_make_a_run_dirty(tmp_path, monkeypatch):
+    import subprocess
+
+    from zoo import paths, provenance
+
+    def git(*args):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    (tmp_path / "results").mkdir()
+    (tmp_path / "code.py").write_text("x = 1\n")
+    (tmp_path / "results" / "bench.json").write_text("{}\n")
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-q", "-m", "init")
+    monkeypatch.setattr(paths, "CODE_ROOT", tmp_path)
+    (tmp_path / "results" / "bench.json").write_text('{"variant": 1}\n')  # a benchmark rewriting its own output
+    assert provenance.git_state()["dirty"] is False
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert provenance.git_state()["dirty"] is True

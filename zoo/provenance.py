@@ -21,7 +21,10 @@ def git_state() -> dict:
         return subprocess.run(["git", *args], cwd=paths.CODE_ROOT, capture_output=True, text=True, check=False).stdout.strip()
 
     sha = git("rev-parse", "HEAD")
-    return {"sha": sha or None, "dirty": bool(git("status", "--porcelain", "--untracked-files=no")) if sha else None}
+    # Changes to results/ do not count: it is what runs write (a benchmark rewrites its JSON
+    # after every variant), not the code that produced them.
+    changed = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results")
+    return {"sha": sha or None, "dirty": bool(changed) if sha else None}
 
 
 def library_versions() -> dict:
