@@ -2,6 +2,7 @@
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ from transformers import AutoModelForQuestionAnswering
 
 from tests.conftest import teacher_then_cell
 from zoo import pipeline
-from zoo.distill import CachedTeacher, LiveTeacher, cache_key, hidden_mse, soft_logit_loss, uniform_layer_map
+from zoo.distill import CachedTeacher, LiveTeacher, cache_bytes, cache_source_key, choose_source, hidden_mse, soft_logit_loss, uniform_layer_map
 from zoo.layers import drop_layers
 from zoo.recipe import parse_recipe
 from zoo.sparsity import DEFAULT_PRUNE_TARGETS, MaskSet, gmp_sparsity, measure_sparsity, target_names
@@ -114,30 +115,59 @@ def feature_set(tokenizer, texts):
     return FeatureSet(rows)
 
 
-def test_teacher_cache_matches_live_teacher_and_is_keyed_by_teacher_and_data(tiny_bert_dir, tokenizer, tmp_path):
+@pytest.mark.parametrize("shard_bytes", [1, 2**30])  # a shard per batch, or one shard for everything
+def test_teacher_cache_matches_live_teacher_and_is_keyed_by_teacher_and_data(tiny_bert_dir, tokenizer, tmp_path, monkeypatch, shard_bytes):
+    from zoo import distill
+
+    monkeypatch.setattr(distill, "SHARD_BYTES", shard_bytes)
     teacher = tiny_qa(tiny_bert_dir)
+    names = ("start_logits", "end_logits")
     features = feature_set(tokenizer, ["a short one", "a somewhat longer sentence than the first one", "mid length text"])
-    cached, info = CachedTeacher.build(teacher, tiny_bert_dir, features, ("start_logits", "end_logits"), [1, 2], True, tmp_path, 2, 0)
+    cached, info = CachedTeacher.build(teacher, tiny_bert_dir, features, names, [1, 2], True, tmp_path, 2, 0)
     assert not info["hit"]
-    again, info2 = CachedTeacher.build(teacher, tiny_bert_dir, features, ("start_logits", "end_logits"), [1, 2], True, tmp_path, 2, 0)
+    shards = len(list(Path(info["folder"]).glob("*-start_logits.npy")))
+    assert shards == (2 if shard_bytes == 1 else 1)  # 3 rows in batches of 2
+    tokens = int(features.lengths.sum())
+    assert info["bytes"] == pytest.approx(cache_bytes(tokens, 3, 2, True, 2, teacher.config.hidden_size), rel=0.1, abs=2000 * shards * 4)
+    again, info2 = CachedTeacher.build(teacher, tiny_bert_dir, features, names, [1, 2], True, tmp_path, 2, 0)
     assert info2["hit"] and info2["key"] == info["key"]
+    subset, info3 = CachedTeacher.build(teacher, tiny_bert_dir, features, names, [2], True, tmp_path, 2, 0)
+    assert info3["hit"] and info3["key"] == info["key"]  # a cache holding more layers serves a cell that needs fewer
+    wider, info4 = CachedTeacher.build(teacher, tiny_bert_dir, features, names, [0, 1], True, tmp_path, 2, 0)
+    assert not info4["hit"] and info4["key"] != info["key"]
 
     from zoo.batching import collate
     indices = [2, 0]
-    batch = collate([features.rows[i] for i in indices])
-    live = LiveTeacher(teacher, ("start_logits", "end_logits"), [1, 2], per_token=True, attentions=False).outputs(indices, batch)
-    stored = cached.outputs(indices, batch)
-    for name in ("start_logits", "end_logits"):
-        assert torch.allclose(stored[name], live[name], atol=1e-4)
+    batch = collate([features.rows[i] for i in indices], multiple=8)
+    live = LiveTeacher(teacher, names, [1, 2], per_token=True, attentions=False).outputs(indices, batch)
     mask = batch["attention_mask"].bool()
-    assert torch.allclose(stored["hidden_2"][mask], live["hidden_2"][mask], atol=2e-2)  # float16 on disk
+    for source in (cached, subset):
+        stored = source.outputs(indices, batch)
+        for name in names:  # float16 on disk; padded positions ~zero probability on both sides
+            assert torch.allclose(stored[name][mask], live[name][mask], atol=1e-2)
+            assert (stored[name][~mask] < -1e3).all() and (live[name][~mask] < -1e3).all()
+        assert torch.allclose(stored["hidden_2"][mask], live["hidden_2"][mask], atol=2e-2)
+    assert set(subset.outputs(indices, batch)) == {*names, "hidden_2"}
 
     other_data = feature_set(tokenizer, ["a short one", "different text here", "mid length text"])
-    assert cache_key(tiny_bert_dir, other_data, ("start_logits",), [1]) != cache_key(tiny_bert_dir, features, ("start_logits",), [1])
+    assert cache_source_key(tiny_bert_dir, other_data, names) != cache_source_key(tiny_bert_dir, features, names)
     changed = tmp_path / "changed-teacher"
     teacher.qa_outputs.bias.data += 1.0
     teacher.save_pretrained(changed)
-    assert cache_key(changed, features, ("start_logits",), [1]) != cache_key(tiny_bert_dir, features, ("start_logits",), [1])
+    assert cache_source_key(changed, features, names) != cache_source_key(tiny_bert_dir, features, names)
+
+
+def test_teacher_source_choice():
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    assert choose_source("auto", 10**9, 25, cpu, 12)[0] == "cache"
+    assert choose_source("auto", 30 * 10**9, 25, cpu, 12)[0] == "live"  # over the budget
+    assert choose_source("auto", 10**9, 25, gpu, 12)[0] == "live"  # hidden states on an accelerator
+    assert choose_source("auto", 10**6, 25, gpu, 0)[0] == "cache"  # logits only
+    assert choose_source(False, 1, None, cpu, 0)[0] == "live"
+    with pytest.raises(Exception, match="over cache_budget_gb 25"):
+        choose_source(True, 30 * 10**9, 25, cpu, 12)
+    # bert-base on all of SQuAD at 384/128 (15,115,761 training tokens): every layer's hidden states would be ~279 GB
+    assert cache_bytes(15_115_761, 88_524, 2, True, 12, 768) / 1e9 == pytest.approx(278.7, abs=0.1)
 
 
 @pytest.mark.parametrize(

@@ -13,11 +13,13 @@ import torch
 IGNORE_INDEX = -100  # label value the HF losses skip
 
 
-def collate(rows: list[dict], pad_to: int | None = None, pad_id: int = 0) -> dict[str, torch.Tensor]:
+def collate(rows: list[dict], pad_to: int | None = None, pad_id: int = 0, multiple: int | None = None) -> dict[str, torch.Tensor]:
     """Stack feature rows into tensors. 1-D arrays are per-token sequences and are padded to
-    the batch's longest (or `pad_to`); scalars are stacked. Padded label positions get
-    IGNORE_INDEX so they never count in a loss."""
+    the batch's longest (or `pad_to`), rounded up to a multiple of `multiple` if given;
+    scalars are stacked. Padded label positions get IGNORE_INDEX so they never count in a loss."""
     width = pad_to or max(len(r["input_ids"]) for r in rows)
+    if multiple:
+        width = -(-width // multiple) * multiple
     mask = np.zeros((len(rows), width), dtype=np.int64)
     for i, r in enumerate(rows):
         mask[i, : len(r["input_ids"])] = 1

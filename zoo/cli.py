@@ -111,10 +111,14 @@ def _executor(args: argparse.Namespace):
 def cmd_matrix(args: argparse.Namespace) -> None:
     from zoo import matrix
 
+    from zoo import plan
+
     executor = _executor(args)
+    eval_examples = None if args.eval_examples is None else _eval_limit(args.eval_examples, None) or "all"
+    overrides = matrix.Overrides(args.model, args.train_examples, eval_examples, args.max_steps, args.batch_size)
     with _progress() as progress:
         result = matrix.run(args.family, args.profile, progress, matrix_file=args.matrix, data_dir=args.data_dir,
-                            root=args.root, patterns=args.cells, dry_run=args.dry_run, executor=executor)
+                            root=args.root, patterns=args.cells, dry_run=args.dry_run, executor=executor, overrides=overrides)
     table = Table(title=f"{args.family} matrix · profile {args.profile} · {result['root']}")
     table.add_column("cell")
     if args.dry_run:
@@ -137,6 +141,7 @@ def cmd_matrix(args: argparse.Namespace) -> None:
             cost = "estimates need each task's dense run timings"
         teachers = "; ".join(f"{t['folder']}: {'ready' if t['ready'] else 'will be fine-tuned first'}" for t in result["teachers"].values())
         table.caption = f"teachers {teachers}; {cost}"
+        plan.show(result["plan"], Console(width=max(Console().width, 120)))
     else:
         table.add_column("outcome")
         table.add_column("wall time", justify="right")
@@ -336,6 +341,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="local: cells one after another here (default); ray: cells as Ray tasks (pip install 'zoo[ray]')")
     p.add_argument("--address", help="with --executor ray: an existing Ray cluster (auto, HEAD:6379 or ray://HEAD:10001; default: a Ray instance started here)")
     p.add_argument("--workers", type=_count, help="with --executor ray: at most N cells at once (default: as many as the cluster's resources allow)")
+    p.add_argument("--model", help="every task's base model instead of the profile's, e.g. random:bert-base-uncased (its shape, random weights)")
+    p.add_argument("--train-examples", type=_count, help="cells and teacher train on a seeded random N examples")
+    p.add_argument("--eval-examples", help="dev examples cells and teacher are scored on: N or 'all'")
+    p.add_argument("--max-steps", type=_steps, help="every trained cell and the teacher train for N optimizer steps")
+    p.add_argument("--batch-size", type=_count, help="training batch size of cells and teacher")
     p.set_defaults(func=cmd_matrix)
     p = sub.add_parser("tables", help="build results/FAMILY.{csv,md,png}, results/README.md and the README table from matrix cells")
     p.add_argument("family")

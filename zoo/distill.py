@@ -27,7 +27,8 @@ from zoo.io import sha256_file, write_json
 from zoo.models import check_weights
 from zoo.task import FeatureSet
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: float16 logits, sharded
+SHARD_BYTES = 256 * 2**20  # what the build holds in RAM before writing a shard (besides one batch)
 LOGIT_PAD = -1e4  # padded token positions get ~zero teacher probability
 
 
@@ -151,31 +152,73 @@ def features_fingerprint(features: FeatureSet) -> str:
     return digest.hexdigest()
 
 
-def cache_key(teacher_dir: Path, features: FeatureSet, output_names, hidden_layers) -> str:
-    parts = {
-        "format": CACHE_FORMAT,
-        "teacher_weights": sha256_file(Path(teacher_dir) / "model.safetensors"),
-        "features": features_fingerprint(features),
-        "outputs": list(output_names),
-        "hidden_layers": list(hidden_layers),
-    }
+def _digest(parts: dict) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def cache_source_key(teacher_dir: Path, features: FeatureSet, output_names) -> str:
+    """What the cached values are computed from: the teacher's weights, the features, the outputs."""
+    return _digest({"format": CACHE_FORMAT, "teacher_weights": sha256_file(Path(teacher_dir) / "model.safetensors"),
+                    "features": features_fingerprint(features), "outputs": list(output_names)})
 
 
 def _stored_names(output_names, hidden_layers) -> list[str]:
     return list(output_names) + [f"hidden_{layer}" for layer in hidden_layers]
 
 
-class CachedTeacher:
-    """Teacher outputs read from disk (memory-mapped), padded to each batch's width.
+def cache_bytes(tokens: int, rows: int, num_labels: int, per_token: bool, hidden_layers: int, hidden_size: int) -> int:
+    """Bytes of a teacher cache (float16 values): the task logits (num_labels per token or per
+    row) and `hidden_layers` hidden states of `hidden_size` per token, plus the row index."""
+    per_token_values = hidden_layers * hidden_size + (num_labels if per_token else 0)
+    return 2 * (tokens * per_token_values + (0 if per_token else rows * num_labels)) + rows * 4 * 8
 
-    Token-level arrays (per-token logits, hidden states) are stored concatenated over rows
-    with shared `offsets`; row-level arrays (a classifier's logits) have one entry per row.
+
+def choose_source(cache: bool | str, size: int, budget_gb: float | None, device: torch.device, hidden_layers: int) -> tuple[str, str]:
+    """("cache" | "live", why): `cache` true or false decides; "auto" caches when the cache fits
+    `budget_gb` and either the model trains on the CPU (there a teacher forward pass costs a
+    third of a step) or only logits are stored (a few bytes per token). On an accelerator the
+    live teacher's forward pass is cheaper than reading a batch's hidden states from disk
+    (bert-base, 32 x 384 tokens, 12 layers: 226 MB per step), as SparseML does it."""
+    gb = f"{size / 1e9:.2f} GB"
+    fits = budget_gb is None or size <= budget_gb * 1e9
+    if cache is False:
+        return "live", "cache: false"
+    if cache is True:
+        if not fits:
+            raise ZooError(f"distillation: the teacher cache would take {gb}, over cache_budget_gb {budget_gb}; "
+                           f"set cache: auto (a live teacher instead), raise cache_budget_gb, or train on fewer examples")
+        return "cache", f"cache: true ({gb})"
+    if not fits:
+        return "live", f"cache: auto; the cache would take {gb}, over cache_budget_gb {budget_gb}"
+    if device.type != "cpu" and hidden_layers:
+        return "live", f"cache: auto; on {device.type} a teacher forward pass is cheaper than reading hidden states ({gb}) from disk"
+    return "cache", f"cache: auto; {gb} within the budget on {device.type}"
+
+
+def find_cache(cache_root: Path, source_key: str, hidden_layers) -> Path | None:
+    """A complete cache of these teacher outputs holding at least these hidden layers (cells with
+    different layer maps then share the widest one already built)."""
+    for meta_file in sorted(Path(cache_root).glob("*/meta.json")):
+        meta = json.loads(meta_file.read_text())
+        if meta.get("source") == source_key and set(hidden_layers) <= set(meta.get("hidden_layers", [])):
+            return meta_file.parent
+    return None
+
+
+class CachedTeacher:
+    """Teacher outputs read from disk (memory-mapped shards), padded to each batch's width.
+
+    A cache is a folder of shards, each one .npy per output, written as they fill so building
+    never holds more than one shard in RAM; `index.npy` gives each feature row its shard, token
+    offset, length and row position. Token-level arrays (per-token logits, hidden states) are
+    stored concatenated over rows; row-level arrays (a classifier's logits) one entry per row.
     """
 
     def __init__(self, folder: Path, names: list[str], per_token: bool):
-        self.arrays = {n: np.load(folder / f"{n}.npy", mmap_mode="r") for n in names}
-        self.offsets = np.load(folder / "offsets.npy")
+        shards = json.loads((folder / "meta.json").read_text())["shards"]
+        self.index = np.load(folder / "index.npy")
+        self.shards = [{n: np.load(folder / f"{k:05d}-{n}.npy", mmap_mode="r") for n in names} for k in range(shards)]
+        self.names = names
         self.per_token = per_token
 
     def _token_level(self, name: str) -> bool:
@@ -184,47 +227,50 @@ class CachedTeacher:
     @classmethod
     def build(cls, teacher, teacher_dir: Path, features: FeatureSet, output_names, hidden_layers, per_token: bool,
               cache_root: Path, batch_size: int, pad_id: int, on_batch: Callable[[int], None] | None = None) -> tuple[CachedTeacher, dict]:
-        key = cache_key(teacher_dir, features, output_names, hidden_layers)
-        folder = Path(cache_root) / key
+        source = cache_source_key(teacher_dir, features, output_names)
         names = _stored_names(output_names, hidden_layers)
-        info = {"key": key, "folder": str(folder), "hit": (folder / "meta.json").is_file()}
-        if not info["hit"]:
-            staging = folder.with_name(f".{key}.{os.getpid()}.partial")  # matrix cells on parallel workers may build one key at once
+        found = find_cache(cache_root, source, hidden_layers)
+        folder = found or Path(cache_root) / _digest({"source": source, "hidden_layers": list(hidden_layers)})
+        info = {"key": folder.name, "folder": str(folder), "hit": found is not None}
+        if not found:
+            staging = folder.with_name(f".{folder.name}.{os.getpid()}.partial")  # matrix cells on parallel workers may build one key at once
             shutil.rmtree(staging, ignore_errors=True)
             staging.mkdir(parents=True)
-            per_row = _teacher_forward(teacher, features, output_names, hidden_layers, per_token, batch_size, pad_id, on_batch)
-            np.save(staging / "offsets.npy", np.concatenate([[0], np.cumsum(features.lengths)]))
-            for name in names:
-                dtype = np.float16 if name.startswith("hidden_") else np.float32
-                rows = per_row[name]
-                np.save(staging / f"{name}.npy", (np.concatenate(rows) if per_token or name.startswith("hidden_") else np.stack(rows)).astype(dtype))
-            write_json(staging / "meta.json", {"names": names, "rows": len(features.rows), "teacher": str(teacher_dir)})  # marks completion
+            shards = _write_shards(teacher, features, output_names, hidden_layers, per_token, batch_size, pad_id, staging, on_batch)
+            write_json(staging / "meta.json", {"names": names, "source": source, "hidden_layers": list(hidden_layers),  # marks completion
+                                               "rows": len(features.rows), "shards": shards, "teacher": str(teacher_dir)})
             if (folder / "meta.json").is_file():  # another process finished the same cache first: same arrays, keep theirs
                 shutil.rmtree(staging)
             else:
                 shutil.rmtree(folder, ignore_errors=True)
                 staging.rename(folder)
+        info["bytes"] = sum(f.stat().st_size for f in folder.iterdir())
         return cls(folder, names, per_token), info
 
     def outputs(self, indices: list[int], batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        width = batch["input_ids"].shape[1]
+        width, device = batch["input_ids"].shape[1], batch["input_ids"].device
+        rows = self.index[indices]
         out = {}
-        for name, array in self.arrays.items():
+        for name in self.names:
             if self._token_level(name):
                 fill = 0.0 if name.startswith("hidden_") else LOGIT_PAD
-                padded = np.full((len(indices), width, *array.shape[1:]), fill, dtype=np.float32)
-                for j, i in enumerate(indices):
-                    row = array[self.offsets[i] : self.offsets[i + 1]]
-                    padded[j, : len(row)] = row
+                trailing = self.shards[0][name].shape[1:]
+                padded = np.full((len(indices), width, *trailing), fill, dtype=np.float16)
+                for j, (shard, start, length, _) in enumerate(rows):
+                    padded[j, :length] = self.shards[shard][name][start : start + length]
             else:
-                padded = np.asarray(array[indices], dtype=np.float32)
-            out[name] = torch.from_numpy(padded).to(batch["input_ids"].device)
+                padded = np.stack([self.shards[shard][name][position] for shard, _, _, position in rows])
+            values = torch.from_numpy(padded)
+            if device.type == "cuda":
+                values = values.pin_memory()  # so the copy below is asynchronous
+            out[name] = values.to(device, non_blocking=True).float()
         return out
 
 
 class LiveTeacher:
-    """The teacher run forward on every batch (the baseline the cache is measured against,
-    and the only way to get attention maps)."""
+    """The teacher run forward on every batch, on the student's device and (inside the training
+    loop's autocast) in its precision: the only way to get attention maps, and the cheaper one
+    on an accelerator."""
 
     def __init__(self, teacher, output_names, hidden_layers, per_token: bool, attentions: bool):
         self.teacher = teacher.eval()
@@ -251,21 +297,41 @@ class LiveTeacher:
 
 
 @torch.no_grad()
-def _teacher_forward(teacher, features: FeatureSet, output_names, hidden_layers, per_token, batch_size, pad_id, on_batch):
+def _write_shards(teacher, features: FeatureSet, output_names, hidden_layers, per_token, batch_size, pad_id, folder: Path, on_batch) -> int:
+    """Run the teacher over every feature (longest first) on its own device and write its outputs
+    in float16 shards of about SHARD_BYTES into `folder`, with `index.npy`; returns the shard count."""
     teacher.eval()
     device = next(teacher.parameters()).device
     names = _stored_names(output_names, hidden_layers)
-    per_row: dict[str, list] = {n: [None] * len(features.rows) for n in names}
+    token_level = {n: per_token or n.startswith("hidden_") for n in names}
     lengths = features.lengths
-    model_keys = ("input_ids", "token_type_ids")
+    index = np.zeros((len(features.rows), 4), dtype=np.int64)  # shard, token offset, length, row position
+    pending: dict[str, list[np.ndarray]] = {n: [] for n in names}
+    shard, tokens, rows, held = 0, 0, 0, 0
+
+    def flush() -> None:
+        for name, parts in pending.items():
+            np.save(folder / f"{shard:05d}-{name}.npy", np.concatenate(parts) if token_level[name] else np.stack(parts))
+            parts.clear()
+
     for indices in sorted_batches(lengths, batch_size):
-        batch = collate([{k: features.rows[i][k] for k in model_keys if k in features.rows[i]} for i in indices], pad_id=pad_id)
+        batch = collate([{k: features.rows[i][k] for k in ("input_ids", "token_type_ids") if k in features.rows[i]} for i in indices], pad_id=pad_id)
         result = teacher(**{k: v.to(device) for k, v in batch.items()}, output_hidden_states=bool(hidden_layers))
         values = {n: result[n] for n in output_names} | {f"hidden_{l}": result.hidden_states[l] for l in hidden_layers}
-        for name, tensor in values.items():
-            array = tensor.float().cpu().numpy()
-            for j, i in enumerate(indices):
-                per_row[name][i] = array[j, : lengths[i]] if per_token or name.startswith("hidden_") else array[j]
+        arrays = {n: t.to(torch.float16).cpu().numpy() for n, t in values.items()}
+        for j, i in enumerate(indices):
+            index[i] = (shard, tokens, lengths[i], rows)
+            for name, array in arrays.items():
+                pending[name].append(array[j, : lengths[i]] if token_level[name] else array[j])
+            tokens, rows = tokens + lengths[i], rows + 1
+        held += sum(a.nbytes for a in arrays.values())
+        if held >= SHARD_BYTES:
+            flush()
+            shard, tokens, rows, held = shard + 1, 0, 0, 0
         if on_batch:
             on_batch(len(indices))
-    return per_row
+    if rows:
+        flush()
+        shard += 1
+    np.save(folder / "index.npy", index)
+    return shard

@@ -38,9 +38,9 @@ def unexplained_variance(student: torch.Tensor, reference: torch.Tensor) -> floa
     """The fraction of `reference`'s variance (tokens x H) that the best affine map of
     `student` (tokens x H', ridge-regularised least squares) leaves unexplained: 0 when the
     reference is an affine function of the student, 1 when nothing of it is."""
-    x = torch.cat([student.double(), torch.ones(len(student), 1, dtype=torch.float64)], dim=1)
+    x = torch.cat([student.double(), torch.ones(len(student), 1, dtype=torch.float64, device=student.device)], dim=1)
     y = reference.double()
-    gram = x.T @ x + RIDGE * len(x) * torch.eye(x.shape[1], dtype=torch.float64)
+    gram = x.T @ x + RIDGE * len(x) * torch.eye(x.shape[1], dtype=torch.float64, device=x.device)
     fit = x @ torch.linalg.solve(gram, x.T @ y)
     return float(((fit - y) ** 2).sum() / ((y - y.mean(0)) ** 2).sum().clamp(min=1e-12))
 

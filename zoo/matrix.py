@@ -53,6 +53,14 @@ class CellResources(Strict):
     gpus: float = Field(0, ge=0)  # a fraction shares one GPU between cells
 
 
+class Budget(Strict):
+    """Limits the resource plan (zoo/plan.py) is checked against before a run starts; the free
+    disk under the run root is always checked."""
+
+    host_ram_gb: float | None = Field(None, gt=0)
+    accelerator_gb: float | None = Field(None, gt=0)
+
+
 class MatrixProfile(Strict):
     description: str = ""
     tasks: dict[str, str] = Field(min_length=1)  # task -> base model reference
@@ -76,6 +84,8 @@ class MatrixProfile(Strict):
     width_pruning: dict = Field(default_factory=dict)  # settings for width cells besides `width` itself
     distillation: dict = Field(default_factory=dict)
     cell_resources: CellResources = Field(default_factory=CellResources)
+    budget: Budget = Field(default_factory=Budget)
+    teacher_train: dict = Field(default_factory=dict)  # training settings replacing the finetune profile's for the teacher
 
     @model_validator(mode="after")
     def _overrides_are_train_settings(self):
@@ -153,8 +163,7 @@ class Cell:
 
 
 def model_tag(model: str, num_layers: int) -> str:
-    base = "minilm" if model == "minilm" else Path(model.rstrip("/")).name.lower()
-    return f"{base}-l{num_layers}"
+    return f"{model_slug(model)}-l{num_layers}"
 
 
 def cell_name(tag: str, task: str, sparsity: float, layers: int, distill: bool, width: float = 1.0, quant: str = "none",
@@ -164,6 +173,40 @@ def cell_name(tag: str, task: str, sparsity: float, layers: int, distill: bool, 
     no supernet are left out)."""
     return (f"{tag}-{task}-s{round(sparsity * 100)}-l{layers}" + (f"-w{round(width * 100)}" if width < 1 else "")
             + ("-kd" if distill else "") + ("-sn" if supernet else "") + (f"-{quant}" if quant != "none" else ""))
+
+
+@dataclass(frozen=True)
+class Overrides:
+    """Command-line changes to a matrix profile, e.g. the full profile's code path on a random
+    model of its shape for a few steps on a slice of the data. They reach the teacher too."""
+
+    model: str | None = None  # every task's base model (the teacher and cell folders then carry its name)
+    train_examples: int | None = None
+    eval_examples: int | Literal["all"] | None = None
+    max_steps: int | None = None  # every trained cell's and the teacher's steps
+    batch_size: int | None = None
+
+    def apply(self, matrix: MatrixProfile) -> MatrixProfile:
+        train = {k: v for k, v in (("max_examples", self.train_examples), ("max_steps", self.max_steps),
+                                   ("batch_size", self.batch_size)) if v is not None}
+        update: dict = {"cell_train": matrix.cell_train.model_copy(update=train), "teacher_train": matrix.teacher_train | train}
+        if self.model:
+            update |= {"tasks": dict.fromkeys(matrix.tasks, self.model), "teacher": f"{matrix.teacher}-{model_slug(self.model)}"}
+        if self.max_steps is not None:  # the same steps for every trained cell: budgets and per-setting steps give way
+            update |= {"cell_steps": None, "cell_train_by": {axis: {value: {k: v for k, v in settings.items() if k != "max_steps"}
+                                                                    for value, settings in by_value.items()}
+                                                             for axis, by_value in matrix.cell_train_by.items()}}
+        if self.eval_examples is not None:
+            update["eval_examples"] = None if self.eval_examples == "all" else self.eval_examples
+        return matrix.model_copy(update=update)
+
+    def root_suffix(self) -> str:
+        return f"-{model_slug(self.model)}" if self.model else ""
+
+
+def model_slug(model: str) -> str:
+    """A model reference as a folder-name part: 'random:bert-base-uncased' -> 'random-bert-base-uncased'."""
+    return Path(model.rstrip("/")).name.lower().replace(":", "-")
 
 
 def load_matrix(family: str, profile_name: str, path: str | Path | None = None) -> tuple[MatrixProfile, Path]:
@@ -340,28 +383,42 @@ def write_run_log(root: Path, entry: dict) -> None:
 
 
 def run(family: str, profile_name: str, progress, *, matrix_file: str | None = None, data_dir: str | None = None,
-        root: str | None = None, patterns: list[str] | None = None, dry_run: bool = False, executor: Executor | None = None) -> dict:
-    """Run (or, with dry_run, list) the selected cells of every task; returns what happened per cell."""
-    from transformers import AutoConfig
-
-    from zoo.models import resolve_model
+        root: str | None = None, patterns: list[str] | None = None, dry_run: bool = False, executor: Executor | None = None,
+        overrides: Overrides = Overrides()) -> dict:
+    """Run (or, with dry_run, list) the selected cells of every task; returns what happened per cell
+    and the resource plan. A real run whose plan does not fit stops here, before any work."""
+    from zoo import plan
+    from zoo.models import load_config
 
     matrix, source = load_matrix(family, profile_name, matrix_file)
-    base_layers = {task: AutoConfig.from_pretrained(resolve_model(model)).num_hidden_layers for task, model in matrix.tasks.items()}
+    matrix = overrides.apply(matrix)
+    configs = {task: load_config(model, offline_shape=dry_run) for task, model in matrix.tasks.items()}
+    base_layers = {task: config.num_hidden_layers for task, (config, _, _) in configs.items()}
     cells = select([c for task in matrix.tasks for c in build_cells(task, matrix, base_layers[task], str(source))], patterns)
-    root_dir = Path(root) if root else paths.matrix_root(family, profile_name)
+    root_dir = Path(root) if root else paths.matrix_root(family, profile_name + overrides.root_suffix())
     teachers = {task: find_record(teacher_dir(matrix, task)) for task in matrix.tasks}
+    device = plan.planned_device(matrix.cell_resources.gpus) if dry_run else plan.run_device()
+    resources = plan.matrix_plan(matrix, cells, configs, {t: r is not None for t, r in teachers.items()}, device, data_dir)
     if dry_run:
+        try:
+            plan.check_fits(resources["totals"], matrix.budget, root_dir)
+            resources["fits"] = "yes"
+        except ZooError as e:
+            resources["fits"] = str(e)
         return {"root": str(root_dir), "teachers": {t: {"folder": str(teacher_dir(matrix, t)), "ready": bool(m)} for t, m in teachers.items()},
+                "plan": resources,
                 "cells": [{"cell": c.name, **_dry_run_status(changes_since_run(c, matrix, base_layers[c.task], root_dir)),
                            "modifiers": [m.type for m in c.recipe.modifiers],
                            "train_steps": train_steps(c, matrix, base_layers[c.task]),
                            "learning_rate": matrix.train_config(c, None).learning_rate,
                            "estimate_s": estimate_seconds(c, matrix, base_layers[c.task], teachers[c.task])} for c in cells]}
+    plan.check_fits(resources["totals"], matrix.budget, root_dir)
+    plan.show(resources, progress.console)
 
     # two runners on one folder would redo and clobber each other's cells; with Ray the driver holds it for its workers
     with folder_lock(root_dir, "zoo matrix run"):
-        return _run_cells(cells, matrix, base_layers, root_dir, profile_name, progress, data_dir, executor or LocalExecutor())
+        result = _run_cells(cells, matrix, base_layers, root_dir, profile_name, progress, data_dir, executor or LocalExecutor())
+    return result | {"plan": resources}
 
 
 @dataclass(frozen=True)
@@ -414,9 +471,10 @@ def _run_cells(cells: list[Cell], matrix: MatrixProfile, base_layers: dict, root
     phases: dict[str, float] = {}
     for task in dict.fromkeys(c.task for c in cells):  # data and models checked up front, for every task
         base_run = pipeline.open_run(task, matrix.tasks[task], matrix.finetune_profile, data_dir)
+        base_run.profile = base_run.profile.model_copy(update={"train": base_run.profile.train.model_copy(update=matrix.teacher_train)})
         if not teachers[task]:
             teacher_started = time.perf_counter()
-            teachers[task] = pipeline.finetune(base_run, teacher_dir(matrix, task), progress, base_run.profile.eval.max_examples)
+            teachers[task] = pipeline.finetune(base_run, teacher_dir(matrix, task), progress, matrix.eval_examples)
             phases[f"teacher:{task}"] = round(time.perf_counter() - teacher_started, 1)
     changes = {c.name: changes_since_run(c, matrix, base_layers[c.task], root_dir) for c in cells}
     for c in cells:  # sources come first: a cell whose source re-runs re-runs after it

@@ -6,11 +6,18 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from zoo import transplant
+from zoo import paths, transplant
 from zoo.errors import ZooError
+from zoo.io import replace_dir
 from zoo.paths import data_root
 
 EMBEDDED = "minilm"
+RANDOM = "random:"  # random:NAME, a model of NAME's shape with seeded random weights
+# Shapes of Hub models the profiles name, so a plan and a random-weight stand-in need no
+# download: config settings beyond transformers' BertConfig defaults (which are bert-base's:
+# 12 layers, hidden 768, 12 heads, FFN 3072, vocabulary 30,522), and a local tokenizer with
+# the same vocabulary (the embedded MiniLM's is bert-base-uncased's).
+KNOWN_SHAPES = {"bert-base-uncased": {"config": {}, "tokenizer": EMBEDDED}}
 
 
 def embedded_model_dir() -> Path:
@@ -30,6 +37,8 @@ def resolve_model(ref: str) -> str:
     """
     if ref == EMBEDDED:
         return str(embedded_model_dir())
+    if ref.startswith(RANDOM):
+        return str(random_model(ref[len(RANDOM):]))
     if ref == transplant.NAME:
         return str(transplant.ensure(embedded_model_dir(), data_root()))
     path = Path(ref).expanduser()
@@ -83,3 +92,43 @@ def check_weights(folder: Path) -> None:
         raise ZooError(f"{weights} is not a valid safetensors file ({e}); re-download or re-save it") from e
     if 8 + header_len + end > size:
         raise ZooError(f"{weights} is truncated ({size:,} of {8 + header_len + end:,} bytes); re-download or re-save it")
+
+
+def _known(name: str) -> dict:
+    if name not in KNOWN_SHAPES:
+        raise ZooError(f"no known shape for '{name}' (known: {', '.join(KNOWN_SHAPES)}); "
+                       f"add it to zoo/models.py KNOWN_SHAPES or use a local model folder")
+    return KNOWN_SHAPES[name]
+
+
+def random_model(name: str) -> Path:
+    """A BERT of `name`'s shape with seeded random weights and a tokenizer of the same
+    vocabulary, built once under .cache/models/: the full profile's shapes without a download."""
+    import torch
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    shape = _known(name)
+    folder = paths.CACHE / "models" / f"random-{name}"
+    if not (folder / "config.json").is_file():
+        staging = folder.with_name(f".{folder.name}.partial")
+        torch.manual_seed(0)
+        BertModel(BertConfig(**shape["config"])).save_pretrained(staging)
+        AutoTokenizer.from_pretrained(resolve_model(shape["tokenizer"])).save_pretrained(staging)
+        replace_dir(staging, folder)
+    return folder
+
+
+def load_config(ref: str, offline_shape: bool = False):
+    """(config, tokenizer folder, note) of a model reference. With `offline_shape`, a known Hub
+    model that cannot be fetched is described by its shape table (for plans and dry runs)."""
+    from transformers import AutoConfig, BertConfig
+
+    try:
+        path = resolve_model(ref)
+        return AutoConfig.from_pretrained(path), path, None
+    except ZooError:
+        if not (offline_shape and ref in KNOWN_SHAPES):
+            raise
+    shape = KNOWN_SHAPES[ref]
+    return (BertConfig(**shape["config"]), resolve_model(shape["tokenizer"]),
+            f"{ref} unreachable: its shape from zoo/models.py, its vocabulary from '{shape['tokenizer']}'")

@@ -85,7 +85,7 @@ def admm_prune_weight(weight: torch.Tensor, hessian: torch.Tensor, sparsity: flo
     W = W * norm[:, None]
     H.diagonal().add_(damp)
     target = H @ W
-    Hinv = torch.cholesky_inverse(torch.linalg.cholesky(H + rho * torch.eye(len(H))))
+    Hinv = torch.cholesky_inverse(torch.linalg.cholesky(H + rho * torch.eye(len(H), device=H.device)))
     U = torch.zeros_like(W)
     for i in range(iterations):
         if i < mask_iterations:
@@ -190,7 +190,8 @@ def _group_hessian(inputs: _LayerInputs, layer: nn.Module, group: list[nn.Linear
     """X^T X / tokens over the real (unpadded) tokens of the input the group's Linears share, on
     every calibration batch; each batch stops once the group's last Linear has run, as nothing
     after it in the layer is needed."""
-    total, tokens = torch.zeros(group[0].in_features, group[0].in_features), 0
+    weight = group[0].weight
+    total, tokens = torch.zeros(group[0].in_features, group[0].in_features, device=weight.device), 0
 
     def first_reads(module, args, output):
         nonlocal total, tokens

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 from datasets import Dataset
 from rich.progress import Progress
 
@@ -174,12 +175,14 @@ def measure_checkpoint(run_dir: Path, targets: list[str]) -> dict:
             **measure_sparsity(state, names)}
 
 
-def calibration_batches(features, batch_size: int, seed: int, pad_id: int):
+def calibration_batches(features, batch_size: int, seed: int, pad_id: int, device: torch.device | str = "cpu"):
     """`batches(n, size=None)`: a seeded random n training features (a smaller n: a prefix of
-    the same order), collated with their labels, `size` (default `batch_size`) per batch."""
+    the same order), collated with their labels, `size` (default `batch_size`) per batch, on
+    `device` (the model's: every modifier's one-shot work then runs where the model is)."""
     def batches(n: int, size: int | None = None) -> list[dict]:
         chosen, size = np.random.default_rng(seed).permutation(len(features.rows))[:n], size or batch_size
-        return [collate([features.rows[i] for i in chosen[k : k + size]], pad_id=pad_id) for k in range(0, len(chosen), size)]
+        return [{k: v.to(device) for k, v in collate([features.rows[i] for i in chosen[k : k + size]], pad_id=pad_id).items()}
+                for k in range(0, len(chosen), size)]
     return batches
 
 
@@ -228,8 +231,9 @@ def finetune(run: Run, run_dir: Path, progress: Progress, eval_limit: int | None
     if cell:
         record["cell"] = cell.dump()
     manager = Manager(recipe or Recipe(), run.adapter.output_names, run.adapter.logit_loss)
-    with phases("load_model"):
-        model = run.adapter.build_model(run.model_path)
+    state = process_state()
+    with phases("load_model"):  # onto this process's device first: the one-shot changes, the teacher and its outputs follow it
+        model = run.adapter.build_model(run.model_path).to(state.device)
     manager.check(model)  # bad recipe or teacher: fail before any work
     cfg = run.profile.train
     with phases("load_train"):
@@ -238,14 +242,13 @@ def finetune(run: Run, run_dir: Path, progress: Progress, eval_limit: int | None
     with phases("tokenize_train"):
         features = run.adapter.train_features(examples, bar(progress, "tokenise train", len(examples)))
     with phases("compress"):  # the one-shot changes on calibration batches (layers, width, OBS)
-        calibration = calibration_batches(features, run.profile.eval.batch_size, cfg.seed, run.pad_id)
+        calibration = calibration_batches(features, run.profile.eval.batch_size, cfg.seed, run.pad_id, state.device)
         model = manager.prepare(model, calibration)
-    state = process_state()
+    plan = batch_plan(features, cfg)
     with phases("teacher"), state.main_process_first():  # the main process writes the teacher cache, the others then read it
         teacher_cache = manager.load_references(
             model, run.adapter, features, lambda n: bar(progress, "teacher outputs", n), run.profile.eval.batch_size, run.pad_id,
-        )
-    plan = batch_plan(features, cfg)
+        ) if plan else {"source": None, "why": "no training steps"}
     task_id = progress.add_task("train", total=len(plan))
     with phases("train"):
         model, stats = train(

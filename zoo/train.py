@@ -7,7 +7,13 @@ loop shows that order plainly, where a Trainer would need a subclass plus callba
 The batches go through `accelerator.prepare` as a DataLoader over the step plan, so under
 `accelerate launch --num_processes N` each process trains on every N-th batch of the plan
 (the plan's batch size is per process; gradients are averaged) and one process is the same
-loop as always. Each batch carries its row indices: the teacher cache looks rows up by them.
+loop as always. Each batch carries its row indices (a plain list, so reading them needs no
+device sync): the teacher cache looks rows up by them.
+
+On an accelerator the host must never wait for the device inside the loop: batches are
+pinned and copied asynchronously, and the loss is reduced and read back once every
+`log_every` steps (one sync per window, every step's value still recorded). Under bf16/fp16
+batches are padded to a multiple of 8 tokens (tensor-core tile sizes, as run_qa does).
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from dataclasses import dataclass, field
 import torch
 from accelerate import Accelerator, PartialState
 from accelerate.state import AcceleratorState
+from accelerate.utils import DataLoaderConfiguration
 from transformers import get_linear_schedule_with_warmup, set_seed
 
 from zoo.batching import collate, length_grouped_batches, random_batches
@@ -88,14 +95,19 @@ def process_state() -> PartialState:
     return PartialState(cpu=not torch.cuda.is_available())
 
 
-def plan_loader(features: FeatureSet, plan: list[list[int]], pad_to: int | None, pad_id: int) -> torch.utils.data.DataLoader:
-    """Batches of (row indices, collated tensors) in plan order. The loader gets its own
-    generator: one drawn from the global RNG would shift every dropout mask after it."""
-    def collate_rows(indices: list[int]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        return torch.tensor(indices), collate([features.rows[i] for i in indices], pad_to=pad_to, pad_id=pad_id)
+PAD_MULTIPLE = 8  # under bf16/fp16: sequence lengths tensor cores tile without remainder
+
+
+def plan_loader(features: FeatureSet, plan: list[list[int]], pad_to: int | None, pad_id: int,
+                pad_multiple: int | None = None) -> torch.utils.data.DataLoader:
+    """Batches of (row indices, collated tensors) in plan order, pinned when a GPU will read
+    them. The loader gets its own generator: one drawn from the global RNG would shift every
+    dropout mask after it."""
+    def collate_rows(indices: list[int]) -> tuple[list[int], dict[str, torch.Tensor]]:
+        return list(indices), collate([features.rows[i] for i in indices], pad_to=pad_to, pad_id=pad_id, multiple=pad_multiple)
 
     return torch.utils.data.DataLoader(range(len(features.rows)), batch_sampler=StepPlan(plan), collate_fn=collate_rows,
-                                       generator=torch.Generator())
+                                       generator=torch.Generator(), pin_memory=torch.cuda.is_available())
 
 
 def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
@@ -132,30 +144,43 @@ def train(
     # (a matrix that trains fp32 cells after a bf16 teacher, or the test suite); each run sets its own.
     AcceleratorState._reset_state()
     process_state()
-    accelerator = Accelerator(mixed_precision=cfg.mixed_precision)
+    accelerator = Accelerator(mixed_precision=cfg.mixed_precision, dataloader_config=DataLoaderConfiguration(non_blocking=True))
     optimizer = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.learning_rate)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * len(plan)), len(plan))
     # The schedule counts plan batches; with N processes accelerate steps it N times per step.
-    model, optimizer, scheduler, loader = accelerator.prepare(model, optimizer, scheduler, plan_loader(features, plan, pad_to, pad_id))
+    model, optimizer, scheduler, loader = accelerator.prepare(model, optimizer, scheduler, plan_loader(
+        features, plan, pad_to, pad_id, PAD_MULTIPLE if cfg.mixed_precision != "no" else None))
     inner_optimizer = getattr(optimizer, "optimizer", optimizer)  # accelerate's wrapper steps the inner one
     manager.on_train_start(accelerator.unwrap_model(model), inner_optimizer, len(loader))
     model.train()
     stats = TrainStats()
     started = time.perf_counter()
     extra_inputs = manager.model_kwargs()
+    window: list[torch.Tensor] = []  # this window's losses, still on the device
+
+    def read_losses() -> None:
+        """One reduce over the processes and one device->host copy for the whole window."""
+        stats.losses.extend(accelerator.reduce(torch.stack(window), reduction="mean").tolist())  # every process's batch
+        window.clear()
+        if on_step:
+            on_step(stats.steps, stats.losses[-1])
+
     for step, (indices, batch) in enumerate(loader):
         manager.before_step(step)
         outputs = model(**batch, **extra_inputs)
-        loss = manager.loss(outputs.loss, outputs, batch, indices.tolist())
+        with accelerator.autocast():  # the teacher's forward and the loss terms in the run's precision, like the student's
+            loss = manager.loss(outputs.loss, outputs, batch, indices)
         accelerator.backward(loss)
         accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         stats.steps += 1
-        stats.losses.append(accelerator.reduce(loss.detach(), reduction="mean").item())  # every process's batch
-        if on_step:
-            on_step(stats.steps, stats.losses[-1])
+        window.append(loss.detach().float())
+        if len(window) == cfg.log_every:
+            read_losses()
+    if window:
+        read_losses()
     stats.seconds = time.perf_counter() - started
     stats.features_seen = sum(len(b) for b in plan[: stats.steps * accelerator.num_processes])
     model = accelerator.unwrap_model(model)

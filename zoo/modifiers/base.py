@@ -26,9 +26,10 @@ from pathlib import Path
 from typing import Annotated, ClassVar, Literal, get_args
 
 import torch
-from pydantic import AfterValidator, BaseModel, ConfigDict, model_serializer
+from pydantic import AfterValidator
 
 from zoo.errors import ZooError
+from zoo.profiles import LaterOptions, Strict
 from zoo.task import FeatureSet, TaskAdapter
 
 REGISTRY: dict[str, type[Modifier]] = {}  # type name -> class, filled as modifier modules are imported
@@ -81,23 +82,12 @@ class Context:
         return self.calibration(n) if batch_size is None else self.calibration(n, batch_size)
 
 
-class Modifier(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class Modifier(Strict, LaterOptions):
     unit: Literal["fraction", "step"] = "fraction"
 
     order: ClassVar[int]  # hooks run in increasing order (prepare: layers, then width, then OBS)
     group: ClassVar[str | None] = None  # a recipe holds at most one modifier of a group (e.g. unstructured pruning)
     after_training_phase: ClassVar[str | None] = None  # the timed phase of after_training; None: no post-training work
-    # Options added after matrix cells ran: left out of the recipe's dump while at their default,
-    # so the recipes recorded in finished cells (compared to decide re-runs) and the pinned
-    # snapshot (tests/fixtures/matrix_recipes.txt) stay as they were.
-    later_options: ClassVar[tuple[str, ...]] = ()
-
-    @model_serializer(mode="wrap")
-    def _without_later_options_at_default(self, handler):
-        dumped = handler(self)
-        return {k: v for k, v in dumped.items() if k not in self.later_options or v != type(self).model_fields[k].default}
-
     @classmethod
     def __pydantic_init_subclass__(cls, **kwargs):
         super().__pydantic_init_subclass__(**kwargs)

@@ -10,6 +10,8 @@ optionally intermediate losses through a student -> teacher layer map.
       value_relation: 0.0        # MiniLM: last layer's value relations (live teacher)
       pkd_cls: 0.0               # Patient-KD: normalised [CLS] states of mapped intermediate layers
       two_step: false            # TinyBERT's two stages in one run: intermediate losses, then logits + labels
+      cache: auto                # teacher outputs cached on disk (true), computed live (false), or chosen (zoo/distill.py: choose_source)
+      cache_budget_gb: 25        # the most disk the cache may take
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ from zoo.distill import (
     LiveTeacher,
     ProjectionCapture,
     attention_mse,
+    cache_bytes,
     check_teacher,
+    choose_source,
     cls_mse,
     hidden_mse,
     output_loss,
@@ -40,7 +44,8 @@ from zoo.modifiers.base import Context, Modifier, TrainingData
 TEACHER_CACHE = paths.CACHE / "teacher"
 INTERMEDIATE = ("hidden_mse", "embedding_mse", "attention_mse", "attention_relation", "value_relation", "pkd_cls")
 # Options added after the matrix cells ran (Modifier.later_options: left out of dumps while off).
-LATER_OPTIONS = ("embedding_mse", "attention_relation", "value_relation", "relation_heads", "pkd_cls", "two_step", "intermediate_fraction")
+LATER_OPTIONS = ("embedding_mse", "attention_relation", "value_relation", "relation_heads", "pkd_cls", "two_step", "intermediate_fraction",
+                 "cache_budget_gb")
 
 
 class Distillation(Modifier):
@@ -51,7 +56,9 @@ class Distillation(Modifier):
     hidden_mse: float = Field(0.0, ge=0, description="weight of the hidden-state MSE")
     layer_map: list[int] | None = Field(None, description="teacher layer for each student layer (1-based; 0 = embeddings)")
     attention_mse: float = Field(0.0, ge=0, description="weight of the attention MSE (live teacher, eager attention)")
-    cache: bool = Field(True, description="cache teacher outputs on disk (not possible with attention_mse or the relations)")
+    cache: bool | Literal["auto"] = Field(True, description="teacher outputs cached on disk, computed live (false), or 'auto': "
+                                                           "cached when within cache_budget_gb on a CPU or logits only (zoo/distill.py)")
+    cache_budget_gb: float | None = Field(None, gt=0, description="the most disk the teacher cache may take (null: no limit)")
     embedding_mse: float = Field(0.0, ge=0, description="weight of the embedding-output MSE (same hidden size)")
     attention_relation: float = Field(0.0, ge=0, description="weight of the last layer's attention-distribution KL (live teacher)")
     value_relation: float = Field(0.0, ge=0, description="weight of the last layer's value-relation KL (live teacher)")
@@ -73,9 +80,9 @@ class Distillation(Modifier):
 
     @model_validator(mode="after")
     def _consistent(self):
-        if self.attention_mse > 0 and self.cache:
+        if self.attention_mse > 0 and self.cache is not False:
             raise ValueError("attention_mse needs a live teacher: set cache: false (attention maps are too large to cache)")
-        if (self.attention_relation > 0 or self.value_relation > 0) and self.cache:
+        if (self.attention_relation > 0 or self.value_relation > 0) and self.cache is not False:
             raise ValueError("attention_relation and value_relation need a live teacher: set cache: false "
                              "(query/key/value states are not cached)")
         if self.relation_heads is not None and not (self.attention_relation > 0 or self.value_relation > 0):
@@ -112,15 +119,19 @@ class Distillation(Modifier):
                            f"{student_layers}; set pkd_cls: 0 or keep more layers")
         hidden_layers = sorted(set(self._layer_map if self.hidden_mse > 0 else [])
                                | set(self._layer_map[:-1] if self.pkd_cls > 0 else []) | ({0} if self.embedding_mse > 0 else set()))
-        info: dict = {}
-        if self.cache:
-            # Every layer's hidden states are cached whatever this cell's layer map, so cells
-            # with different maps (6 layers, data-chosen 3) share one cache.
-            stored = sorted(set(hidden_layers) | set(range(1, teacher_layers + 1))) if hidden_layers else []
-            self._source, info = CachedTeacher.build(
-                teacher, Path(self.teacher), data.features, data.adapter.output_names, stored, data.adapter.per_token_outputs,
-                TEACHER_CACHE, data.batch_size, data.pad_id, data.progress_bar(len(data.features.rows)),
+        device = next(model.parameters()).device
+        teacher.to(device)
+        features = data.features
+        size = cache_bytes(int(features.lengths.sum()), len(features.rows), teacher.config.num_labels, data.adapter.per_token_outputs,
+                           len(hidden_layers), teacher.config.hidden_size)
+        source, why = choose_source(self.cache, size, self.cache_budget_gb, device, len(hidden_layers))
+        info: dict = {"source": source, "why": why}
+        if source == "cache":
+            self._source, built = CachedTeacher.build(
+                teacher, Path(self.teacher), features, data.adapter.output_names, hidden_layers, data.adapter.per_token_outputs,
+                TEACHER_CACHE, data.batch_size, data.pad_id, data.progress_bar(len(features.rows)),
             )
+            info |= built
         else:
             if self.attention_mse > 0:
                 teacher.set_attn_implementation("eager")

@@ -1,0 +1,234 @@
+"""A matrix run's resource plan, before any work: teacher-cache disk, peak host RAM and accelerator
+memory per cell and in total, from the data's real token counts and the model's shape.
+
+Counts come from tokenising the training examples the cells train on, as the run will (kept in
+.cache/plan/ under a key of the data files, the task settings and the tokenizer, so a second
+plan is instant). Memory is modelled from the tensors each phase holds, with the few constants
+below measured on the machine named beside each. A run stops before any work when the plan
+does not fit the free disk or a declared budget (the matrix profile's `budget`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from zoo import paths
+from zoo.distill import SHARD_BYTES, cache_bytes, choose_source
+from zoo.errors import ZooError
+from zoo.io import sha256_file, write_json
+
+GB = 1e9
+# Measured 2026-12-04 on the 2-core AMD EPYC (AVX-512 BF16) development machine, torch 2.13.0+cpu:
+PROCESS_BYTES = 0.45 * GB  # python with torch, transformers, datasets and zoo imported (0.42 GB)
+EXAMPLE_BYTES = 3_500  # a loaded training example (SQuAD: 87,599 questions took 0.30 GB)
+FEATURE_BYTES = 2_300  # a tokenised feature row (20,196 SQuAD rows took 0.046 GB)
+CUDA_CONTEXT_BYTES = 0.6 * GB  # what a CUDA context takes on the device before any tensor
+# Training activations kept for the backward pass, bytes per (token x encoder layer x hidden unit):
+# bert-base steps at 4 and 8 x 256 tokens, peak RSS 3.50 / 4.85 GB in fp32 and 4.50 GB at 8 x 256
+# under bf16 autocast (which also keeps a bf16 copy of the weights, AUTOCAST_BYTES_PER_PARAM).
+ACTIVATION_BYTES = {"no": 143.0, "bf16": 112.0, "fp16": 112.0}
+AUTOCAST_BYTES_PER_PARAM = {"no": 0, "bf16": 2, "fp16": 2}
+ADAM_BYTES_PER_PARAM = 16  # fp32 weight, gradient and AdamW's two moments
+
+
+@dataclass
+class DataShape:
+    """The training features cells train on: counts from tokenising them."""
+
+    examples: int
+    features: int
+    tokens: int
+    max_length: int
+
+
+@dataclass
+class CellPlan:
+    cell: str
+    device: str
+    params: int
+    teacher: str | None  # "cache" | "live" | None (no distillation)
+    teacher_why: str | None
+    cache_bytes: int  # the cache this cell builds (0 when it reuses one or uses none)
+    host_ram_bytes: int
+    accelerator_bytes: int | None
+    checkpoint_bytes: int
+
+    def row(self) -> dict:
+        return asdict(self)
+
+
+def data_shape(adapter, split_loader, max_examples: int | None, seed: int, tokenizer_dir: str) -> DataShape:
+    """Tokenise the training examples the cells use (`split_loader()` -> examples) once, keeping
+    the counts under .cache/plan/ keyed by what they depend on."""
+    key = hashlib.sha256(json.dumps({
+        "files": {p.name: sha256_file(p) for p in adapter.data_files("train")}, "task": adapter.task,
+        "config": adapter.config.model_dump(), "tokenizer": _tokenizer_digest(tokenizer_dir),
+        "max_examples": max_examples, "seed": seed,
+    }, sort_keys=True, default=str).encode()).hexdigest()[:24]
+    stored = paths.CACHE / "plan" / f"{key}.json"
+    if stored.is_file():
+        return DataShape(**json.loads(stored.read_text()))
+    try:
+        examples = split_loader()
+    except ConnectionError as e:  # the Hub's copy, offline
+        raise ZooError(f"the plan counts the training tokens of {adapter.task} and could not load them ({e}); "
+                       f"set ZOO_DATA_DIR (or --data-dir) to the local data root") from None
+    lengths = adapter.train_features(examples, lambda n: None).lengths
+    shape = DataShape(len(examples), len(lengths), int(lengths.sum()), int(lengths.max()))
+    write_json(stored, asdict(shape))
+    return shape
+
+
+def _tokenizer_digest(folder: str) -> str:
+    files = [p for p in sorted(Path(folder).glob("*")) if p.name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json")]
+    return hashlib.sha256(b"".join(sha256_file(p).encode() for p in files)).hexdigest()
+
+
+def count_params(config) -> int:
+    """Parameters of the encoder of this shape (the task head adds a few thousand), counted on
+    the meta device: no memory is allocated."""
+    from transformers import AutoModel
+
+    with torch.device("meta"):
+        return sum(p.numel() for p in AutoModel.from_config(config).parameters())
+
+
+def cell_params(base_config, layers: int, width: float) -> int:
+    """Parameters of a cell `layers` deep whose heads and FFN neurons are cut to `width`."""
+    def at_depth(n: int) -> int:
+        return count_params(base_config.__class__(**{**base_config.to_dict(), "num_hidden_layers": n}))
+
+    outside, one_layer = at_depth(0), at_depth(1) - at_depth(0)
+    return round(outside + layers * one_layer * width)
+
+
+def plan_cell(cell, trains: bool, base_config, data: DataShape, distillation: dict, train_batch: int, eval_batch: int,
+              precision: str, device: str, cache_built: set[int]) -> CellPlan:
+    """One cell's plan; a cell that `trains` no steps only loads and scores a model. `cache_built`:
+    hidden-layer counts of caches built by cells planned before it (a cache holding every
+    teacher layer serves any cell; equal counts come from the same deterministic layer choice)."""
+    teacher_params = count_params(base_config)
+    params = cell_params(base_config, cell.layers, cell.width)
+    hidden, layers = base_config.hidden_size, base_config.num_hidden_layers
+    source, why, built = None, None, 0
+    if cell.distill and trains:
+        stored = (cell.layers if distillation.get("hidden_mse", 0) > 0 else 0) + (1 if distillation.get("embedding_mse", 0) > 0 else 0)
+        size = cache_bytes(data.tokens, data.features, base_config.num_labels or 2, True, stored, hidden)
+        source, why = choose_source(distillation.get("cache", True), size, distillation.get("cache_budget_gb"), torch.device(device), stored)
+        if source == "cache" and not ({stored, layers} & cache_built):
+            built = size
+            cache_built.add(stored)
+    tokens = train_batch * data.max_length
+    activations = tokens * cell.layers * hidden * ACTIVATION_BYTES[precision]
+    live_teacher = 4 * teacher_params if source == "live" else 0
+    training = (ADAM_BYTES_PER_PARAM + AUTOCAST_BYTES_PER_PARAM[precision]) * params + live_teacher + activations if trains else 4 * params
+    cache_build = 4 * (teacher_params + params) + eval_batch * data.max_length * (layers + 1) * hidden * 4 + 2 * SHARD_BYTES if built else 0
+    data_bytes = EXAMPLE_BYTES * data.examples + FEATURE_BYTES * data.features
+    if device == "cpu":
+        host, accelerator = PROCESS_BYTES + data_bytes + max(training, cache_build), None
+    else:  # the host keeps the data and a model's weights while loading them; the device everything else
+        host = PROCESS_BYTES + data_bytes + 4 * teacher_params + 2 * SHARD_BYTES
+        accelerator = int(CUDA_CONTEXT_BYTES + max(training, cache_build))
+    checkpoint = 4 * params + (params if cell.quant == "int8" else 0) + (3 * params if cell.sparsity else 0)
+    return CellPlan(cell.name, device, params, source, why, int(built), int(host), accelerator, int(checkpoint))
+
+
+def totals(cells: list[CellPlan]) -> dict:
+    accelerator = [c.accelerator_bytes for c in cells if c.accelerator_bytes is not None]
+    return {"cells": len(cells), "teacher_cache_bytes": sum(c.cache_bytes for c in cells),
+            "peak_host_ram_bytes": max((c.host_ram_bytes for c in cells), default=0),
+            "peak_accelerator_bytes": max(accelerator) if accelerator else None,
+            "disk_bytes": sum(c.cache_bytes + c.checkpoint_bytes for c in cells)}
+
+
+def check_fits(total: dict, budget, root: Path) -> None:
+    """One error line when the plan exceeds the free disk under `root` or a declared budget."""
+    root = Path(root)
+    existing = next((p for p in (root, *root.parents) if p.exists()), Path("."))
+    free = shutil.disk_usage(existing).free
+    limits = [("disk", total["disk_bytes"], free, f"free space under {existing.resolve()}", "free space, or set --root on a larger disk")]
+    if budget.host_ram_gb is not None:
+        limits.append(("peak host RAM", total["peak_host_ram_bytes"], budget.host_ram_gb * GB, "budget.host_ram_gb",
+                       "raise budget.host_ram_gb, or train on fewer examples"))
+    if budget.accelerator_gb is not None and total["peak_accelerator_bytes"]:
+        limits.append(("accelerator memory", total["peak_accelerator_bytes"], budget.accelerator_gb * GB, "budget.accelerator_gb",
+                       "lower cell_train.batch_size, or raise budget.accelerator_gb"))
+    for what, needed, available, name, fix in limits:
+        if needed > available:
+            raise ZooError(f"plan: {what} {needed / GB:.1f} GB exceeds the {available / GB:.1f} GB of {name}; {fix} "
+                           f"(see `zoo matrix ... --dry-run`)")
+
+
+def run_device() -> str:
+    """Where this process trains (accelerate's choice: this process's GPU, else the CPU)."""
+    from zoo.train import process_state
+
+    return process_state().device.type
+
+
+def planned_device(cell_gpus: float) -> str:
+    """Where the cells will train, for a dry run: a GPU when this machine has one or the
+    profile's cells reserve one (a plan made on a laptop for a GPU cluster)."""
+    return "cuda" if torch.cuda.is_available() or cell_gpus > 0 else "cpu"
+
+
+@dataclass(frozen=True)
+class _Teacher:
+    """The dense teacher's fine-tune, planned like a cell (all layers, full width, no distillation)."""
+
+    name: str
+    layers: int
+    width: float = 1.0
+    sparsity: float = 0.0
+    distill: bool = False
+    quant: str = "none"
+
+
+def matrix_plan(matrix, cells, configs: dict, teachers_ready: dict[str, bool], device: str, data_dir: str | None) -> dict:
+    """The plan of every selected cell (and of each teacher still to train), in run order, with totals."""
+    from zoo import pipeline
+    from zoo.matrix import train_steps
+
+    rows, data, notes = [], {}, {}
+    train = matrix.cell_train
+    for task in matrix.tasks:
+        config, tokenizer_dir, note = configs[task]
+        if note:
+            notes[task] = note
+        run = pipeline.open_run(task, tokenizer_dir, matrix.finetune_profile, data_dir)
+        data[task] = data_shape(run.adapter, lambda: pipeline.subset(run.adapter.load("train")[0], train.max_examples, train.seed),
+                                train.max_examples, train.seed, tokenizer_dir)
+        built: set[int] = set()
+        todo = ([] if teachers_ready[task] else [_Teacher(f"teacher ({task})", config.num_hidden_layers)]) + [c for c in cells if c.task == task]
+        for cell in todo:
+            trains = isinstance(cell, _Teacher) or (not cell.source and train_steps(cell, matrix, config.num_hidden_layers) != 0)
+            rows.append(plan_cell(cell, trains, config, data[task], matrix.distillation, train.batch_size, run.profile.eval.batch_size,
+                                  train.mixed_precision, device, built).row())
+    return {"device": device, "notes": notes, "data": {t: asdict(d) for t, d in data.items()}, "cells": rows,
+            "totals": totals([CellPlan(**r) for r in rows])}
+
+
+def show(resources: dict, console) -> None:
+    """The plan as a table: per cell and in total."""
+    from rich.table import Table
+
+    table = Table(title=f"resource plan · cells on {resources['device']}")
+    for column in ("cell", "teacher", "cache GB", "host RAM GB", "accelerator GB", "checkpoint GB"):
+        table.add_column(column, justify="left" if column in ("cell", "teacher") else "right")
+    gb = lambda value: "" if value is None else f"{value / GB:.2f}"  # noqa: E731
+    for row in resources["cells"]:
+        table.add_row(row["cell"], row["teacher"] or "", gb(row["cache_bytes"]), gb(row["host_ram_bytes"]), gb(row["accelerator_bytes"]),
+                      gb(row["checkpoint_bytes"]))
+    total = resources["totals"]
+    table.add_row("total (cache, disk: sum; memory: peak)", "", gb(total["teacher_cache_bytes"]), gb(total["peak_host_ram_bytes"]),
+                  gb(total["peak_accelerator_bytes"]), gb(total["disk_bytes"]), style="bold")
+    data = "; ".join(f"{task}: {d['features']:,} training features, {d['tokens']:,} tokens (longest {d['max_length']})"
+                     for task, d in resources["data"].items())
+    table.caption = "; ".join([data, *resources["notes"].values(), *([f"fits: {resources['fits']}"] if "fits" in resources else [])])
+    console.print(table)
