@@ -109,9 +109,7 @@ def _executor(args: argparse.Namespace):
 
 
 def cmd_matrix(args: argparse.Namespace) -> None:
-    from zoo import matrix
-
-    from zoo import plan
+    from zoo import matrix, plan
 
     executor = _executor(args)
     eval_examples = None if args.eval_examples is None else _eval_limit(args.eval_examples, None) or "all"

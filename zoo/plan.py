@@ -63,9 +63,11 @@ class CellPlan:
         return asdict(self)
 
 
-def data_shape(adapter, split_loader, max_examples: int | None, seed: int, tokenizer_dir: str) -> DataShape:
-    """Tokenise the training examples the cells use (`split_loader()` -> examples) once, keeping
-    the counts under .cache/plan/ keyed by what they depend on."""
+def data_shape(adapter, max_examples: int | None, seed: int, tokenizer_dir: str) -> DataShape:
+    """Tokenise the training examples the cells use (the seeded subset the run draws) once,
+    keeping the counts under .cache/plan/ keyed by what they depend on."""
+    from zoo.pipeline import subset
+
     key = hashlib.sha256(json.dumps({
         "files": {p.name: sha256_file(p) for p in adapter.data_files("train")}, "task": adapter.task,
         "config": adapter.config.model_dump(), "tokenizer": _tokenizer_digest(tokenizer_dir),
@@ -75,7 +77,7 @@ def data_shape(adapter, split_loader, max_examples: int | None, seed: int, token
     if stored.is_file():
         return DataShape(**json.loads(stored.read_text()))
     try:
-        examples = split_loader()
+        examples = subset(adapter.load("train")[0], max_examples, seed)
     except ConnectionError as e:  # the Hub's copy, offline
         raise ZooError(f"the plan counts the training tokens of {adapter.task} and could not load them ({e}); "
                        f"set ZOO_DATA_DIR (or --data-dir) to the local data root") from None
@@ -202,8 +204,7 @@ def matrix_plan(matrix, cells, configs: dict, teachers_ready: dict[str, bool], d
         if note:
             notes[task] = note
         run = pipeline.open_run(task, tokenizer_dir, matrix.finetune_profile, data_dir)
-        data[task] = data_shape(run.adapter, lambda: pipeline.subset(run.adapter.load("train")[0], train.max_examples, train.seed),
-                                train.max_examples, train.seed, tokenizer_dir)
+        data[task] = data_shape(run.adapter, train.max_examples, train.seed, tokenizer_dir)
         built: set[int] = set()
         todo = ([] if teachers_ready[task] else [_Teacher(f"teacher ({task})", config.num_hidden_layers)]) + [c for c in cells if c.task == task]
         for cell in todo:
