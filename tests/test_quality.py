@@ -151,6 +151,19 @@ def test_layer_search_picks_the_layer_that_does_nothing(tokenizer):
     assert default_layer_map([0, 2], 2, 3) == [1, 3]  # layer 0 -> teacher layer 1; the last -> the teacher's last
 
 
+def test_greedy_layer_search_keeps_exactly_n_layers(tokenizer):
+    """Beyond MAX_EXHAUSTIVE keep-lists the search removes layers greedily; the longer lists on the
+    way score lower (they keep more), and the answer is still n layers (it was 11 of 12 for n = 3)."""
+    from transformers import BertConfig, BertForQuestionAnswering
+
+    torch.manual_seed(0)
+    model = BertForQuestionAnswering(BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=10,
+                                                num_attention_heads=4, intermediate_size=64, initializer_range=0.3)).eval()
+    keep, report = choose_layers(model, 3, calibration())  # C(10, 3) = 120 > 64
+    assert report["method"] == "greedy removal" and len(keep) == 3 and keep == sorted(keep)
+    assert report["scores"][str(keep)] == max(report["scores"].values())  # the shortest list explains the least
+
+
 @pytest.mark.slow
 def test_obs_cell_keeps_its_mask_through_recovery(tmp_path, squad_data_root, tiny_bert_dir):
     _, cell = teacher_then_cell("squad", tiny_bert_dir, squad_data_root, tmp_path,

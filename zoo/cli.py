@@ -222,6 +222,20 @@ def cmd_bench_compression(args: argparse.Namespace) -> None:
     Console().print_json(data={"results": result["results"], "comparison": result["comparison"]})
 
 
+def cmd_bench_scale(args: argparse.Namespace) -> None:
+    from zoo import bench_scale, matrix, plan
+
+    eval_examples = None if args.eval_examples is None else _eval_limit(args.eval_examples, None) or "all"
+    overrides = matrix.Overrides(args.model, args.train_examples, eval_examples, args.max_steps, args.batch_size)
+    device = plan.run_device()
+    name = f"scale-{args.family}-{args.profile}-{device}"
+    output = Path(args.output or paths.BENCH / f"{name}.json")
+    with _progress() as progress:
+        report = bench_scale.run(args.family, args.profile, overrides, args.cells, Path(args.root or paths.RUNS / "bench-scale" / name),
+                                 output, progress, args.data_dir)
+    Console().print(bench_scale.markdown(report))
+
+
 def cmd_bench_quality(args: argparse.Namespace) -> None:
     from zoo.bench_quality import quality
 
@@ -399,6 +413,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reuse", action="store_true", help="keep cells' existing bench.json; measure only the others")
     p.add_argument("--repeats", type=int, default=20, help="timed calls per batch-1 shape (batch 32: a quarter, at least 3)")
     p.set_defaults(func=cmd_bench_cells)
+    p = bench_sub.add_parser("scale", help="a matrix profile's code path at its model's real shape for a few steps: memory, cache, step time vs the plan")
+    p.add_argument("family", nargs="?", default="squad")
+    p.add_argument("--profile", default="full")
+    p.add_argument("--model", default="random:bert-base-uncased", help="base model (default: bert-base's shape with random weights)")
+    p.add_argument("--cells", nargs="+", default=["*-s0-l12", "*-s90-l12-kd", "*-s0-l12-int8"],
+                   help="cells to run (default: the dense reference and its int8, and the 90%% sparse KD cell, the largest teacher cache)")
+    p.add_argument("--train-examples", type=_count, default=300)
+    p.add_argument("--eval-examples", default="100", help="N or 'all'")
+    p.add_argument("--max-steps", type=_steps, default=8)
+    p.add_argument("--batch-size", type=_count, default=8)
+    p.add_argument("--root", help="cell folders (default runs/bench-scale/NAME)")
+    p.add_argument("--output", help="default results/bench/scale-FAMILY-PROFILE-DEVICE.json (+ .md)")
+    p.add_argument("--data-dir")
+    p.set_defaults(func=cmd_bench_scale)
+
     p = bench_sub.add_parser("quality", help="magnitude vs OBS pruning and layer keep-lists, 0 and N recovery steps, vs the teacher")
     _variant_arguments(p, "quality", steps=50, eval_examples="1000")
     p.add_argument("--sparsities", type=float, nargs="+", default=[0.5, 0.8, 0.9])

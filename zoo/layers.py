@@ -78,7 +78,7 @@ def choose_layers(model: torch.nn.Module, n: int, batches: list[dict]) -> tuple[
         if math.comb(total, n) <= MAX_EXHAUSTIVE:
             for keep in itertools.combinations(range(total), n):
                 scores[str(list(keep))] = score(keep)
-            method = "exhaustive"
+            method, chosen = "exhaustive", json.loads(min(scores, key=scores.get))
         else:
             keep = tuple(range(total))
             while len(keep) > n:
@@ -86,13 +86,12 @@ def choose_layers(model: torch.nn.Module, n: int, batches: list[dict]) -> tuple[
                 drop = min(trials, key=trials.get)
                 keep = tuple(i for i in keep if i != drop)
                 scores[str(list(keep))] = trials[drop]
-            method = "greedy removal"
+            method, chosen = "greedy removal", list(keep)  # the last list, n long (the longer ones on the way score lower)
     finally:
         model.base_model.encoder.layer = layers
         model.train(was_training)
-    best = min(scores, key=scores.get)
     ranked = dict(sorted(scores.items(), key=lambda kv: kv[1]))
-    return json.loads(best), {"method": method, "calibration_batches": len(inputs), "calibration_tokens": len(reference),
+    return chosen, {"method": method, "calibration_batches": len(inputs), "calibration_tokens": len(reference),
                               "criterion": "variance of the full model's last hidden state left unexplained by an affine map "
                                            "of the kept layers' last hidden state (ridge, real tokens)",
                               "scores": {k: round(v, 5) for k, v in ranked.items()}}

@@ -382,21 +382,31 @@ def write_run_log(root: Path, entry: dict) -> None:
     write_json(log_path, runs)
 
 
+def selected_cells(family: str, profile_name: str, matrix_file: str | None, overrides: Overrides, patterns: list[str] | None,
+                   offline_shape: bool) -> tuple[MatrixProfile, dict, list[Cell]]:
+    """The matrix profile with its overrides, each task's model (config, tokenizer folder, note;
+    `offline_shape`: a known model's shape when it cannot be fetched) and the selected cells."""
+    from zoo.models import load_config
+
+    matrix, source = load_matrix(family, profile_name, matrix_file)
+    matrix = overrides.apply(matrix)
+    configs = {task: load_config(model, offline_shape=offline_shape) for task, model in matrix.tasks.items()}
+    cells = [c for task in matrix.tasks for c in build_cells(task, matrix, configs[task][0].num_hidden_layers, str(source))]
+    return matrix, configs, select(cells, patterns)
+
+
 def run(family: str, profile_name: str, progress, *, matrix_file: str | None = None, data_dir: str | None = None,
         root: str | None = None, patterns: list[str] | None = None, dry_run: bool = False, executor: Executor | None = None,
         overrides: Overrides = Overrides()) -> dict:
     """Run (or, with dry_run, list) the selected cells of every task; returns what happened per cell
     and the resource plan. A real run whose plan does not fit stops here, before any work."""
     from zoo import plan
-    from zoo.models import load_config
 
-    matrix, source = load_matrix(family, profile_name, matrix_file)
-    matrix = overrides.apply(matrix)
-    configs = {task: load_config(model, offline_shape=dry_run) for task, model in matrix.tasks.items()}
+    matrix, configs, cells = selected_cells(family, profile_name, matrix_file, overrides, patterns, dry_run)
     base_layers = {task: config.num_hidden_layers for task, (config, _, _) in configs.items()}
-    cells = select([c for task in matrix.tasks for c in build_cells(task, matrix, base_layers[task], str(source))], patterns)
     root_dir = Path(root) if root else paths.matrix_root(family, profile_name + overrides.root_suffix())
     teachers = {task: find_record(teacher_dir(matrix, task)) for task in matrix.tasks}
+    teacher_folders = {t: {"folder": str(teacher_dir(matrix, t)), "ready": bool(m)} for t, m in teachers.items()}
     device = plan.planned_device(matrix.cell_resources.gpus) if dry_run else plan.run_device()
     resources = plan.matrix_plan(matrix, cells, configs, {t: r is not None for t, r in teachers.items()}, device, data_dir)
     if dry_run:
@@ -405,8 +415,7 @@ def run(family: str, profile_name: str, progress, *, matrix_file: str | None = N
             resources["fits"] = "yes"
         except ZooError as e:
             resources["fits"] = str(e)
-        return {"root": str(root_dir), "teachers": {t: {"folder": str(teacher_dir(matrix, t)), "ready": bool(m)} for t, m in teachers.items()},
-                "plan": resources,
+        return {"root": str(root_dir), "teachers": teacher_folders, "plan": resources,
                 "cells": [{"cell": c.name, **_dry_run_status(changes_since_run(c, matrix, base_layers[c.task], root_dir)),
                            "modifiers": [m.type for m in c.recipe.modifiers],
                            "train_steps": train_steps(c, matrix, base_layers[c.task]),
@@ -418,7 +427,7 @@ def run(family: str, profile_name: str, progress, *, matrix_file: str | None = N
     # two runners on one folder would redo and clobber each other's cells; with Ray the driver holds it for its workers
     with folder_lock(root_dir, "zoo matrix run"):
         result = _run_cells(cells, matrix, base_layers, root_dir, profile_name, progress, data_dir, executor or LocalExecutor())
-    return result | {"plan": resources}
+    return result | {"plan": resources, "teachers": teacher_folders}
 
 
 @dataclass(frozen=True)

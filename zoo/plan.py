@@ -41,6 +41,7 @@ ADAM_BYTES_PER_PARAM = 16  # fp32 weight, gradient and AdamW's two moments
 class DataShape:
     """The training features cells train on: counts from tokenising them."""
 
+    loaded_examples: int  # the whole training file, read before the subset is drawn
     examples: int
     features: int
     tokens: int
@@ -68,7 +69,7 @@ def data_shape(adapter, max_examples: int | None, seed: int, tokenizer_dir: str)
     keeping the counts under .cache/plan/ keyed by what they depend on."""
     from zoo.pipeline import subset
 
-    key = hashlib.sha256(json.dumps({
+    key = hashlib.sha256(json.dumps({"format": 2,
         "files": {p.name: sha256_file(p) for p in adapter.data_files("train")}, "task": adapter.task,
         "config": adapter.config.model_dump(), "tokenizer": _tokenizer_digest(tokenizer_dir),
         "max_examples": max_examples, "seed": seed,
@@ -77,12 +78,13 @@ def data_shape(adapter, max_examples: int | None, seed: int, tokenizer_dir: str)
     if stored.is_file():
         return DataShape(**json.loads(stored.read_text()))
     try:
-        examples = subset(adapter.load("train")[0], max_examples, seed)
+        loaded = adapter.load("train")[0]
+        examples = subset(loaded, max_examples, seed)
     except ConnectionError as e:  # the Hub's copy, offline
         raise ZooError(f"the plan counts the training tokens of {adapter.task} and could not load them ({e}); "
                        f"set ZOO_DATA_DIR (or --data-dir) to the local data root") from None
     lengths = adapter.train_features(examples, lambda n: None).lengths
-    shape = DataShape(len(examples), len(lengths), int(lengths.sum()), int(lengths.max()))
+    shape = DataShape(len(loaded), len(examples), len(lengths), int(lengths.sum()), int(lengths.max()))
     write_json(stored, asdict(shape))
     return shape
 
@@ -131,7 +133,7 @@ def plan_cell(cell, trains: bool, base_config, data: DataShape, distillation: di
     live_teacher = 4 * teacher_params if source == "live" else 0
     training = (ADAM_BYTES_PER_PARAM + AUTOCAST_BYTES_PER_PARAM[precision]) * params + live_teacher + activations if trains else 4 * params
     cache_build = 4 * (teacher_params + params) + eval_batch * data.max_length * (layers + 1) * hidden * 4 + 2 * SHARD_BYTES if built else 0
-    data_bytes = EXAMPLE_BYTES * data.examples + FEATURE_BYTES * data.features
+    data_bytes = EXAMPLE_BYTES * data.loaded_examples + FEATURE_BYTES * data.features
     if device == "cpu":
         host, accelerator = PROCESS_BYTES + data_bytes + max(training, cache_build), None
     else:  # the host keeps the data and a model's weights while loading them; the device everything else
@@ -165,6 +167,26 @@ def check_fits(total: dict, budget, root: Path) -> None:
         if needed > available:
             raise ZooError(f"plan: {what} {needed / GB:.1f} GB exceeds the {available / GB:.1f} GB of {name}; {fix} "
                            f"(see `zoo matrix ... --dry-run`)")
+
+
+def reset_peaks() -> None:
+    """Start the peak-memory counters afresh (host: the kernel's VmHWM; GPU: torch's allocator),
+    so a run's record says what that run alone held, also inside a matrix process."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:  # not Linux, or not allowed: the peak then counts from the process's start
+        pass
+    if torch.cuda.is_available():
+        torch.cuda.reset_peak_memory_stats()
+
+
+def peaks() -> dict:
+    """Peak host RSS since `reset_peaks` (VmHWM) and peak GPU memory allocated by torch, in bytes."""
+    status = Path("/proc/self/status")
+    host = next((int(line.split()[1]) * 1024 for line in status.read_text().splitlines() if line.startswith("VmHWM:")), None) \
+        if status.is_file() else None
+    accelerator = torch.cuda.max_memory_allocated() if torch.cuda.is_available() else None
+    return {"peak_host_rss_bytes": host, "peak_accelerator_bytes": accelerator}
 
 
 def run_device() -> str:
