@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 ZOO    := $(BIN)/zoo
 PROFILE ?= cpu
 
-.PHONY: help setup lint test test-fast squad squad-fulldev squad-matrix glue-matrix clue-matrix ner-matrix tables publish-local hub-serve reproduce bench-train bench-compression clean
+.PHONY: help setup lint test test-fast gpu-check squad squad-fulldev squad-matrix glue-matrix clue-matrix ner-matrix tables publish-local hub-serve reproduce bench-train bench-compression clean
 FAMILY   ?= squad
 ORG      ?= zoo-local
 HUB_DIR  ?= hub
@@ -28,6 +28,7 @@ help:
 	@echo "make reproduce      (with hub-serve running) re-derive the tables from the served checkpoints"
 	@echo "make bench-train    training throughput vs pad-to-max baseline -> results/bench/"
 	@echo "make bench-compression  pruning+KD step (cached/live teacher) vs plain step -> results/bench/"
+	@echo "make gpu-check      first thing on a GPU machine: device test, full-profile shapes vs the plan -> results/bench/"
 
 # --system-site-packages: a machine that already has torch (e.g. a CUDA build) keeps it.
 setup: $(VENV)/.installed
@@ -79,6 +80,17 @@ bench-train: setup
 
 bench-compression: setup
 	$(ZOO) bench compression
+
+# No setup step: run it with the python that has the machine's CUDA torch and zoo's dependencies
+# (GPU_PY=python3 on a machine without the venv). The device test puts the full matrix's modifiers
+# on the GPU; `bench scale` runs the full profile's cells at bert-base's shape (random weights, no
+# download) for 200 steps on 4,000 questions and writes results/bench/scale-squad-full-cuda.{json,md}.
+GPU_PY ?= $(BIN)/python
+gpu-check:
+	$(GPU_PY) -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'; print(torch.__version__, torch.version.cuda, torch.cuda.get_device_name())"
+	$(GPU_PY) -m pytest -q -p no:cacheprovider tests/test_device.py
+	$(GPU_PY) -m zoo.cli bench scale --max-steps 200 --train-examples 4000 --eval-examples 1000 --batch-size 32 \
+		--cells '*-s0-l12' '*-s90-l12-kd' '*-s0-l6-kd' '*-s80-l3-kd'
 
 clean:
 	rm -rf runs
