@@ -33,15 +33,20 @@ class DeviceChecker:
 
     def watch(self, model: torch.nn.Module, who: str) -> None:
         for name, module in model.named_modules():
-            own = [*module.parameters(recurse=False), *module.buffers(recurse=False)]
-            if own:
-                self.handles.append(module.register_forward_pre_hook(self._hook(f"{who}.{name}", own[0]), with_kwargs=True))
+            if next(self._own(module), None) is not None:
+                self.handles.append(module.register_forward_pre_hook(self._hook(f"{who}.{name}"), with_kwargs=True))
 
-    def _hook(self, where: str, reference: torch.Tensor):
+    @staticmethod
+    def _own(module: torch.nn.Module):
+        yield from module.parameters(recurse=False)
+        yield from module.buffers(recurse=False)
+
+    def _hook(self, where: str):
         def hook(module, args, kwargs):
+            device = next(self._own(module)).device  # read now: .to(cuda) replaces the parameter objects
             for value in [*args, *kwargs.values()]:
-                if isinstance(value, torch.Tensor) and value.device != reference.device:
-                    self.violations.append(f"{where}: input on {value.device}, module on {reference.device}")
+                if isinstance(value, torch.Tensor) and value.device != device:
+                    self.violations.append(f"{where}: input on {value.device}, module on {device}")
         return hook
 
     def remove(self) -> None:
