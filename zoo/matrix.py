@@ -408,7 +408,8 @@ def run(family: str, profile_name: str, progress, *, matrix_file: str | None = N
     teachers = {task: find_record(teacher_dir(matrix, task)) for task in matrix.tasks}
     teacher_folders = {t: {"folder": str(teacher_dir(matrix, t)), "ready": bool(m)} for t, m in teachers.items()}
     device = plan.planned_device(matrix.cell_resources.gpus) if dry_run else plan.run_device()
-    resources = plan.matrix_plan(matrix, cells, configs, {t: r is not None for t, r in teachers.items()}, device, data_dir)
+    done = {c.name for c in cells if changes_since_run(c, matrix, base_layers[c.task], root_dir) == []}
+    resources = plan.matrix_plan(matrix, cells, configs, {t: r is not None for t, r in teachers.items()}, done, device, data_dir)
     if dry_run:
         try:
             plan.check_fits(resources["totals"], matrix.budget, root_dir)

@@ -28,13 +28,17 @@ GB = 1e9
 PROCESS_BYTES = 0.45 * GB  # python with torch, transformers, datasets and zoo imported (0.42 GB)
 EXAMPLE_BYTES = 3_500  # a loaded training example (SQuAD: 87,599 questions took 0.30 GB)
 FEATURE_BYTES = 2_300  # a tokenised feature row (20,196 SQuAD rows took 0.046 GB)
-CUDA_CONTEXT_BYTES = 0.6 * GB  # what a CUDA context takes on the device before any tensor
-# Training activations kept for the backward pass, bytes per (token x encoder layer x hidden unit):
-# bert-base steps at 4 and 8 x 256 tokens, peak RSS 3.50 / 4.85 GB in fp32 and 4.50 GB at 8 x 256
-# under bf16 autocast (which also keeps a bf16 copy of the weights, AUTOCAST_BYTES_PER_PARAM).
-ACTIVATION_BYTES = {"no": 143.0, "bf16": 112.0, "fp16": 112.0}
+# Training activations kept for the backward pass, bytes per (token x encoder layer x hidden unit),
+# by device and precision. CPU: bert-base steps at 4 and 8 x 256 tokens, peak RSS 3.50 / 4.85 GB
+# in fp32 and 4.50 GB at 8 x 256 under bf16 autocast (which also keeps a bf16 copy of the weights,
+# AUTOCAST_BYTES_PER_PARAM). CUDA: the bert-base teacher of `make gpu-check` on an H200 (torch
+# 2.11, sdpa attention), 6.74 GB allocated at 32 x 384 under bf16; fp32 there is not measured
+# (twice bf16 assumed).
+ACTIVATION_BYTES = {("cpu", "no"): 143.0, ("cpu", "bf16"): 112.0, ("cpu", "fp16"): 112.0,
+                    ("cuda", "no"): 84.0, ("cuda", "bf16"): 42.0, ("cuda", "fp16"): 42.0}
 AUTOCAST_BYTES_PER_PARAM = {"no": 0, "bf16": 2, "fp16": 2}
 ADAM_BYTES_PER_PARAM = 16  # fp32 weight, gradient and AdamW's two moments
+CUDA_HOST_BYTES = 1.2 * GB  # what the CUDA libraries add to the host process (H200: 2.90 GB measured vs 1.74 planned without)
 
 
 @dataclass
@@ -59,6 +63,7 @@ class CellPlan:
     host_ram_bytes: int
     accelerator_bytes: int | None
     checkpoint_bytes: int
+    done: bool = False  # already there (a ready teacher, a complete cell): shown, not counted in the totals
 
     def row(self) -> dict:
         return asdict(self)
@@ -120,7 +125,7 @@ def plan_cell(cell, trains: bool, base_config, data: DataShape, distillation: di
     teacher_params = count_params(base_config)
     params = cell_params(base_config, cell.layers, cell.width)
     hidden, layers = base_config.hidden_size, base_config.num_hidden_layers
-    source, why, built = None, None, 0
+    source, why, built, stored = None, None, 0, 0
     if cell.distill and trains:
         stored = (cell.layers if distillation.get("hidden_mse", 0) > 0 else 0) + (1 if distillation.get("embedding_mse", 0) > 0 else 0)
         size = cache_bytes(data.tokens, data.features, base_config.num_labels or 2, True, stored, hidden)
@@ -129,21 +134,28 @@ def plan_cell(cell, trains: bool, base_config, data: DataShape, distillation: di
             built = size
             cache_built.add(stored)
     tokens = train_batch * data.max_length
-    activations = tokens * cell.layers * hidden * ACTIVATION_BYTES[precision]
+    activations = tokens * cell.layers * hidden * ACTIVATION_BYTES[(device, precision)]
     live_teacher = 4 * teacher_params if source == "live" else 0
-    training = (ADAM_BYTES_PER_PARAM + AUTOCAST_BYTES_PER_PARAM[precision]) * params + live_teacher + activations if trains else 4 * params
+    compared = tokens * stored * hidden * 6 if cell.distill and trains else 0  # the teacher's hidden states, bf16 and fp32
+    # one fp32 forward pass on an eval-size batch (no gradients): scoring, calibration of OBS and layer search
+    forward = eval_batch * data.max_length * (16 * hidden + 4 * base_config.num_attention_heads * data.max_length)
+    rounds_in_training = any(m.type == "obs_pruning" and m.rounds > 1 for m in cell.recipe.modifiers) if hasattr(cell, "recipe") else False
+    training = ((ADAM_BYTES_PER_PARAM + AUTOCAST_BYTES_PER_PARAM[precision]) * params + live_teacher + activations + compared
+                + (forward if rounds_in_training else 0)) if trains else 4 * params + forward
     cache_build = 4 * (teacher_params + params) + eval_batch * data.max_length * (layers + 1) * hidden * 4 + 2 * SHARD_BYTES if built else 0
     data_bytes = EXAMPLE_BYTES * data.loaded_examples + FEATURE_BYTES * data.features
     if device == "cpu":
         host, accelerator = PROCESS_BYTES + data_bytes + max(training, cache_build), None
     else:  # the host keeps the data and a model's weights while loading them; the device everything else
-        host = PROCESS_BYTES + data_bytes + 4 * teacher_params + 2 * SHARD_BYTES
-        accelerator = int(CUDA_CONTEXT_BYTES + max(training, cache_build))
+        host = PROCESS_BYTES + CUDA_HOST_BYTES + data_bytes + 4 * teacher_params + 2 * SHARD_BYTES
+        accelerator = int(max(training, cache_build))  # what torch allocates (the CUDA context comes on top, ~0.5 GB)
     checkpoint = 4 * params + (params if cell.quant == "int8" else 0) + (3 * params if cell.sparsity else 0)
     return CellPlan(cell.name, device, params, source, why, int(built), int(host), accelerator, int(checkpoint))
 
 
 def totals(cells: list[CellPlan]) -> dict:
+    """Over the runs still to do: teacher-cache and disk bytes summed, memory at its peak."""
+    cells = [c for c in cells if not c.done]
     accelerator = [c.accelerator_bytes for c in cells if c.accelerator_bytes is not None]
     return {"cells": len(cells), "teacher_cache_bytes": sum(c.cache_bytes for c in cells),
             "peak_host_ram_bytes": max((c.host_ram_bytes for c in cells), default=0),
@@ -214,8 +226,9 @@ class _Teacher:
     quant: str = "none"
 
 
-def matrix_plan(matrix, cells, configs: dict, teachers_ready: dict[str, bool], device: str, data_dir: str | None) -> dict:
-    """The plan of every selected cell (and of each teacher still to train), in run order, with totals."""
+def matrix_plan(matrix, cells, configs: dict, teachers_ready: dict[str, bool], done: set[str], device: str, data_dir: str | None) -> dict:
+    """The plan of each task's teacher and every selected cell, in run order, with totals over those
+    still to run (`done`: complete cells)."""
     from zoo import pipeline
     from zoo.matrix import train_steps
 
@@ -228,11 +241,13 @@ def matrix_plan(matrix, cells, configs: dict, teachers_ready: dict[str, bool], d
         run = pipeline.open_run(task, tokenizer_dir, matrix.finetune_profile, data_dir)
         data[task] = data_shape(run.adapter, train.max_examples, train.seed, tokenizer_dir)
         built: set[int] = set()
-        todo = ([] if teachers_ready[task] else [_Teacher(f"teacher ({task})", config.num_hidden_layers)]) + [c for c in cells if c.task == task]
-        for cell in todo:
-            trains = isinstance(cell, _Teacher) or (not cell.source and train_steps(cell, matrix, config.num_hidden_layers) != 0)
-            rows.append(plan_cell(cell, trains, config, data[task], matrix.distillation, train.batch_size, run.profile.eval.batch_size,
-                                  train.mixed_precision, device, built).row())
+        for cell in [_Teacher(f"teacher ({task})", config.num_hidden_layers)] + [c for c in cells if c.task == task]:
+            teacher = isinstance(cell, _Teacher)
+            trains = teacher or (not cell.source and train_steps(cell, matrix, config.num_hidden_layers) != 0)
+            planned = plan_cell(cell, trains, config, data[task], matrix.distillation, train.batch_size, run.profile.eval.batch_size,
+                                train.mixed_precision, device, built)
+            planned.done = teachers_ready[task] if teacher else cell.name in done
+            rows.append(planned.row())
     return {"device": device, "notes": notes, "data": {t: asdict(d) for t, d in data.items()}, "cells": rows,
             "totals": totals([CellPlan(**r) for r in rows])}
 
@@ -246,10 +261,11 @@ def show(resources: dict, console) -> None:
         table.add_column(column, justify="left" if column in ("cell", "teacher") else "right")
     gb = lambda value: "" if value is None else f"{value / GB:.2f}"  # noqa: E731
     for row in resources["cells"]:
-        table.add_row(row["cell"], row["teacher"] or "", gb(row["cache_bytes"]), gb(row["host_ram_bytes"]), gb(row["accelerator_bytes"]),
+        name = row["cell"] + (" (done)" if row["done"] else "")
+        table.add_row(name, row["teacher"] or "", gb(row["cache_bytes"]), gb(row["host_ram_bytes"]), gb(row["accelerator_bytes"]),
                       gb(row["checkpoint_bytes"]))
     total = resources["totals"]
-    table.add_row("total (cache, disk: sum; memory: peak)", "", gb(total["teacher_cache_bytes"]), gb(total["peak_host_ram_bytes"]),
+    table.add_row("total to run (cache, disk: sum; memory: peak)", "", gb(total["teacher_cache_bytes"]), gb(total["peak_host_ram_bytes"]),
                   gb(total["peak_accelerator_bytes"]), gb(total["disk_bytes"]), style="bold")
     data = "; ".join(f"{task}: {d['features']:,} training features, {d['tokens']:,} tokens (longest {d['max_length']})"
                      for task, d in resources["data"].items())
