@@ -18,7 +18,7 @@ import torch
 from datasets import Dataset
 from rich.progress import Progress
 
-from zoo import onnx_export, paths, plan, provenance, sparse_storage
+from zoo import onnx_export, paths, provenance, sparse_storage
 from zoo.adapters import get_adapter
 from zoo.batching import collate
 from zoo.engine import Manager
@@ -26,6 +26,7 @@ from zoo.errors import ZooError
 from zoo.io import check_replaceable, replace_dir, sha256_file, write_json
 from zoo.models import resolve_model
 from zoo.modifiers.base import REGISTRY, UNSTRUCTURED_PRUNING
+from zoo.plan import peaks, reset_peaks
 from zoo.predict import predict
 from zoo.profiles import Profile, load_profile, parse_task_config
 from zoo.recipe import Recipe, dump_recipe
@@ -133,7 +134,7 @@ def _evaluate(run: Run, model, examples: Dataset, limit: int | None, progress: P
 
 
 def _new_record(run: Run, kind: str) -> dict:
-    plan.reset_peaks()
+    reset_peaks()
     return {
         "kind": kind,
         "task": run.task,
@@ -147,7 +148,7 @@ def _new_record(run: Run, kind: str) -> dict:
 
 def _finish(run_dir: Path, staging: Path, record: dict, predictions: dict, phases: Phases, started: float) -> Record:
     phases.seconds["total"] = round(time.perf_counter() - started, 2)
-    record["resources"] = plan.peaks()  # since the run's start (_new_record)
+    record["resources"] = peaks()  # since the run's start (_new_record)
     record["timings_s"] = phases.seconds
     record["provenance"]["finished"] = provenance.now()
     typed = parse_record(record, staging / METRICS_FILE)  # what readers will load: a record they cannot is never written
