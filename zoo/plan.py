@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -22,6 +22,7 @@ from zoo import paths
 from zoo.distill import SHARD_BYTES, cache_bytes, choose_source
 from zoo.errors import ZooError
 from zoo.io import sha256_file, write_json
+from zoo.recipe import Recipe
 
 GB = 1e9
 # Measured 2026-12-04 on the 2-core AMD EPYC (AVX-512 BF16) development machine, torch 2.13.0+cpu:
@@ -139,7 +140,7 @@ def plan_cell(cell, trains: bool, base_config, data: DataShape, distillation: di
     compared = tokens * stored * hidden * 6 if cell.distill and trains else 0  # the teacher's hidden states, bf16 and fp32
     # one fp32 forward pass on an eval-size batch (no gradients): scoring, calibration of OBS and layer search
     forward = eval_batch * data.max_length * (16 * hidden + 4 * base_config.num_attention_heads * data.max_length)
-    rounds_in_training = any(m.type == "obs_pruning" and m.rounds > 1 for m in cell.recipe.modifiers) if hasattr(cell, "recipe") else False
+    rounds_in_training = any(m.type == "obs_pruning" and m.rounds > 1 for m in cell.recipe.modifiers)
     training = ((ADAM_BYTES_PER_PARAM + AUTOCAST_BYTES_PER_PARAM[precision]) * params + live_teacher + activations + compared
                 + (forward if rounds_in_training else 0)) if trains else 4 * params + forward
     cache_build = 4 * (teacher_params + params) + eval_batch * data.max_length * (layers + 1) * hidden * 4 + 2 * SHARD_BYTES if built else 0
@@ -224,6 +225,7 @@ class _Teacher:
     sparsity: float = 0.0
     distill: bool = False
     quant: str = "none"
+    recipe: Recipe = field(default_factory=Recipe)
 
 
 def matrix_plan(matrix, cells, configs: dict, teachers_ready: dict[str, bool], done: set[str], device: str, data_dir: str | None) -> dict:
