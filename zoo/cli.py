@@ -65,8 +65,9 @@ def _summary(record, run_dir: Path) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> None:
-    from zoo import pipeline
+    from zoo import launch, pipeline
 
+    launch.check_processes()  # fewer processes than the launch asked for: said before any work
     run = pipeline.open_run(args.task, args.model, args.profile, args.data_dir)
     eval_limit = _eval_limit(args.eval_examples, run.profile.eval.max_examples)
     default_name = f"{Path(args.model).name if args.command == 'finetune' else 'eval'}-{args.profile}"
