@@ -359,9 +359,11 @@ def run(family: str, profile_name: str, progress, *, matrix_file: str | None = N
                            "learning_rate": matrix.train_config(c, None).learning_rate,
                            "estimate_s": estimate_seconds(c, matrix, base_layers[c.task], teachers[c.task])} for c in cells]}
 
-    # two runners on one folder would redo and clobber each other's cells; with Ray the driver holds it for its workers
-    with folder_lock(root_dir, "zoo matrix run"):
-        return _run_cells(cells, matrix, base_layers, root_dir, profile_name, progress, data_dir, executor or LocalExecutor())
+    # two runners on one folder would redo and clobber each other's cells; with Ray the driver holds it for its workers.
+    # The executor's machines are checked (reached, big enough, sharing root_dir) before any teacher trains.
+    executor, resources_key = executor or LocalExecutor(), f"{source}: profile '{profile_name}', key 'cell_resources'"
+    with folder_lock(root_dir, "zoo matrix run"), executor.session(root_dir, matrix.cell_resources, resources_key):
+        return _run_cells(cells, matrix, base_layers, root_dir, profile_name, progress, data_dir, executor)
 
 
 @dataclass(frozen=True)
@@ -375,6 +377,12 @@ class CellRunner:
     profile_name: str
     data_dir: str | None
     teachers: dict[str, Record | None]
+
+    def folder(self, cell: Cell) -> Path:
+        return self.root_dir / cell.name
+
+    def completed(self, cell: Cell) -> bool:
+        return is_complete(self.folder(cell))
 
     def __call__(self, cell: Cell, progress) -> float:
         from zoo import pipeline
@@ -391,7 +399,7 @@ class CellRunner:
         steps = train_steps(cell, matrix, self.base_layers[cell.task])
         cell_run.profile = cell_run.profile.model_copy(update={"train": matrix.train_config(cell, steps)})
         labels = cell.labels(matrix, self.profile_name, self.base_layers[cell.task], self.teachers[cell.task])
-        cell_dir = root_dir / cell.name
+        cell_dir = self.folder(cell)
         if cell.fp32_sibling:
             pipeline.quantize_trained(cell_run, root_dir / cell.fp32_sibling, cell_dir, progress, matrix.eval_examples, cell.recipe, labels)
         else:
