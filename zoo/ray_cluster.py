@@ -13,7 +13,8 @@ from __future__ import annotations
 import os
 import re
 import socket
-import threading
+import subprocess
+import sys
 import uuid
 from importlib import metadata
 from pathlib import Path
@@ -21,7 +22,8 @@ from pathlib import Path
 from zoo import launch, paths, provenance
 from zoo.errors import ZooError
 
-CONNECT_SECONDS = 45  # ray.init waits for ever on an address that answers but is no Ray cluster
+CONNECT_SECONDS = 45  # for a trial connection: ray.init waits for ever on an address that answers but is no Ray cluster
+TRIAL_CONNECT = "import sys, ray; ray.init(address=sys.argv[1], include_dashboard=False, log_to_driver=False, configure_logging=False)"
 PROBE_SECONDS = 60  # a node that cannot start a 0-CPU task in this long cannot run cells either
 FORWARDED_PREFIXES = ("ZOO_", "HF_", "HUGGINGFACE_", "TRANSFORMERS_", "TOKENIZERS_")  # data root, Hub endpoint and cache, offline flags
 FORWARDED_NAMES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
@@ -50,7 +52,7 @@ def connect(ray, address: str | None) -> None:
     """ray.init on `address`, or a Ray instance started here (None), with worker_env; fails in
     one line, within CONNECT_SECONDS, when no cluster is there or it refuses this driver."""
     options = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False, "runtime_env": {"env_vars": worker_env()}}
-    if address is None:  # started here, in this thread: Ray ties the processes it starts to the thread starting them
+    if address is None:
         ray.init(object_store_memory=100 << 20, **options)  # cells return one number each
         return
     if address != "auto":
@@ -60,26 +62,18 @@ def connect(ray, address: str | None) -> None:
         except OSError as e:
             raise ZooError(f"--address {address}: no Ray cluster there ({e.strerror or e}); start one (ray start --head), "
                            f"check the head's address and port, or leave --address out for a Ray instance on this machine") from None
-    outcome: dict = {}
-
-    def init():
-        try:
-            ray.init(address=address, **options)
-        except Exception as e:  # noqa: BLE001 - handed to the waiting thread, which names it
-            outcome["error"] = e
-
-    joining = threading.Thread(target=init, name="zoo-ray-connect", daemon=True)
-    joining.start()
-    joining.join(CONNECT_SECONDS)
-    if joining.is_alive():
+    try:  # in a child first: ray.init waits for ever on an address that answers but is no Ray cluster, logging each retry
+        trial = subprocess.run([sys.executable, "-c", TRIAL_CONNECT, address], capture_output=True, text=True, timeout=CONNECT_SECONDS)
+    except subprocess.TimeoutExpired:
         raise ZooError(f"--address {address}: no Ray cluster answered within {CONNECT_SECONDS} s; give the head's GCS address "
-                       f"(`ray start --head` prints it, port 6379 by default), not another service's port")
-    error = outcome.get("error")
-    if isinstance(error, ConnectionError):
-        raise ZooError(f"--address {address}: no Ray cluster there ({_first_line(error)}); start one (ray start --head)") from None
-    if error:
-        raise ZooError(f"--address {address}: the Ray cluster there refused this driver ({type(error).__name__}: {_first_line(error)}); "
-                       f"use the Ray version the cluster runs and its auth token (RAY_AUTH_TOKEN), if it asks for one") from None
+                       f"(`ray start --head` prints it, port 6379 by default), not another service's port") from None
+    error = next((line for line in reversed(trial.stderr.splitlines()) if re.match(r"\w+(\.\w+)*(Error|Exception)\b", line)), "")
+    if trial.returncode and error.startswith("ConnectionError"):
+        raise ZooError(f"--address {address}: no Ray cluster there ({error}); start one (ray start --head)")
+    if trial.returncode:
+        raise ZooError(f"--address {address}: the Ray cluster there refused this driver ({error or 'exit code ' + str(trial.returncode)}); "
+                       f"use the Ray version the cluster runs and its auth token (RAY_AUTH_TOKEN), if it asks for one")
+    ray.init(address=address, **options)
 
 
 def _first_line(error: BaseException) -> str:
