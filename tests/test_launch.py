@@ -3,6 +3,7 @@ torchrun or accelerate worker's the launcher's; a 1-process accelerate launch of
 
 import pytest
 
+from tests.test_cli import assert_one_clear_line, run_cli
 from zoo import launch
 from zoo.errors import ZooError
 
@@ -42,3 +43,11 @@ def test_one_process_of_two_asked_under_accelerate_is_refused(monkeypatch):
         launch.check_processes()
     monkeypatch.setenv("WORLD_SIZE", "2")
     launch.check_processes()  # as asked
+
+
+def test_zoo_finetune_refuses_it_in_one_line(capsys, monkeypatch):
+    clean_env(monkeypatch)
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "no")
+    monkeypatch.setattr(launch, "parent_argv", lambda: ACCELERATE)
+    code, err = run_cli(capsys, "finetune", "squad")
+    assert_one_clear_line(code, err, "asked for 2 processes and accelerate started 1")
