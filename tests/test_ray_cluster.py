@@ -81,9 +81,10 @@ def driver(matrix: Path, root: Path, cwd: Path, data: Path, address: str) -> sub
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 
-def wait_for_a_cell_on(node: subprocess.Popen, run: subprocess.Popen, timeout: float = 120) -> None:
+def wait_for_a_cell_on(node: subprocess.Popen, run: subprocess.Popen, teacher: Path, timeout: float = 120) -> None:
+    """Until a Ray worker on `node` runs a cell (not the teacher, which trains on the cluster first when missing)."""
     deadline = time.time() + timeout
-    while not cell_workers(node.pid):
+    while not ((teacher / "metrics.json").is_file() and cell_workers(node.pid)):
         assert run.poll() is None and time.time() < deadline, f"no cell ran on the node; driver: {run.poll()} " + (
             run.stderr.read()[-2000:] if run.poll() is not None else "(still running)")
         time.sleep(0.05)
@@ -122,7 +123,7 @@ def test_worker_node_killed_at_a_random_moment(tiny_matrix, tmp_path, cluster):
     expected = local_table(path, data, tmp_path / "local")
     cluster.wait_for_nodes(2)
     run = driver(path, tmp_path / "ray", tmp_path, data, cluster.address)
-    wait_for_a_cell_on(worker, run)
+    wait_for_a_cell_on(worker, run, tmp_path / "teacher-squad")
     time.sleep(random.uniform(0, 3))  # somewhere in that cell's run (or just after it)
     cluster.kill(worker)
     finish(run, tmp_path / "ray", expected)  # the head runs what the worker held
@@ -137,7 +138,7 @@ def test_head_without_cpus_loses_its_only_worker_node(tiny_matrix, tmp_path, clu
     expected = local_table(path, data, tmp_path / "local")
     cluster.wait_for_nodes(2)
     run = driver(path, tmp_path / "ray", tmp_path, data, cluster.address)
-    wait_for_a_cell_on(worker, run)
+    wait_for_a_cell_on(worker, run, tmp_path / "teacher-squad")
     cluster.kill(worker)
     cluster.start_node(2)
     outcome = finish(run, tmp_path / "ray", expected)

@@ -7,6 +7,7 @@ folders by the same code, cannot tell the executors apart. Ray is imported only 
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 from collections import Counter
@@ -36,6 +37,10 @@ class Executor:
     def session(self, root_dir: Path, resources: CellResources, where: str):
         """Everything `run` needs that can fail for want of a machine, checked before any work (none here)."""
         yield
+
+    def run_one(self, job: Callable[[object], object], progress, resources: CellResources):
+        """job(progress) where the cells run, reserving what a cell reserves (a teacher's training); returns its result."""
+        return job(progress)
 
     def run(self, cells: list[Cell], runner: RunCell, progress, resources: CellResources) -> dict[str, CellRun]:
         """Run every cell (one that reuses another's weights after that one); returns per cell its wall
@@ -95,11 +100,26 @@ class RayExecutor(Executor):
             if watcher:
                 watcher.stdin.close()
 
+    def _task(self, resources: CellResources):
+        return self.ray.remote(num_cpus=resources.cpus, num_gpus=resources.gpus, max_retries=0)(run_on_worker)  # retried here, counted
+
+    def run_one(self, job, progress, resources):
+        """A Ray task too, so the driver holds no device memory and a lost node costs a retry."""
+        task = self._task(resources)
+        for attempt in itertools.count(1):
+            ref = task.remote(job, (), os.getcwd(), resources.cpus)
+            while not self.ray.wait([ref], timeout=WAIT_SECONDS)[0]:
+                _check_runnable(self.ray, resources)
+            value, error, retriable = _outcome(self.ray, ref)
+            if error is None:
+                return value
+            if not retriable or attempt == MAX_ATTEMPTS:
+                raise ZooError(f"{job}: {error}")
+
     def run(self, cells, runner, progress, resources):
         if not cells:
             return {}
-        ray = self.ray
-        task = ray.remote(num_cpus=resources.cpus, num_gpus=resources.gpus, max_retries=0)(run_on_worker)  # retried here, counted
+        ray, task = self.ray, self._task(resources)
         bar = progress.add_task("matrix cells", total=len(cells))
         names = {c.name for c in cells}
         waiting, running, attempts, done, failed = list(cells), {}, Counter(), {}, {}
@@ -110,7 +130,7 @@ class RayExecutor(Executor):
                     break
                 waiting.remove(cell)
                 attempts[cell.name] += 1
-                running[task.remote(runner, cell, os.getcwd(), resources.cpus)] = cell
+                running[task.remote(runner, (cell,), os.getcwd(), resources.cpus)] = cell
             if not running:  # what still waits reuses a cell that failed
                 failed |= {c.name: f"it reuses {c.source}, which failed" for c in waiting}
                 break
@@ -131,14 +151,19 @@ class RayExecutor(Executor):
             last_finish = time.monotonic() if finished else last_finish
             if time.monotonic() - last_finish > WAIT_SECONDS:
                 last_finish = time.monotonic()
-                if not ray_cluster.fitting_nodes(ray, resources.cpus, resources.gpus):
-                    raise ZooError(f"no node of the Ray cluster can run a cell any more ({ray_cluster.describe_nodes(ray)}; a cell needs "
-                                   f"{resources.cpus} CPUs, {resources.gpus:g} GPUs); add a node, then run again: finished cells are kept")
+                _check_runnable(ray, resources)
             progress.update(bar, description=f"matrix cells, {len(running)} running")
         if failed:
             raise ZooError(f"{len(failed)} of {len(cells)} cells failed, the others finished; run again to retry them: "
                            + "; ".join(f"{name}: {error}" for name, error in failed.items()))
         return done
+
+
+def _check_runnable(ray, resources: CellResources) -> None:
+    """Nothing finished for WAIT_SECONDS: fail, rather than wait for ever, once no node could run a cell."""
+    if not ray_cluster.fitting_nodes(ray, resources.cpus, resources.gpus):
+        raise ZooError(f"no node of the Ray cluster can run a cell any more ({ray_cluster.describe_nodes(ray)}; a cell needs "
+                       f"{resources.cpus} CPUs, {resources.gpus:g} GPUs); add a node, then run again: finished cells are kept")
 
 
 def _outcome(ray, ref) -> tuple[float | None, str | None, bool]:
@@ -154,16 +179,17 @@ def _outcome(ray, ref) -> tuple[float | None, str | None, bool]:
         return None, f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0]}", True
 
 
-def run_on_worker(runner: RunCell, cell: Cell, cwd: str, threads: int) -> float:
-    """One cell in a Ray worker. Relative paths (teacher, runs/, .cache) mean what they mean to
-    the driver; torch uses the cell's CPU share, not every core (cells share the machine)."""
+def run_on_worker(job: Callable, args: tuple, cwd: str, threads: int):
+    """job(*args, progress) in a Ray worker: a cell or a teacher. Relative paths (teacher, runs/,
+    .cache) mean what they mean to the driver; torch uses the cell's CPU share, not every core
+    (cells share the machine)."""
     import torch
     from rich.progress import Progress
 
     os.chdir(cwd)
     torch.set_num_threads(threads)
     with Progress(disable=True) as progress:
-        return runner(cell, progress)
+        return job(*args, progress)
 
 
 def import_ray():

@@ -409,6 +409,26 @@ class CellRunner:
         return round(time.perf_counter() - started, 1)
 
 
+@dataclass(frozen=True)
+class TeacherJob:
+    """Fine-tunes a task's dense teacher into its folder (picklable: on Ray it runs as a task)."""
+
+    task: str
+    model: str
+    finetune_profile: str
+    data_dir: str | None
+    folder: Path
+
+    def __str__(self) -> str:
+        return f"teacher {self.folder}"
+
+    def __call__(self, progress) -> None:
+        from zoo import pipeline
+
+        run = pipeline.open_run(self.task, self.model, self.finetune_profile, self.data_dir)
+        pipeline.finetune(run, self.folder, progress, run.profile.eval.max_examples)
+
+
 def _dry_run_status(changed: list[str] | None) -> dict:
     return {"done": changed == []} | ({"changed": changed} if changed else {})
 
@@ -421,10 +441,15 @@ def _run_cells(cells: list[Cell], matrix: MatrixProfile, base_layers: dict, root
     started = time.perf_counter()
     phases: dict[str, float] = {}
     for task in dict.fromkeys(c.task for c in cells):  # data and models checked up front, for every task
-        base_run = pipeline.open_run(task, matrix.tasks[task], matrix.finetune_profile, data_dir)
+        pipeline.open_run(task, matrix.tasks[task], matrix.finetune_profile, data_dir)
         if not teachers[task]:
             teacher_started = time.perf_counter()
-            teachers[task] = pipeline.finetune(base_run, teacher_dir(matrix, task), progress, base_run.profile.eval.max_examples)
+            job = TeacherJob(task, matrix.tasks[task], matrix.finetune_profile, data_dir, teacher_dir(matrix, task))
+            executor.run_one(job, progress, matrix.cell_resources)  # where the cells run: on Ray, a task like them
+            teachers[task] = find_record(job.folder)
+            if not teachers[task]:
+                raise ZooError(f"{job}: it finished but {job.folder} holds no metrics.json on this machine; the teacher folder must "
+                               f"be on a filesystem every Ray node mounts at the same path")
             phases[f"teacher:{task}"] = round(time.perf_counter() - teacher_started, 1)
     changes = {c.name: changes_since_run(c, matrix, base_layers[c.task], root_dir) for c in cells}
     for c in cells:  # sources come first: a cell whose source re-runs re-runs after it
