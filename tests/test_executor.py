@@ -175,3 +175,17 @@ def test_a_killed_driver_leaves_no_ray_process(tiny_matrix, tmp_path):
         if driver.poll() is None:
             os.killpg(driver.pid, signal.SIGKILL)
 
+
+
+def test_file_lock_waits_for_its_holder(tmp_path):
+    """What a teacher-cache build takes around one key: a second process waits, then finds the work done."""
+    from zoo.io import file_lock
+
+    lock, done = tmp_path / ".key.lock", tmp_path / "built"
+    other = [sys.executable, "-c", f"from zoo.io import file_lock\nwith file_lock({str(lock)!r}):\n    print(__import__('os').path.exists({str(done)!r}))"]
+    with file_lock(lock):
+        waiting = subprocess.Popen(other, env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE, text=True)
+        time.sleep(1.0)
+        assert waiting.poll() is None  # still waiting for the lock
+        done.touch()
+    assert waiting.communicate(timeout=30)[0].strip() == "True"
