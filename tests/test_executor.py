@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 import yaml
@@ -67,13 +68,10 @@ def cell_workers(pid: int) -> list[int]:
 
 
 def test_ray_killed_worker_retried_same_table_as_local(tiny_matrix, tmp_path):
+    """The Ray run trains the teacher (a Ray task) both runs share; the local run comes second."""
     path, data = tiny_matrix
-    run_matrix(path, data, tmp_path / "local")  # also trains the teacher both runs share
-    expected = results.table(results.load_records(tmp_path / "local"))
-
     root = tmp_path / "ray"
-    command = [sys.executable, "-m", "zoo.cli", "matrix", "squad", "--profile", "tiny", "--matrix", str(path), "--data-dir", str(data),
-               "--root", str(root), "--executor", "ray", "--workers", "2"]
+    command = zoo_matrix(path, root, "--data-dir", str(data), "--executor", "ray", "--workers", "2")
     driver = subprocess.Popen(command, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
@@ -93,6 +91,9 @@ def test_ray_killed_worker_retried_same_table_as_local(tiny_matrix, tmp_path):
     assert driver.returncode == 0, err[-3000:]
     outcome = json.loads((root / "matrix-runs.json").read_text())[-1]["cells"]
     assert any("2 attempts" in o for o in outcome.values()), outcome  # the cell caught saving ran again
+    assert (tmp_path / "teacher-squad" / "metrics.json").is_file()
+    run_matrix(path, data, tmp_path / "local")
+    expected = results.table(results.load_records(tmp_path / "local"))
     got = results.table(results.load_records(root))
     assert len(got) == 4 and not list(root.glob(".*partial"))
     assert got[COMPARED].equals(expected[COMPARED])
@@ -189,3 +190,47 @@ def test_file_lock_waits_for_its_holder(tmp_path):
         assert waiting.poll() is None  # still waiting for the lock
         done.touch()
     assert waiting.communicate(timeout=30)[0].strip() == "True"
+
+
+class FakeCell(NamedTuple):
+    name: str
+    source: str | None = None
+
+
+class FlakyRunner(NamedTuple):
+    """Cell `bad` fails for good; cell `flaky` runs out of disk on its first try; each success leaves a file."""
+
+    folder_root: Path
+
+    def folder(self, cell: FakeCell) -> Path:
+        return self.folder_root / cell.name
+
+    def completed(self, cell: FakeCell) -> bool:
+        return self.folder(cell).is_file()
+
+    def __call__(self, cell: FakeCell, progress) -> float:
+        if cell.name == "bad":
+            raise ZooError("bad: its data file is broken")
+        tried = self.folder_root / f".{cell.name}.tried"
+        if cell.name == "flaky" and not tried.exists():
+            tried.touch()
+            raise OSError(28, "No space left on device")
+        time.sleep(1)
+        self.folder(cell).touch()
+        return 1.0
+
+
+def test_a_failed_cell_lets_the_others_finish_and_a_full_disk_is_retried(tmp_path, monkeypatch):
+    from rich.progress import Progress
+
+    from zoo.matrix import CellResources
+
+    monkeypatch.setenv("PYTHONPATH", str(REPO / "tests"))  # the workers unpickle FlakyRunner from this module, as pytest names it
+    cells = [FakeCell("bad"), FakeCell("flaky"), FakeCell("fine"), FakeCell("after-bad", source="bad")]
+    executor, resources = RayExecutor(workers=2), CellResources(cpus=1)
+    with executor.session(tmp_path, resources, "test"), Progress(disable=True) as progress:
+        with pytest.raises(ZooError) as failed:
+            executor.run(cells, FlakyRunner(tmp_path), progress, resources)
+    assert str(failed.value).startswith("2 of 4 cells failed, the others finished")
+    assert "bad: bad: its data file is broken" in str(failed.value) and "after-bad: it reuses bad, which failed" in str(failed.value)
+    assert (tmp_path / "flaky").is_file() and (tmp_path / "fine").is_file()

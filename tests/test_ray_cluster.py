@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.conftest import run_matrix
 from tests.test_distributed import free_port
@@ -81,10 +82,9 @@ def driver(matrix: Path, root: Path, cwd: Path, data: Path, address: str) -> sub
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 
-def wait_for_a_cell_on(node: subprocess.Popen, run: subprocess.Popen, teacher: Path, timeout: float = 120) -> None:
-    """Until a Ray worker on `node` runs a cell (not the teacher, which trains on the cluster first when missing)."""
+def wait_for_a_cell_on(node: subprocess.Popen, run: subprocess.Popen, timeout: float = 120) -> None:
     deadline = time.time() + timeout
-    while not ((teacher / "metrics.json").is_file() and cell_workers(node.pid)):
+    while not cell_workers(node.pid):
         assert run.poll() is None and time.time() < deadline, f"no cell ran on the node; driver: {run.poll()} " + (
             run.stderr.read()[-2000:] if run.poll() is not None else "(still running)")
         time.sleep(0.05)
@@ -104,26 +104,36 @@ def finish(run: subprocess.Popen, root: Path, expected) -> dict:
     return json.loads((root / "matrix-runs.json").read_text())[-1]["cells"]
 
 
-EXPECTED: list = []  # the local table, the same for every test's copy of the tiny matrix (same seeds): computed once
+SHARED: dict = {}  # the first test's local table and teacher: the same for every copy of the tiny matrix (same seeds)
 
 
 def local_table(path: Path, data: Path, root: Path):
-    """The local run's table (while the cluster's nodes start); the first time, also the teacher the cells share
-    (later, the driver trains its test's teacher)."""
-    if not EXPECTED:
+    """The local run's table; the first time this also trains the teacher, which every later test's matrix is
+    pointed at (the cells under test run on the cluster; test_executor.py trains a teacher on Ray)."""
+    if not SHARED:
         run_matrix(path, data, root)
-        EXPECTED.append(results.table(results.load_records(root)))
-    return EXPECTED[0]
+        SHARED.update(table=results.table(results.load_records(root)), teacher=yaml.safe_load(path.read_text())["profiles"]["tiny"]["teacher"])
+    doc = yaml.safe_load(path.read_text())
+    doc["profiles"]["tiny"]["teacher"] = SHARED["teacher"]
+    path.write_text(yaml.safe_dump(doc))
+    return SHARED["table"]
 
 
-def test_worker_node_killed_at_a_random_moment(tiny_matrix, tmp_path, cluster):
+def run_until_a_cell_is_on_the_worker(tiny_matrix, tmp_path: Path, cluster: Cluster, head_cpus: int, worker_cpus: int):
+    """A head and a worker node (the local table computed while they start), and `zoo matrix` on
+    them until a cell runs on the worker; returns the driver, the worker node and the local table."""
     path, data = tiny_matrix
-    cluster.start_node(1, head=True)
-    worker = cluster.start_node(1)
+    cluster.start_node(head_cpus, head=True)
+    worker = cluster.start_node(worker_cpus)
     expected = local_table(path, data, tmp_path / "local")
     cluster.wait_for_nodes(2)
     run = driver(path, tmp_path / "ray", tmp_path, data, cluster.address)
-    wait_for_a_cell_on(worker, run, tmp_path / "teacher-squad")
+    wait_for_a_cell_on(worker, run)
+    return run, worker, expected
+
+
+def test_worker_node_killed_at_a_random_moment(tiny_matrix, tmp_path, cluster):
+    run, worker, expected = run_until_a_cell_is_on_the_worker(tiny_matrix, tmp_path, cluster, head_cpus=1, worker_cpus=1)
     time.sleep(random.uniform(0, 3))  # somewhere in that cell's run (or just after it)
     cluster.kill(worker)
     finish(run, tmp_path / "ray", expected)  # the head runs what the worker held
@@ -132,13 +142,7 @@ def test_worker_node_killed_at_a_random_moment(tiny_matrix, tmp_path, cluster):
 def test_head_without_cpus_loses_its_only_worker_node(tiny_matrix, tmp_path, cluster):
     """With the head at --num-cpus 0 every task (and any actor) runs on the worker node; the run
     survives that node's death once another node joins, and its cells record the driver's command."""
-    path, data = tiny_matrix
-    cluster.start_node(0, head=True)
-    worker = cluster.start_node(2)
-    expected = local_table(path, data, tmp_path / "local")
-    cluster.wait_for_nodes(2)
-    run = driver(path, tmp_path / "ray", tmp_path, data, cluster.address)
-    wait_for_a_cell_on(worker, run, tmp_path / "teacher-squad")
+    run, worker, expected = run_until_a_cell_is_on_the_worker(tiny_matrix, tmp_path, cluster, head_cpus=0, worker_cpus=2)
     cluster.kill(worker)
     cluster.start_node(2)
     outcome = finish(run, tmp_path / "ray", expected)

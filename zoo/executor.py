@@ -174,9 +174,9 @@ def _outcome(ray, ref) -> tuple[float | None, str | None, bool]:
         cause = e.cause
         if isinstance(cause, ZooError):  # bad data, a missing sibling: the same on every try
             return None, str(cause), False
-        return None, f"{type(cause).__name__}: {cause}", isinstance(cause, (OSError, MemoryError))  # a full disk, out of memory
+        return None, ray_cluster.first_line(cause), isinstance(cause, (OSError, MemoryError))  # a full disk, out of memory
     except ray.exceptions.RayError as e:  # the worker or its node died (killed, out of memory), or its result was lost
-        return None, f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0]}", True
+        return None, ray_cluster.first_line(e), True
 
 
 def run_on_worker(job: Callable, args: tuple, cwd: str, threads: int):

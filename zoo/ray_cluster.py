@@ -76,8 +76,9 @@ def connect(ray, address: str | None) -> None:
     ray.init(address=address, **options)
 
 
-def _first_line(error: BaseException) -> str:
-    return (str(error).strip().splitlines() or [""])[0]
+def first_line(error: BaseException) -> str:
+    """An error as one line of an error message (Ray's carry the remote traceback below it)."""
+    return f"{type(error).__name__}: {(str(error).strip().splitlines() or [''])[0]}"
 
 
 def fitting_nodes(ray, cpus: int, gpus: float) -> list[dict]:
@@ -127,7 +128,7 @@ def check_nodes(ray, nodes: list[dict], folders: list[Path]) -> None:
             try:
                 facts = ray.get(ref)
             except ray.exceptions.RayError as e:
-                raise ZooError(f"Ray node {address} cannot run zoo ({_first_line(e)}); install this zoo on every node") from None
+                raise ZooError(f"Ray node {address} cannot run zoo ({first_line(e)}); install this zoo on every node") from None
             for folder, seen in zip(folders, facts["tokens"]):
                 if seen != token:
                     raise ZooError(f"{Path(folder).resolve()} is not shared with Ray node {address} ({facts['host']}): a file this driver "
