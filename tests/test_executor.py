@@ -142,14 +142,27 @@ def test_a_port_that_is_no_ray_cluster_fails_within_the_deadline(tiny_matrix, tm
     assert_refused_early(done, seconds, tmp_path, f"--address {address}: no Ray cluster answered within 5 s")
 
 
-@pytest.mark.parametrize("resources", [{"cpus": 64}, {"gpus": 1}])
-def test_cell_resources_no_node_has_fail_before_training(tiny_matrix, tmp_path, resources):
+def test_cell_resources_no_node_has_fail_before_training(tiny_matrix, tmp_path):
     path, data = tiny_matrix
     doc = yaml.safe_load(path.read_text())
-    doc["profiles"]["tiny"]["cell_resources"] = resources
+    doc["profiles"]["tiny"]["cell_resources"] = {"cpus": 64}
     path.write_text(yaml.safe_dump(doc))
     done, seconds = run_timed(zoo_matrix(path, tmp_path / "cells", "--data-dir", str(data), "--executor", "ray"), tmp_path)
     assert_refused_early(done, seconds, tmp_path, f"{path}: profile 'tiny', key 'cell_resources'", "fits no node of the Ray cluster")
+
+
+@pytest.mark.parametrize("cpus, gpus", [(4, 0), (1, 1)])
+def test_a_cell_must_fit_one_node(cpus, gpus):
+    """Ray places a task on one node: two 2-CPU nodes do not make room for a 4-CPU cell, and no GPU is no GPU."""
+    from zoo import ray_cluster
+
+    class TwoNodes:
+        def nodes(self):
+            return [{"Alive": True, "NodeManagerAddress": f"10.0.0.{i}", "Resources": {"CPU": 2.0}} for i in (1, 2)]
+
+    with pytest.raises(ZooError, match=rf"m.yaml: .*{{cpus: {cpus}, gpus: {gpus}}} fits no node .*\(10.0.0.1 2 CPUs 0 GPUs, 10.0.0.2"):
+        ray_cluster.check_fits(TwoNodes(), cpus, gpus, "m.yaml: profile 'p', key 'cell_resources'")
+    assert len(ray_cluster.check_fits(TwoNodes(), 2, 0, "m.yaml")) == 2
 
 
 def test_a_killed_driver_leaves_no_ray_process(tiny_matrix, tmp_path):

@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from zoo import paths, ray_cluster, reaper
 from zoo.errors import ZooError
@@ -22,7 +22,16 @@ from zoo.errors import ZooError
 if TYPE_CHECKING:
     from zoo.matrix import Cell, CellResources
 
-RunCell = Callable[["Cell", object], float]  # (cell, rich progress) -> wall seconds; CellRunner also says where a cell's folder is
+class RunCell(Protocol):
+    """Runs one cell into its folder (zoo.matrix.CellRunner)."""
+
+    def __call__(self, cell: Cell, progress) -> float: ...  # wall seconds
+
+    def folder(self, cell: Cell) -> Path: ...
+
+    def completed(self, cell: Cell) -> bool: ...
+
+
 MAX_ATTEMPTS = 4  # a cell whose worker or node dies, or that runs out of memory or disk, is started again, up to this often
 WAIT_SECONDS = 60  # no cell finished for this long: check that a node that can run one is still there
 
