@@ -118,9 +118,10 @@ def assert_refused_early(done: subprocess.CompletedProcess, seconds: float, tmp_
     assert seconds < 60 and not (tmp_path / "teacher-squad").exists()
 
 
-def test_unparseable_address_is_one_line(capsys):
-    code, err = run_cli(capsys, "matrix", "squad", "--executor", "ray", "--address", "head node:6379")
-    assert_one_clear_line(code, err, "--address head node:6379: expected auto, HOST:PORT")
+@pytest.mark.parametrize("address", ["head node:6379", "head:x"])  # head:x: printed as typed, not as an emoji
+def test_unparseable_address_is_one_line(capsys, address):
+    code, err = run_cli(capsys, "matrix", "squad", "--executor", "ray", "--address", address)
+    assert_one_clear_line(code, err, f"--address {address}: expected auto, HOST:PORT")
 
 
 def test_no_cluster_at_the_address_fails_at_once_before_training(tiny_matrix, tmp_path):

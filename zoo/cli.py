@@ -466,7 +466,7 @@ def main(argv: list[str] | None = None) -> int:
     except ZooError as e:
         if args.debug:
             raise
-        console.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)  # messages may hold [brackets]
+        console.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, emoji=False, soft_wrap=True)  # messages may hold [brackets], :x:
         return 2
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/yellow]")
