@@ -8,6 +8,7 @@ data root set in the driver alone reaches the cells, whose records carry the dri
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -66,6 +67,7 @@ class Cluster:
         for node in self.nodes:
             if node.poll() is None:
                 self.kill(node)
+        shutil.rmtree(self.temp, ignore_errors=True)  # the nodes' session logs
 
 
 @pytest.fixture()
