@@ -101,7 +101,7 @@ def test_console_script_exit_code(tmp_path):
 
 @pytest.mark.parametrize("argv0, expected", [("/repo/zoo/cli.py", "zoo"), ("/venv/bin/zoo", "zoo"), ("/tmp/run_variant.py", "run_variant.py")])
 def test_provenance_names_the_zoo_command_however_it_was_started(argv0, expected, monkeypatch):
-    from zoo.provenance import command_line
+    from zoo.launch import own_command
 
     monkeypatch.setattr(sys, "argv", [argv0, "matrix", "squad", "--profile", "cpu"])
-    assert command_line() == f"{expected} matrix squad --profile cpu"
+    assert own_command() == f"{expected} matrix squad --profile cpu"

@@ -108,6 +108,8 @@ def test_torchrun_finetune_main_process_writes_the_one_run_folder(tmp_path, tiny
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     record = json.loads((tmp_path / "out" / "run" / "metrics.json").read_text())
+    assert record["provenance"]["launcher"] == "torchrun" and record["provenance"]["world_size"] == 2
+    assert record["provenance"]["command"].startswith("python -m torch.distributed.run --nproc_per_node 2")  # the user's command, launcher included
     assert record["train"]["steps"] == 1 and record["train"]["features_seen"] == 24  # plan batches of 16 and 8: one per process
     assert done.stdout.count("train steps") == 1  # one summary: the main process's
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["run"]  # no staging folder left behind

@@ -65,8 +65,9 @@ def _summary(record, run_dir: Path) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> None:
-    from zoo import pipeline
+    from zoo import launch, pipeline
 
+    launch.check_processes()  # fewer processes than the launch asked for: said before any work
     run = pipeline.open_run(args.task, args.model, args.profile, args.data_dir)
     eval_limit = _eval_limit(args.eval_examples, run.profile.eval.max_examples)
     default_name = f"{Path(args.model).name if args.command == 'finetune' else 'eval'}-{args.profile}"
@@ -502,7 +503,7 @@ def main(argv: list[str] | None = None) -> int:
     except ZooError as e:
         if args.debug:
             raise
-        console.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)  # messages may hold [brackets]
+        console.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, emoji=False, soft_wrap=True)  # messages may hold [brackets], :x:
         return 2
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/yellow]")

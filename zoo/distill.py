@@ -4,7 +4,8 @@ The teacher (the dense fine-tuned model of the same task) is run once over the t
 features; its outputs (task logits and the hidden states the layer map needs, in float16)
 go to `<cache_root>/<key>/`, where key = sha256(teacher weights, features, what is stored).
 A cell whose key matches trains with no teacher forward pass at all; a changed teacher or
-changed data gives a new key, so a stale cache is never read.
+changed data gives a new key, so a stale cache is never read. One process builds a key while
+the others wait on its lock (cells on parallel Ray workers), then find it built.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from zoo.batching import collate, sorted_batches
 from zoo.errors import ZooError
-from zoo.io import sha256_file, write_json
+from zoo.io import file_lock, sha256_file, write_json
 from zoo.models import check_weights
 from zoo.task import FeatureSet
 
@@ -229,22 +229,19 @@ class CachedTeacher:
               cache_root: Path, batch_size: int, pad_id: int, on_batch: Callable[[int], None] | None = None) -> tuple[CachedTeacher, dict]:
         source = cache_source_key(teacher_dir, features, output_names)
         names = _stored_names(output_names, hidden_layers)
-        found = find_cache(cache_root, source, hidden_layers)
-        folder = found or Path(cache_root) / _digest({"source": source, "hidden_layers": list(hidden_layers)})
-        info = {"key": folder.name, "folder": str(folder), "hit": found is not None}
-        if not found:
-            staging = folder.with_name(f".{folder.name}.{os.getpid()}.partial")  # matrix cells on parallel workers may build one key at once
-            shutil.rmtree(staging, ignore_errors=True)
-            staging.mkdir(parents=True)
-            shards = _write_shards(teacher, features, output_names, hidden_layers, per_token, batch_size, pad_id, staging, on_batch)
-            write_json(staging / "meta.json", {"names": names, "source": source, "hidden_layers": list(hidden_layers),  # marks completion
-                                               "rows": len(features.rows), "shards": shards, "teacher": str(teacher_dir)})
-            if (folder / "meta.json").is_file():  # another process finished the same cache first: same arrays, keep theirs
-                shutil.rmtree(staging)
-            else:
+        with file_lock(Path(cache_root) / f".{source}.lock"):  # cells on parallel workers: one builds, the others then find it
+            found = find_cache(cache_root, source, hidden_layers)
+            folder = found or Path(cache_root) / _digest({"source": source, "hidden_layers": list(hidden_layers)})
+            if not found:
+                staging = folder.with_name(f".{folder.name}.partial")  # a killed build's leftovers are removed here
+                shutil.rmtree(staging, ignore_errors=True)
+                staging.mkdir(parents=True)
+                shards = _write_shards(teacher, features, output_names, hidden_layers, per_token, batch_size, pad_id, staging, on_batch)
+                write_json(staging / "meta.json", {"names": names, "source": source, "hidden_layers": list(hidden_layers),  # marks completion
+                                                   "rows": len(features.rows), "shards": shards, "teacher": str(teacher_dir)})
                 shutil.rmtree(folder, ignore_errors=True)
                 staging.rename(folder)
-        info["bytes"] = sum(f.stat().st_size for f in folder.iterdir())
+        info = {"key": folder.name, "folder": str(folder), "hit": found is not None, "bytes": sum(f.stat().st_size for f in folder.iterdir())}
         return cls(folder, names, per_token), info
 
     def outputs(self, indices: list[int], batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -86,25 +86,38 @@ def run_folders(root: str | Path) -> list[Path]:
 
 
 @contextmanager
+def file_lock(path: str | Path, wait: bool = True):
+    """Hold the lock file `path` (flock) for this process alone; yields its open handle, or None
+    without `wait` when another process holds it. The OS drops the lock when the process ends,
+    however it ends, so a killed process never leaves a stale lock. Waiting is for work that
+    several processes may start at once and one should do, e.g. building one teacher-cache key:
+    take the key's lock around the build, which then finds the cache built by the first holder.
+    (flock holds across NFS clients on Linux, which maps it to NFS byte-range locks; not on a
+    mount with `nolock` or `local_lock=flock`.)"""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+", encoding="utf-8") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield None
+            return
+        try:
+            yield handle
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextmanager
 def folder_lock(folder: str | Path, what: str):
-    """Hold `folder` for this process alone (flock on folder/.zoo.lock). The OS drops the lock
-    when the process ends, however it ends, so a killed run never leaves a stale lock."""
+    """Hold `folder` for this process alone (file_lock on folder/.zoo.lock, naming its holder in it)."""
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    handle = open(folder / ".zoo.lock", "a+", encoding="utf-8")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.seek(0)
-        holder = handle.read().strip() or "another process"
-        handle.close()
-        raise ZooError(f"{folder} is in use by another {what} ({holder}); wait for it to finish or use another folder") from None
-    try:
+    with file_lock(folder / ".zoo.lock", wait=False) as handle:
+        if handle is None:
+            holder = (folder / ".zoo.lock").read_text(encoding="utf-8").strip() or "another process"
+            raise ZooError(f"{folder} is in use by another {what} ({holder}); wait for it to finish or use another folder")
         handle.seek(0)
         handle.truncate()
         handle.write(f"pid {os.getpid()} since {time.strftime('%Y-%m-%d %H:%M:%S')}")
         handle.flush()
         yield
-    finally:
-        fcntl.flock(handle, fcntl.LOCK_UN)
-        handle.close()

@@ -383,16 +383,16 @@ def write_run_log(root: Path, entry: dict) -> None:
 
 
 def selected_cells(family: str, profile_name: str, matrix_file: str | None, overrides: Overrides, patterns: list[str] | None,
-                   offline_shape: bool) -> tuple[MatrixProfile, dict, list[Cell]]:
-    """The matrix profile with its overrides, each task's model (config, tokenizer folder, note;
-    `offline_shape`: a known model's shape when it cannot be fetched) and the selected cells."""
+                   offline_shape: bool) -> tuple[MatrixProfile, Path, dict, list[Cell]]:
+    """The matrix profile with its overrides and its file, each task's model (config, tokenizer
+    folder, note; `offline_shape`: a known model's shape when it cannot be fetched) and the selected cells."""
     from zoo.models import load_config
 
     matrix, source = load_matrix(family, profile_name, matrix_file)
     matrix = overrides.apply(matrix)
     configs = {task: load_config(model, offline_shape=offline_shape) for task, model in matrix.tasks.items()}
     cells = [c for task in matrix.tasks for c in build_cells(task, matrix, configs[task][0].num_hidden_layers, str(source))]
-    return matrix, configs, select(cells, patterns)
+    return matrix, source, configs, select(cells, patterns)
 
 
 def run(family: str, profile_name: str, progress, *, matrix_file: str | None = None, data_dir: str | None = None,
@@ -402,7 +402,7 @@ def run(family: str, profile_name: str, progress, *, matrix_file: str | None = N
     and the resource plan. A real run whose plan does not fit stops here, before any work."""
     from zoo import plan
 
-    matrix, configs, cells = selected_cells(family, profile_name, matrix_file, overrides, patterns, dry_run)
+    matrix, source, configs, cells = selected_cells(family, profile_name, matrix_file, overrides, patterns, dry_run)
     base_layers = {task: config.num_hidden_layers for task, (config, _, _) in configs.items()}
     root_dir = Path(root) if root else paths.matrix_root(family, profile_name + overrides.root_suffix())
     teachers = {task: find_record(teacher_dir(matrix, task)) for task in matrix.tasks}
@@ -425,9 +425,11 @@ def run(family: str, profile_name: str, progress, *, matrix_file: str | None = N
     plan.check_fits(resources["totals"], matrix.budget, root_dir)
     plan.show(resources, progress.console)
 
-    # two runners on one folder would redo and clobber each other's cells; with Ray the driver holds it for its workers
-    with folder_lock(root_dir, "zoo matrix run"):
-        result = _run_cells(cells, matrix, base_layers, root_dir, profile_name, progress, data_dir, executor or LocalExecutor())
+    # two runners on one folder would redo and clobber each other's cells; with Ray the driver holds it for its workers.
+    # The executor's machines are checked (reached, big enough, sharing root_dir) before any teacher trains.
+    executor, resources_key = executor or LocalExecutor(), f"{source}: profile '{profile_name}', key 'cell_resources'"
+    with folder_lock(root_dir, "zoo matrix run"), executor.session(root_dir, matrix.cell_resources, resources_key):
+        result = _run_cells(cells, matrix, base_layers, root_dir, profile_name, progress, data_dir, executor)
     return result | {"plan": resources, "teachers": teacher_folders}
 
 
@@ -442,6 +444,12 @@ class CellRunner:
     profile_name: str
     data_dir: str | None
     teachers: dict[str, Record | None]
+
+    def folder(self, cell: Cell) -> Path:
+        return self.root_dir / cell.name
+
+    def completed(self, cell: Cell) -> bool:
+        return is_complete(self.folder(cell))
 
     def __call__(self, cell: Cell, progress) -> float:
         from zoo import pipeline
@@ -458,7 +466,7 @@ class CellRunner:
         steps = train_steps(cell, matrix, self.base_layers[cell.task])
         cell_run.profile = cell_run.profile.model_copy(update={"train": matrix.train_config(cell, steps)})
         labels = cell.labels(matrix, self.profile_name, self.base_layers[cell.task], self.teachers[cell.task])
-        cell_dir = root_dir / cell.name
+        cell_dir = self.folder(cell)
         if cell.fp32_sibling:
             pipeline.quantize_trained(cell_run, root_dir / cell.fp32_sibling, cell_dir, progress, matrix.eval_examples, cell.recipe, labels)
         else:
@@ -466,6 +474,29 @@ class CellRunner:
         for task_id in set(progress.task_ids) - before:
             progress.remove_task(task_id)
         return round(time.perf_counter() - started, 1)
+
+
+@dataclass(frozen=True)
+class TeacherJob:
+    """Fine-tunes a task's dense teacher into its folder (picklable: on Ray it runs as a task)."""
+
+    task: str
+    model: str
+    finetune_profile: str
+    data_dir: str | None
+    folder: Path
+    train: dict  # settings replacing the finetune profile's (the matrix's teacher_train)
+    eval_examples: int | None  # the cells' dev examples, so retention compares like with like
+
+    def __str__(self) -> str:
+        return f"teacher {self.folder}"
+
+    def __call__(self, progress) -> None:
+        from zoo import pipeline
+
+        run = pipeline.open_run(self.task, self.model, self.finetune_profile, self.data_dir)
+        run.profile = run.profile.model_copy(update={"train": run.profile.train.model_copy(update=self.train)})
+        pipeline.finetune(run, self.folder, progress, self.eval_examples)
 
 
 def _dry_run_status(changed: list[str] | None) -> dict:
@@ -480,11 +511,16 @@ def _run_cells(cells: list[Cell], matrix: MatrixProfile, base_layers: dict, root
     started = time.perf_counter()
     phases: dict[str, float] = {}
     for task in dict.fromkeys(c.task for c in cells):  # data and models checked up front, for every task
-        base_run = pipeline.open_run(task, matrix.tasks[task], matrix.finetune_profile, data_dir)
-        base_run.profile = base_run.profile.model_copy(update={"train": base_run.profile.train.model_copy(update=matrix.teacher_train)})
+        pipeline.open_run(task, matrix.tasks[task], matrix.finetune_profile, data_dir)
         if not teachers[task]:
             teacher_started = time.perf_counter()
-            teachers[task] = pipeline.finetune(base_run, teacher_dir(matrix, task), progress, matrix.eval_examples)
+            job = TeacherJob(task, matrix.tasks[task], matrix.finetune_profile, data_dir, teacher_dir(matrix, task), matrix.teacher_train,
+                             matrix.eval_examples)
+            executor.run_one(job, progress, matrix.cell_resources)  # where the cells run: on Ray, a task like them
+            teachers[task] = find_record(job.folder)
+            if not teachers[task]:
+                raise ZooError(f"{job}: it finished but {job.folder} holds no metrics.json on this machine; the teacher folder must "
+                               f"be on a filesystem every Ray node mounts at the same path")
             phases[f"teacher:{task}"] = round(time.perf_counter() - teacher_started, 1)
     changes = {c.name: changes_since_run(c, matrix, base_layers[c.task], root_dir) for c in cells}
     for c in cells:  # sources come first: a cell whose source re-runs re-runs after it

@@ -5,13 +5,10 @@ from __future__ import annotations
 import datetime as dt
 import os
 import platform
-import shlex
 import subprocess
-import sys
 from importlib import metadata
-from pathlib import Path
 
-from zoo import paths
+from zoo import launch, paths
 
 LIBRARIES = ("zoo", "torch", "transformers", "tokenizers", "datasets", "accelerate", "huggingface-hub", "numpy")
 
@@ -52,15 +49,6 @@ def machine() -> dict:
     return info
 
 
-def command_line() -> str:
-    """The command as its user would retype it: `python -m zoo.cli ...` and `torchrun -m
-    zoo.cli ...` are the `zoo` command too (sys.argv[0] is then the path of zoo/cli.py)."""
-    argv = list(sys.argv)
-    path = Path(argv[0])
-    argv[0] = "zoo" if path.parts[-2:] == ("zoo", "cli.py") else path.name
-    return shlex.join(argv)
-
-
 def now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
@@ -68,7 +56,7 @@ def now() -> str:
 def collect() -> dict:
     return {
         "date": now(),
-        "command": command_line(),
+        **launch.describe(),  # the user's command, and the launcher (ray, torchrun, accelerate) and world size
         "git": git_state(),
         "libraries": library_versions(),
         "machine": machine(),

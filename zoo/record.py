@@ -57,7 +57,9 @@ class Machine(Section):
 
 class Provenance(Section):
     date: str
-    command: str
+    command: str  # the user's: under torchrun or accelerate the launcher's command line, under Ray the driver's
+    launcher: str | None = None  # ray, torchrun or accelerate; None: started directly (and in older records)
+    world_size: int = 1  # processes training together (torchrun / accelerate)
     git: Git
     libraries: dict[str, str]
     machine: Machine
