@@ -35,6 +35,7 @@ def measured(record) -> dict:
 
 def run(family: str, profile: str, overrides: matrix.Overrides, patterns: list[str], root: Path, output: Path, progress,
         data_dir: str | None = None) -> dict:
+    started = provenance.collect()  # the code that ran: the records' commit, not one made while it ran
     result = matrix.run(family, profile, progress, data_dir=data_dir, root=str(root), patterns=patterns, overrides=overrides)
     plan = result["plan"]
     rows = []
@@ -48,7 +49,7 @@ def run(family: str, profile: str, overrides: matrix.Overrides, patterns: list[s
         ratios = {m: round(seen[m] / planned[p], 3) for m, p in COMPARED if seen.get(m) and planned.get(p)}
         rows.append({"cell": name, "folder": str(folder), "plan": planned, "measured": seen, "measured_over_plan": ratios})
     report = {"benchmark": "scale", "family": family, "profile": profile, "overrides": overrides.__dict__, "device": plan["device"],
-              "data": plan["data"], "plan_totals": plan["totals"], "rows": rows, "provenance": provenance.collect()}
+              "data": plan["data"], "plan_totals": plan["totals"], "rows": rows, "provenance": started}
     write_json(output, report)
     write_text(output.with_suffix(".md"), markdown(report))
     return report
