@@ -43,7 +43,7 @@ def run(family: str, profile: str, overrides: matrix.Overrides, patterns: list[s
         name = planned["cell"]
         folder = Path(result["teachers"][name[len("teacher ("):-1]]["folder"]) if name.startswith("teacher (") else root / name
         record = find_record(folder)
-        if record is None:  # a teacher that was already there: no run of it to compare
+        if record is None:  # never ran (a teacher given ready-made)
             continue
         seen = measured(record)
         ratios = {m: round(seen[m] / planned[p], 3) for m, p in COMPARED if seen.get(m) and planned.get(p)}

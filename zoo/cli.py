@@ -109,12 +109,19 @@ def _executor(args: argparse.Namespace):
     return RayExecutor(args.address, args.workers)
 
 
+def _overrides(args: argparse.Namespace):
+    """The matrix-profile changes given on the command line (zoo matrix, zoo bench scale)."""
+    from zoo.matrix import Overrides
+
+    eval_examples = None if args.eval_examples is None else _eval_limit(args.eval_examples, None) or "all"
+    return Overrides(args.model, args.train_examples, eval_examples, args.max_steps, args.batch_size)
+
+
 def cmd_matrix(args: argparse.Namespace) -> None:
     from zoo import matrix, plan
 
     executor = _executor(args)
-    eval_examples = None if args.eval_examples is None else _eval_limit(args.eval_examples, None) or "all"
-    overrides = matrix.Overrides(args.model, args.train_examples, eval_examples, args.max_steps, args.batch_size)
+    overrides = _overrides(args)
     with _progress() as progress:
         result = matrix.run(args.family, args.profile, progress, matrix_file=args.matrix, data_dir=args.data_dir,
                             root=args.root, patterns=args.cells, dry_run=args.dry_run, executor=executor, overrides=overrides)
@@ -224,10 +231,9 @@ def cmd_bench_compression(args: argparse.Namespace) -> None:
 
 
 def cmd_bench_scale(args: argparse.Namespace) -> None:
-    from zoo import bench_scale, matrix, plan
+    from zoo import bench_scale, plan
 
-    eval_examples = None if args.eval_examples is None else _eval_limit(args.eval_examples, None) or "all"
-    overrides = matrix.Overrides(args.model, args.train_examples, eval_examples, args.max_steps, args.batch_size)
+    overrides = _overrides(args)
     device = plan.run_device()
     name = f"scale-{args.family}-{args.profile}-{device}"
     output = Path(args.output or paths.BENCH / f"{name}.json")
