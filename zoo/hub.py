@@ -207,8 +207,11 @@ def stage_repo(cell_dir: Path, card: ModelCard, into: Path) -> Path:
     return into
 
 
-def check_cells(root: Path) -> list[tuple[Path, Record]]:
-    """Every cell must be complete and carry every file before anything is published."""
+def check_cells(root: Path, org: str) -> list[tuple[Path, Record]]:
+    """Every cell must be complete, carry every file, have a name the Hub accepts and compressed
+    files that pass their checksum, before anything is published."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
     records = results.load_records(root)
     cells = []
     for record in records:
@@ -216,6 +219,16 @@ def check_cells(root: Path) -> list[tuple[Path, Record]]:
         missing = [n for n in REPO_FILES if not (cell_dir / n).is_file()]
         if missing:
             raise ZooError(f"cell {cell_dir} lacks {', '.join(missing)}; re-run the matrix for it (nothing was published)")
+        try:
+            validate_repo_id(f"{org}/{record.cell.name}")
+            if not record.cell.name.isascii():
+                raise HFValidationError("non-ASCII characters")
+        except HFValidationError as e:
+            raise ZooError(f"cell {cell_dir}: {record.cell.name!r} is no Hub repo name (letters, digits, '-', '_', '.'; {e}); "
+                           f"give the matrix's model folder such a name and re-run it (nothing was published)") from e
+        for name, _ in sparse_storage.FORMS.values():
+            if (cell_dir / name).is_file():
+                sparse_storage.load(cell_dir / name)  # a damaged file names itself and how to re-create it
         cells.append((cell_dir, record))
     return cells
 
@@ -225,14 +238,16 @@ def push_local(staged: Path, hub_root: Path, org: str, name: str, message: str) 
     repo = Path(hub_root) / "models" / org / name
 
     def git(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, check=True)
+        done = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True)
+        if done.returncode:
+            raise ZooError(f"git {args[0]} failed in {repo} ({(done.stderr.strip().splitlines() or ['no message'])[-1]}); "
+                           f"fix or remove that repo folder and publish again")
+        return done
 
     if not (repo / ".git").is_dir():
         repo.mkdir(parents=True, exist_ok=True)
         git("init", "-q", "-b", "main")
-    # A git killed mid-commit leaves index.lock behind; publish holds the org's folder lock, so
-    # no other writer can own it.
-    (repo / ".git" / "index.lock").unlink(missing_ok=True)
+    clear_stale_git_locks(repo / ".git")
     git("config", "user.name", "zoo")
     git("config", "user.email", "zoo@localhost")
     for entry in repo.iterdir():
@@ -245,6 +260,16 @@ def push_local(staged: Path, hub_root: Path, org: str, name: str, message: str) 
         return False
     git("commit", "-q", "-m", message)
     return True
+
+
+def clear_stale_git_locks(git_dir: Path) -> None:
+    """Remove the lock files a killed git leaves (index.lock, config.lock, HEAD.lock,
+    refs/heads/main.lock, ...), which make every later git command in the repo fail. They are
+    provably stale: a local hub's repos are written only by `zoo publish`, and this one holds the
+    org's folder lock (flock: no other publish runs), so no live git owns them."""
+    for lock in git_dir.rglob("*.lock"):
+        if lock.is_file():
+            lock.unlink(missing_ok=True)
 
 
 def push_hub(api, staged: Path, org: str, name: str, message: str) -> bool:
@@ -266,7 +291,7 @@ def push_hub(api, staged: Path, org: str, name: str, message: str) -> bool:
 def publish(family: str, root: Path, org: str, to: Path | None = None, api=None) -> dict:
     """Publish every cell under `root`, then the org's index repo. Returns {repo: committed?}."""
     check_org(org)
-    cells = check_cells(root)
+    cells = check_cells(root, org)
     df = results.table([r for _, r in cells])
     table_md = _linked_table(df, org, endpoint())
     rows = {row["cell"]: row for row in df.to_dict("records")}

@@ -15,7 +15,9 @@ from __future__ import annotations
 import fnmatch
 import itertools
 import json
+import re
 import time
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -153,7 +155,13 @@ class Cell:
 
 
 def model_tag(model: str, num_layers: int) -> str:
-    base = "minilm" if model == "minilm" else Path(model.rstrip("/")).name.lower()
+    """The base model's part of a cell name, which is also a Hub repo name: ASCII letters, digits,
+    '.', '_', '-' only (a folder 'My Model é' gives 'my-model-e')."""
+    name = "minilm" if model == "minilm" else Path(model.rstrip("/")).name
+    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode().lower()
+    base = re.sub(r"[-._]{2,}", "-", re.sub(r"[^a-z0-9._]+", "-", ascii_name)).strip("-._")  # the Hub refuses '--' and '..'
+    if not base:
+        raise ZooError(f"model {model!r}: its folder name has no ASCII letter or digit for the cell and repo names; rename the folder")
     return f"{base}-l{num_layers}"
 
 
