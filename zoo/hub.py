@@ -323,18 +323,33 @@ def publish(family: str, root: Path, org: str, to: Path | None = None, api=None)
 HUB_CACHE = paths.RUNS / "hub-cache"
 
 
+def check_reachable(timeout_s: float = 5) -> None:
+    """Fail in one line when HF_ENDPOINT's server does not answer at all, before huggingface_hub
+    retries each request for half a minute. Skipped offline or behind a proxy (which connects for us)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    if os.environ.get("HF_HUB_OFFLINE") or any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy")):
+        return
+    url = urlsplit(endpoint())
+    try:
+        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout=timeout_s).close()
+    except OSError as e:
+        raise ZooError(f"cannot reach {endpoint()} ({e.strerror or type(e).__name__}); is the server up (make hub-serve) "
+                       f"and HF_ENDPOINT set?") from e
+
+
 def list_repos(org: str, family: str) -> list[str]:
     """The org's repos for the family's tasks: the Hub's listing API, else the org's index repo
     of that family (a mirror such as olah serves repos but has no listing endpoint)."""
     from huggingface_hub import HfApi
-    from huggingface_hub.utils import HfHubHTTPError
 
     try:
         names = [m.id.split("/", 1)[1] for m in HfApi().list_models(author=org)]
         names = [n for n in names if any(f"-{task}-" in n for task in family_tasks(family))]
         if names:
             return sorted(names)
-    except (HfHubHTTPError, OSError, ValueError):
+    except Exception:  # no listing endpoint, or no server at all (the HTTP client's own errors): read_index says which
         pass
     return sorted(r["name"] for r in read_index(org, family)["repos"])
 
@@ -415,6 +430,7 @@ def reproduce(family: str, org: str, out_dir: Path, progress, data_dir: str | No
 
     from zoo import pipeline
 
+    check_reachable()
     out_dir = Path(out_dir)
     records, comparisons, weight_problems = [], [], []
     hashes = {r["name"]: r.get("sha256", {}) for r in _index_or_empty(org, family)}

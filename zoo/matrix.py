@@ -240,6 +240,11 @@ def build_cells(task: str, matrix: MatrixProfile, base_layers: int, source: str)
     tag = model_tag(model, base_layers)
     combos = [dict(zip(Axes.model_fields, combo)) for grid in matrix.grids  # layers None: the base model's depth
               for combo in itertools.product(*(getattr(grid, axis) or [base_layers] for axis in Axes.model_fields))]
+    for axis, by_value in matrix.cell_train_by.items():  # a value no cell has would be ignored: say so
+        unmatched = [value for value in by_value if value not in {settings[axis] for settings in combos}]
+        if unmatched:
+            raise ZooError(f"{source}: cell_train_by.{axis}.{unmatched[0]:g} matches no cell of {task}: its {axis} values are "
+                           f"{sorted({settings[axis] for settings in combos})}; fix the value or remove it")
     supernet_widths = sorted({s["width"] for s in combos if s["supernet"]}, reverse=True)
     cells: dict[str, Cell] = {}
     for settings in combos:

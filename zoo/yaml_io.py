@@ -14,6 +14,8 @@ class _UniqueKeyLoader(yaml.SafeLoader):
     def construct_mapping(self, node, deep=False):
         seen: dict = {}
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *defaults`: keys given here may override those
+                continue
             key = self.construct_object(key_node, deep=True)
             if key in seen:
                 raise ZooError(f"{self.name}: key '{key}' is given twice in one mapping (lines {seen[key] + 1} and "
