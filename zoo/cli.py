@@ -225,7 +225,7 @@ def cmd_bench_quality(args: argparse.Namespace) -> None:
     root, output = _variant_paths(args, "quality")
     with _progress() as progress:
         record = quality(args.family, args.profile, args.steps, _eval_limit(args.eval_examples, None), args.sparsities, keep_lists,
-                         root, output, progress, args.data_dir)
+                         root, output, progress, args.data_dir, args.matrix)
     _print_variants(record, f"bench quality · {record['settings']['task']} · -> {output}")
 
 
@@ -235,7 +235,7 @@ def cmd_bench_distill(args: argparse.Namespace) -> None:
     root, output = _variant_paths(args, "distill")
     with _progress() as progress:
         record = distillation(args.family, args.profile, args.steps, _eval_limit(args.eval_examples, None), args.layers, args.width,
-                              root, output, progress, args.data_dir)
+                              root, output, progress, args.data_dir, args.matrix)
     _print_variants(record, f"bench distill · {record['settings']['task']} · -> {output}")
 
 
@@ -427,6 +427,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _variant_arguments(p: argparse.ArgumentParser, benchmark: str, steps: int, eval_examples: str) -> None:
     p.add_argument("family", nargs="?", default="squad")
     p.add_argument("--profile", default="cpu", help="matrix profile: teacher, data, training, calibration and distillation settings")
+    p.add_argument("--matrix", type=existing_file, help="matrix file (default recipes/FAMILY-matrix.yaml)")
     p.add_argument("--steps", type=positive_int, default=steps, help="recovery steps of a full-size variant (cheaper ones: proportionally more)")
     p.add_argument("--eval-examples", type=examples, default=eval_examples, help="dev examples every variant (and the teacher) is scored on: N or 'all'")
     p.add_argument("--root", type=output_folder, help=f"variant run folders (default runs/bench-{benchmark}/FAMILY-PROFILE)")

@@ -487,13 +487,11 @@ def _index_or_empty(org: str, family: str) -> list[dict]:
 def olah_config(hub_dir: Path, port: int, path: Path) -> Path:
     """An olah config serving the git repos under hub_dir offline on loopback."""
     hub_dir, cache = Path(hub_dir).resolve(), (paths.RUNS / "olah-cache").resolve()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(
+    return write_text(
+        path,
         "[basic]\n"
         f'host = "127.0.0.1"\nport = {port}\n'
         f'mirror-netloc = "127.0.0.1:{port}"\nmirror-lfs-netloc = "127.0.0.1:{port}"\n'
         f'mirrors-path = ["{hub_dir}"]\nrepos-path = "{cache}"\n'
         "[accessibility]\noffline = true\n",
-        encoding="utf-8",
     )
-    return path
