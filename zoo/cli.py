@@ -250,7 +250,8 @@ def _print_variants(record: dict, title: str) -> None:
         table.add_column(column, justify="left" if column == "variant" else "right")
     metric = next(k for k in record["results"]["teacher"] if k not in ("steps",))
     for name, row in record["results"].items():
-        table.add_row(name, str(row["steps"]), f"{row[metric]:.2f}", f"{row['retention_pct']:.1f}")
+        retention = row["retention_pct"]  # None: a teacher scoring 0 has no percentage
+        table.add_row(name, str(row["steps"]), f"{row[metric]:.2f}", "n/a" if retention is None else f"{retention:.1f}")
     Console(width=max(Console().width, 100)).print(table)
 
 
