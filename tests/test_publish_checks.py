@@ -62,11 +62,34 @@ def test_a_killed_gits_lock_is_cleared(tmp_path, lock):
     assert not list(git_dir.rglob("*.lock"))
 
 
-def test_a_failing_git_is_one_error_naming_the_repo(tmp_path):
+def test_publish_replaces_files_only_in_repos_it_made(tmp_path):
+    """Deleting is only of what zoo made: a user's folder or git repo where a repo would go is refused, untouched."""
+    import subprocess
+
     staged = tmp_path / "staged"
     staged.mkdir()
     (staged / "a.txt").write_text("one")
     repo = tmp_path / "hub" / "models" / "org" / "repo"
-    (repo / ".git").mkdir(parents=True)  # a broken repo: git cannot work in it
-    with pytest.raises(ZooError, match=rf"git config failed in {repo} .*publish again"):
+    repo.mkdir(parents=True)
+    (repo / "notes.txt").write_text("mine")
+    with pytest.raises(ZooError, match=rf"{repo} holds files but no git repo, so zoo did not make it"):
         hub.push_local(staged, tmp_path / "hub", "org", "repo", "first")
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    with pytest.raises(ZooError, match=rf"{repo} is a git repo zoo did not make \(committer unset, not zoo@localhost\)"):
+        hub.push_local(staged, tmp_path / "hub", "org", "repo", "first")
+    assert (repo / "notes.txt").read_text() == "mine"
+
+
+def test_a_failing_git_is_one_error_naming_the_repo(tmp_path):
+    staged = tmp_path / "staged"
+    staged.mkdir()
+    (staged / "a.txt").write_text("one")
+    assert hub.push_local(staged, tmp_path / "hub", "org", "repo", "first")
+    repo = tmp_path / "hub" / "models" / "org" / "repo"
+    for folder in (repo / ".git" / "objects").iterdir():
+        if folder.is_dir() and len(folder.name) == 2:
+            for obj in folder.iterdir():
+                obj.write_bytes(b"corrupt")  # a damaged object store: every later git command fails
+    (staged / "a.txt").write_text("two")
+    with pytest.raises(ZooError, match=rf"git \w+ failed in {repo} .*publish again"):
+        hub.push_local(staged, tmp_path / "hub", "org", "repo", "second")

@@ -233,6 +233,9 @@ def check_cells(root: Path, org: str) -> list[tuple[Path, Record]]:
     return cells
 
 
+COMMITTER = "zoo@localhost"  # the user.email of every local hub repo zoo makes
+
+
 def push_local(staged: Path, hub_root: Path, org: str, name: str, message: str) -> bool:
     """Commit the staged files to the git repo hub_root/models/ORG/NAME; False when unchanged."""
     repo = Path(hub_root) / "models" / org / name
@@ -244,12 +247,19 @@ def push_local(staged: Path, hub_root: Path, org: str, name: str, message: str) 
                            f"fix or remove that repo folder and publish again")
         return done
 
+    # Publishing replaces a repo's files: only in a repo zoo made, recorded by the committer it set.
     if not (repo / ".git").is_dir():
+        if repo.is_dir() and any(repo.iterdir()):
+            raise ZooError(f"{repo} holds files but no git repo, so zoo did not make it; choose another --to or move it away")
         repo.mkdir(parents=True, exist_ok=True)
         git("init", "-q", "-b", "main")
+        git("config", "user.name", "zoo")
+        git("config", "user.email", COMMITTER)
+    committer = subprocess.run(["git", "-C", str(repo), "config", "--local", "user.email"], capture_output=True, text=True).stdout.strip()
+    if committer != COMMITTER:
+        raise ZooError(f"{repo} is a git repo zoo did not make (committer {committer or 'unset'}, not {COMMITTER}); "
+                       f"choose another --to or move it away")
     clear_stale_git_locks(repo / ".git")
-    git("config", "user.name", "zoo")
-    git("config", "user.email", "zoo@localhost")
     for entry in repo.iterdir():
         if entry.name != ".git":
             shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
