@@ -18,8 +18,11 @@ snippet, the command that trained it and its limits.
   reads, prints or stores it. The commit message names the recipe hash; re-publishing an
   unchanged cell makes no new commit (local: git finds nothing staged; Hub:
   `huggingface_hub` skips the empty commit).
-- Every cell is checked (complete, every file present) before the first push; a refused
-  upload stops with one line and leaves that repo without a partial commit.
+- Every cell is checked (complete, every file present, its name a valid repo id, its
+  compressed files passing their checksum) before the first push; a refused upload stops with
+  one line and leaves that repo without a partial commit.
+- A local hub repo is only ever written if zoo made it (its committer is zoo's); the lock files a
+  killed git leaves in it are cleared, as publish holds the org's folder lock.
 - olah serves repos but has no model-listing endpoint, so publishing also writes an index
   repo per family, `ORG/zoo-index-<family>`; `reproduce` uses the Hub's listing where there
   is one and the index otherwise.
