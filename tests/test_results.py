@@ -1,6 +1,7 @@
 """`zoo tables` writes README.md's compact tables and results/README.md; both rebuild the committed files."""
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -74,13 +75,15 @@ def test_a_killed_write_leaves_no_half_file_and_the_next_write_cleans_up(tmp_pat
     from zoo.io import staged_file, write_text
 
     target = tmp_path / "squad.png"
-    dead = tmp_path / ".squad.png.999999999-abc.tmp"  # no such pid
-    legacy = tmp_path / ".squad.png.k3j2l1.tmp"  # mkstemp's name before temp names carried a pid
-    for leftover in (dead, legacy):
+    dead = tmp_path / ".squad.png.999999999-abc_1234.tmp"  # no such pid
+    legacy = tmp_path / ".squad.png.k3j2l1x9.tmp"  # mkstemp's name before temp names carried a pid
+    live = tmp_path / f".squad.png.{os.getpid()}-live0000.tmp"  # a writer still running
+    other = tmp_path / ".squad.png.bak.999999999-abcd1234.tmp"  # squad.png.bak's, not squad.png's
+    for leftover in (dead, legacy, live, other):
         leftover.write_bytes(b"half a png")
     with pytest.raises(KeyboardInterrupt), staged_file(target) as tmp:
         tmp.write_bytes(b"half")
         raise KeyboardInterrupt
     assert not target.exists() and not dead.exists() and not legacy.exists()
     write_text(target, "whole")
-    assert [p.name for p in tmp_path.iterdir()] == ["squad.png"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, other.name, "squad.png"])

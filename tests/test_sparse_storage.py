@@ -197,6 +197,6 @@ def test_a_killed_compress_leaves_nothing_a_rerun_keeps(tmp_path):
     """Issue 24.7: a `zoo compress` killed mid-write left `.model.sparse.safetensors.*.tmp` files no re-run removed."""
     folder = sparse_bert(tmp_path / "cell", 0.8)
     for name, _ in sparse_storage.FORMS.values():
-        (folder / f".{name}.999999999-x1y2.tmp").write_bytes(b"half a file")  # its writer (no such pid) is gone
+        (folder / f".{name}.999999999-x1y2z3w4.tmp").write_bytes(b"half a file")  # its writer (no such pid) is gone
     sparse_storage.compress_folder(folder)
     assert not list(folder.glob(".*.tmp"))

@@ -325,7 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("family", help="squad, glue, clue or ner")
     p.add_argument("--profile", default="cpu")
     p.add_argument("--matrix", type=existing_file, help="matrix file (default recipes/FAMILY-matrix.yaml)")
-    p.add_argument("--root", help="folder for the cells (default runs/FAMILY-matrix/PROFILE)")
+    p.add_argument("--root", type=output_folder, help="folder for the cells (default runs/FAMILY-matrix/PROFILE)")
     p.add_argument("--cells", nargs="+", help="only cells matching these names/globs")
     p.add_argument("--dry-run", action="store_true", help="list the cells with an estimated cost, run nothing")
     p.add_argument("--data-dir")

@@ -7,6 +7,7 @@ import glob
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -28,11 +29,13 @@ def _alive(pid: int) -> bool:
 
 
 def remove_stale_temps(path: Path) -> None:
-    """Delete the temp files a killed writer of `path` left (`.NAME.PID-xxxx.tmp` whose PID is
-    gone; older names without a PID too): the next write of a file cleans up after the last."""
+    """Delete the temp files a killed writer of `path` left (`.NAME.PID-xxxxxxxx.tmp` whose PID is
+    gone; `.NAME.xxxxxxxx.tmp`, named before temp names carried a PID, too): the next write of a
+    file cleans up after the last. Exact names only: `NAME.bak`'s temps are not `NAME`'s."""
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.(?:(\d+)-)?[a-z0-9_]{{8}}\.tmp")
     for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
-        pid = tmp.name[len(path.name) + 2:].split("-", 1)[0]
-        if not (pid.isdigit() and _alive(int(pid))):
+        match = pattern.fullmatch(tmp.name)
+        if match and not (match[1] and _alive(int(match[1]))):
             tmp.unlink(missing_ok=True)
 
 
