@@ -68,6 +68,17 @@ def examples(text: str) -> int | str:
     return _number(text, int, 0, False, "a positive number of examples or 'all'")
 
 
+def family(text: str) -> str:
+    """A task family with registered adapters (squad, glue, clue, ner)."""
+    from zoo.adapters import family_tasks
+
+    try:
+        family_tasks(text)
+    except ZooError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
+
+
 def existing_file(text: str) -> str:
     if not Path(text).is_file():
         raise argparse.ArgumentTypeError(f"{text}: no such file")
@@ -79,12 +90,17 @@ def optional_file(text: str) -> str:
     return text and existing_file(text)
 
 
+def existing_folder(text: str) -> str:
+    if not Path(text).is_dir():
+        raise argparse.ArgumentTypeError(f"{text}: no such folder")
+    return text
+
+
 def checkpoint_folder(text: str) -> str:
     """A saved model: a folder with config.json (a run or cell folder)."""
-    folder = Path(text)
-    if not folder.is_dir():
+    if not Path(text).is_dir():
         raise argparse.ArgumentTypeError(f"{text}: no such folder; pass a run or cell folder")
-    if not (folder / "config.json").is_file():
+    if not (Path(text) / "config.json").is_file():
         raise argparse.ArgumentTypeError(f"{text} has no config.json; pass a run or cell folder (written by zoo or save_pretrained)")
     return text
 
