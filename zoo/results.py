@@ -253,7 +253,11 @@ def archive_cells(root: Path, archive: Path) -> None:
     listed in the archive's manifest are ever removed: zoo made and recorded those; anything else
     in `archive` (a user's run, a committed record from before the manifest) is left alone."""
     manifest = archive / ARCHIVE_MANIFEST
-    made = set(json.loads(manifest.read_text(encoding="utf-8"))["cells"]) if manifest.is_file() else set()
+    try:
+        made = set(json.loads(manifest.read_text(encoding="utf-8"))["cells"]) if manifest.is_file() else set()
+    except (ValueError, KeyError, TypeError) as e:
+        raise ZooError(f"{manifest}: not a list of archived cells ({type(e).__name__}: {e}); fix it, or remove it "
+                       f"(zoo then removes no archived cell)") from e
     if (Path(root) / "matrix-runs.json").is_file():  # wall time per phase of each matrix invocation
         copy_file(Path(root) / "matrix-runs.json", archive / "matrix-runs.json")
     current = [folder.name for folder in run_folders(root)]
@@ -270,8 +274,8 @@ def archive_cells(root: Path, archive: Path) -> None:
 def build(family: str, root: Path, out_dir: Path, readme: Path | None, archive: Path | None) -> dict:
     """Write {family}.csv/.md/.png into out_dir, rebuild out_dir/README.md, update the README
     section, and copy each cell's metrics.json, recipe and predictions (and the runner's wall-time
-    log) into `archive`, so the tables can be rebuilt from git alone; archived cells the run
-    folder no longer has are removed."""
+    log) into `archive`, so the tables can be rebuilt from git alone; cells archived there
+    earlier that the run folder no longer has are removed (`archive_cells`)."""
     records = load_records(root)
     df = table(records)
     out_dir.mkdir(parents=True, exist_ok=True)
