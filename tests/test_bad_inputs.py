@@ -53,15 +53,16 @@ def materialise(case: dict, tmp: Path, model: Path, data: Path, teacher: Path) -
             else:
                 (altered / name).write_text(text)
         data = altered
-    for name, text in case.get("files", {}).items():
-        (tmp / name).parent.mkdir(parents=True, exist_ok=True)
-        (tmp / name).write_text(text)
     fill = {"tmp": str(tmp), "model": str(model), "data": str(data), "teacher": str(teacher)}
 
     def sub(text: str) -> str:
         for key, value in fill.items():
             text = text.replace("{" + key + "}", value)
         return text
+
+    for name, text in case.get("files", {}).items():
+        (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp / name).write_text(sub(text))
 
     if "recipe" in case:
         (tmp / "recipe.yaml").write_text(sub(case["recipe"]))
@@ -82,6 +83,8 @@ def materialise(case: dict, tmp: Path, model: Path, data: Path, teacher: Path) -
 def test_bad_input_is_one_clear_error(case, capsys, tmp_path, monkeypatch, tiny_bert_dir, squad_data_root, classifier_dir):
     monkeypatch.chdir(tmp_path)  # caches and default run folders stay inside the test
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    for name, value in case.get("env", {}).items():  # e.g. a Hub that is down instead of offline
+        monkeypatch.delenv(name, raising=False) if value is None else monkeypatch.setenv(name, value)
     tmp = tmp_path / "case"
     tmp.mkdir()
     argv = materialise(case, tmp, tiny_bert_dir, squad_data_root, classifier_dir)

@@ -38,14 +38,3 @@ def test_compression_step_cost_compares_three_variants(tiny_bert_dir, squad_data
     assert all(r["best_round"]["seconds_per_step"] == min(r["seconds_per_step_by_round"]) for r in record["results"].values())
     assert (tmp_path / "c.json").is_file()
 
-
-def test_compression_bench_rounds_option_is_honoured(tiny_bert_dir, squad_data_root, tmp_path, monkeypatch):
-    from zoo.cli import main
-
-    monkeypatch.chdir(tmp_path)
-    code = main(["bench", "compression", "--model", str(tiny_bert_dir), "--teacher", str(tiny_bert_dir), "--data-dir", str(squad_data_root),
-                 "--steps", "2", "--warmup-steps", "1", "--batch-size", "4", "--max-seq-length", "128", "--doc-stride", "32",
-                 "--rounds", "1", "--output", str(tmp_path / "c.json")])
-    assert code == 0
-    record = json.loads((tmp_path / "c.json").read_text())
-    assert record["settings"]["rounds"] == 1 and len(record["results"]["plain_finetune"]["seconds_per_step_by_round"]) == 1

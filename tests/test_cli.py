@@ -67,7 +67,7 @@ def test_missing_model_folder_and_bad_eval_count(capsys, monkeypatch, tiny_bert_
     code, err = run_cli(capsys, "finetune", "squad", "--model", "./no/such/folder")
     assert_one_clear_line(code, err, "model folder ./no/such/folder does not exist")
     code, err = run_cli(capsys, "evaluate", "squad", "--model", str(tiny_bert_dir), "--eval-examples", "lots")
-    assert_one_clear_line(code, err, "--eval-examples lots")
+    assert_one_clear_line(code, err, "argument --eval-examples: 'lots'")
 
 
 def test_unknown_task_and_profile(capsys, monkeypatch):

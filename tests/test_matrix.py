@@ -94,9 +94,10 @@ def test_tables_csv_markdown_plot_readme(tiny_matrix, tmp_path):
     run_matrix(path, data, tmp_path / "cells")
     readme = tmp_path / "README.md"
     readme.write_text("# x\n<!-- results:squad:start -->\nold\n<!-- results:squad:end -->\ntail\n")
-    stale = tmp_path / "archive" / "tiny-bert0-l2-squad-s90-l2"  # a cell an earlier matrix had
+    stale = tmp_path / "archive" / "tiny-bert0-l2-squad-s90-l2"  # a cell an earlier matrix had, archived by zoo
     stale.mkdir(parents=True)
     (stale / "metrics.json").write_text("{}")
+    (tmp_path / "archive" / results.ARCHIVE_MANIFEST).write_text(json.dumps({"cells": [stale.name]}))
     summary = results.build("squad", tmp_path / "cells", tmp_path / "out", readme, tmp_path / "archive")
     assert not stale.exists()
     assert summary["rows"] == 4

@@ -352,7 +352,7 @@ def test_misspelt_key_names_the_unknown_and_the_missing_key():
         parse_recipe({"modifiers": [{"type": "obs_pruning", "final_sparsty": 0.5}]}, "r.yaml")
 
 
-def test_bench_quality_measures_every_variant_against_the_teacher(tiny_matrix, tmp_path, monkeypatch):
+def test_bench_quality_measures_every_variant_against_the_teacher(tiny_matrix, tmp_path):
     import json
 
     import yaml
@@ -367,10 +367,9 @@ def test_bench_quality_measures_every_variant_against_the_teacher(tiny_matrix, t
     doc = yaml.safe_load(path.read_text())
     doc["profiles"]["tiny"]["pruning"] = {"type": "obs_pruning", "calibration_examples": 8, "block_size": 16, "rounds": 2, "end": 0.5}
     path.write_text(yaml.safe_dump(doc))
-    monkeypatch.setattr(bench_quality, "load_matrix", lambda family, profile: matrix.load_matrix(family, profile, path))
     output = tmp_path / "quality.json"
     with Progress(disable=True) as progress:
-        record = bench_quality.quality("squad", "tiny", 1, 8, [0.5], [[0]], tmp_path / "variants", output, progress, str(data))
+        record = bench_quality.quality("squad", "tiny", 1, 8, [0.5], [[0]], tmp_path / "variants", output, progress, str(data), path)
     rows = record["results"]
     assert record["complete"] and json.loads(output.read_text())["results"] == rows
     assert set(rows) == {"teacher", "magnitude-s50-0steps", "magnitude-s50-1steps-kd", "obs-s50-0steps", "obs-s50-1steps-kd",
@@ -386,7 +385,7 @@ def test_bench_quality_measures_every_variant_against_the_teacher(tiny_matrix, t
     path.write_text(yaml.safe_dump(doc))
     finished = {name: find_record(tmp_path / "variants" / name).provenance.finished for name in rows}
     with Progress(disable=True) as progress:
-        bench_quality.quality("squad", "tiny", 1, 8, [0.5], [[0]], tmp_path / "variants", output, progress, str(data))
+        bench_quality.quality("squad", "tiny", 1, 8, [0.5], [[0]], tmp_path / "variants", output, progress, str(data), path)
     again = {name: find_record(tmp_path / "variants" / name) for name in rows}
     assert {name for name, record in again.items() if record.provenance.finished != finished[name]} == {
         "magnitude-s50-1steps-kd", "obs-s50-1steps-kd"}
@@ -396,7 +395,7 @@ def test_bench_quality_measures_every_variant_against_the_teacher(tiny_matrix, t
 
 
 @pytest.mark.slow
-def test_bench_distill_runs_each_option_beside_plain_kd(tiny_matrix, tmp_path, monkeypatch):
+def test_bench_distill_runs_each_option_beside_plain_kd(tiny_matrix, tmp_path):
     import yaml
     from rich.progress import Progress
 
@@ -405,9 +404,9 @@ def test_bench_distill_runs_each_option_beside_plain_kd(tiny_matrix, tmp_path, m
 
     path, data = tiny_matrix
     run_matrix(path, data, tmp_path / "cells", patterns=["*-s50-l2"])  # builds the teacher
-    monkeypatch.setattr(bench_quality, "load_matrix", lambda family, profile: matrix.load_matrix(family, profile, path))
     with Progress(disable=True) as progress:
-        record = bench_quality.distillation("squad", "tiny", 2, 8, 2, 0.5, tmp_path / "variants", tmp_path / "distill.json", progress, str(data))
+        record = bench_quality.distillation("squad", "tiny", 2, 8, 2, 0.5, tmp_path / "variants", tmp_path / "distill.json", progress, str(data),
+                                            path)
     rows, variants = record["results"], record["settings"]["variants"]
     assert record["complete"] and record["benchmark"] == "distill"
     # the tiny teacher has 2 layers: keeping both leaves Patient-KD an intermediate layer to compare

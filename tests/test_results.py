@@ -1,5 +1,7 @@
 """`zoo tables` writes README.md's compact tables and results/README.md; both rebuild the committed files."""
 
+import json
+import os
 import shutil
 from pathlib import Path
 
@@ -46,3 +48,42 @@ def test_tables_rebuild_the_committed_files(tmp_path, family):
     for name in ("README.md", f"{family}.csv", f"{family}.md"):
         assert (out / name).read_text() == (REPO / "results" / name).read_text(), name
     assert (tmp_path / "README.md").read_text() == (REPO / "README.md").read_text()
+
+
+def _cells(root: Path, *names: str) -> Path:
+    for name in names:
+        (root / name).mkdir(parents=True)
+        (root / name / "metrics.json").write_text("{}")
+    return root
+
+
+def test_archive_removes_only_cells_it_archived_itself(tmp_path):
+    """Issue 24.1: `zoo tables --archive DIR` deleted every run folder in DIR that was not a cell of
+    --root (a user's dense-cpu/, my-best-run/); now only cells its own manifest lists are removed."""
+    archive = _cells(tmp_path / "archive", "dense-cpu", "my-best-run")
+    results.archive_cells(_cells(tmp_path / "v1", "cell-a", "cell-b"), archive)
+    assert sorted(p.name for p in archive.iterdir() if p.is_dir()) == ["cell-a", "cell-b", "dense-cpu", "my-best-run"]
+    results.archive_cells(_cells(tmp_path / "v2", "cell-a"), archive)  # the matrix lost cell-b
+    assert sorted(p.name for p in archive.iterdir() if p.is_dir()) == ["cell-a", "dense-cpu", "my-best-run"]
+    assert (archive / "my-best-run" / "metrics.json").is_file()
+    assert json.loads((archive / results.ARCHIVE_MANIFEST).read_text()) == {"cells": ["cell-a"]}
+
+
+def test_a_killed_write_leaves_no_half_file_and_the_next_write_cleans_up(tmp_path):
+    """Issue 24.7: a killed `zoo tables` / `zoo compress` left a truncated file or temp files no
+    re-run removed; every write is staged, and a dead writer's temp name is removed by the next."""
+    from zoo.io import staged_file, write_text
+
+    target = tmp_path / "squad.png"
+    dead = tmp_path / ".squad.png.999999999-abc_1234.tmp"  # no such pid
+    legacy = tmp_path / ".squad.png.k3j2l1x9.tmp"  # mkstemp's name before temp names carried a pid
+    live = tmp_path / f".squad.png.{os.getpid()}-live0000.tmp"  # a writer still running
+    other = tmp_path / ".squad.png.bak.999999999-abcd1234.tmp"  # squad.png.bak's, not squad.png's
+    for leftover in (dead, legacy, live, other):
+        leftover.write_bytes(b"half a png")
+    with pytest.raises(KeyboardInterrupt), staged_file(target) as tmp:
+        tmp.write_bytes(b"half")
+        raise KeyboardInterrupt
+    assert not target.exists() and not dead.exists() and not legacy.exists()
+    write_text(target, "whole")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, other.name, "squad.png"])

@@ -86,8 +86,11 @@ def test_files_are_smaller_as_the_arithmetic_says(tmp_path):
     assert tensors[f"{name}.bitmask"].numel() == 256 * 64 // 8 and tensors[f"{name}.values"].numel() == round(0.1 * 256 * 64)
     assert "bert.embeddings.word_embeddings.weight" in tensors  # no zeros to drop: stored dense
 
+    # issue 24.7: nothing pruned, the "sparse" fp32 form is no smaller than the dense file: not written
     dense_cell = sparse_bert(tmp_path / "dense", 0.0)
-    assert sparse_storage.compress_folder(dense_cell)["forms"]["fp32"]["ratio_to_dense"] == pytest.approx(1.0, abs=0.01)
+    (dense_cell / "model.sparse.safetensors").write_bytes(b"an older copy")
+    assert list(sparse_storage.compress_folder(dense_cell)["forms"]) == ["fp16"]
+    assert not (dense_cell / "model.sparse.safetensors").exists()
 
 
 def test_bad_files_name_themselves(tmp_path):
@@ -105,7 +108,7 @@ def test_bad_files_name_themselves(tmp_path):
     tensors, metadata = sparse_storage.compress(load_file(folder / "model.safetensors"))
     name = "bert.encoder.layer.1.output.dense.weight"
     tensors[f"{name}.values"] = tensors[f"{name}.values"][1:]
-    save_file(tensors, tmp_path / "mismatched.safetensors", metadata=metadata)
+    save_file(tensors, tmp_path / "mismatched.safetensors", metadata=metadata | {"sha256": sparse_storage.checksum(tensors)})
     with pytest.raises(ZooError, match=rf"mismatched.safetensors .*{name}: the bitmask marks \d+ non-zeros but \d+ values"):
         sparse_storage.load(tmp_path / "mismatched.safetensors")
 
@@ -166,3 +169,34 @@ def test_a_pruned_run_folder_gets_its_compressed_files(tiny_bert_dir, squad_data
     assert size == record.size_on_disk.dump() and size["dense_bytes"] == (tmp_path / "cell" / "model.safetensors").stat().st_size
     assert all((tmp_path / "cell" / form["file"]).stat().st_size == form["bytes"] for form in size["forms"].values())
     assert not list(tmp_path.glob("cell/.*tmp"))
+
+
+def test_a_flipped_byte_or_a_missing_checksum_is_refused(tmp_path):
+    """Issue 24.7: bytes flipped inside a bitmask loaded silently as other weights (F1 to 0)."""
+    folder = sparse_bert(tmp_path / "cell", 0.8)
+    sparse_storage.compress_folder(folder)
+    path = folder / "model.sparse.safetensors"
+    tensors = load_file(path)
+    bitmask = tensors["bert.encoder.layer.0.intermediate.dense.weight.bitmask"]
+    data = bytearray(path.read_bytes())
+    offset = data.find(bitmask.numpy().tobytes())
+    data[offset + 10] ^= 0xFF  # eight weights swap zero and non-zero: as many values, another model
+    flipped = tmp_path / "flipped.safetensors"
+    flipped.write_bytes(bytes(data))
+    with pytest.raises(ZooError, match=r"flipped.safetensors is not a readable .*do not match the sha256"):
+        sparse_storage.load(flipped)
+
+    tensors, metadata = sparse_storage.compress(load_file(folder / "model.safetensors"))
+    metadata.pop("sha256")
+    save_file(tensors, tmp_path / "old.safetensors", metadata=metadata)
+    with pytest.raises(ZooError, match=r"old.safetensors is not a readable .*no sha256 in its metadata"):
+        sparse_storage.load(tmp_path / "old.safetensors")
+
+
+def test_a_killed_compress_leaves_nothing_a_rerun_keeps(tmp_path):
+    """Issue 24.7: a `zoo compress` killed mid-write left `.model.sparse.safetensors.*.tmp` files no re-run removed."""
+    folder = sparse_bert(tmp_path / "cell", 0.8)
+    for name, _ in sparse_storage.FORMS.values():
+        (folder / f".{name}.999999999-x1y2z3w4.tmp").write_bytes(b"half a file")  # its writer (no such pid) is gone
+    sparse_storage.compress_folder(folder)
+    assert not list(folder.glob(".*.tmp"))

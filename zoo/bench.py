@@ -6,6 +6,7 @@ import statistics
 import time
 from pathlib import Path
 
+from pydantic import ValidationError
 from rich.progress import Progress
 
 from zoo import provenance, speed
@@ -65,7 +66,10 @@ def _squad_adapter(model_ref: str, data_dir: str | None, max_seq_length: int, do
     root = data_root(data_dir)
     model_path = resolve_model(model_ref)
     squad = get_adapter("squad")
-    config = squad.config_schema(max_seq_length=max_seq_length, doc_stride=doc_stride)
+    try:
+        config = squad.config_schema(max_seq_length=max_seq_length, doc_stride=doc_stride)
+    except ValidationError as e:
+        raise ZooError(f"--max-seq-length {max_seq_length} --doc-stride {doc_stride}: {e.errors()[0]['msg']}") from e
     return squad("squad", config, AutoTokenizer.from_pretrained(model_path), root), model_path, root
 
 

@@ -85,8 +85,8 @@ def distillation_variants(layers: int, width: float, layer_steps: int, width_ste
 
 
 def quality(family: str, profile_name: str, steps: int, eval_examples: int | None, sparsities: list[float], keep_lists: list[list[int]],
-            root: Path, output: Path, progress: Progress, data_dir: str | None = None) -> dict:
-    matrix, source = load_matrix(family, profile_name)
+            root: Path, output: Path, progress: Progress, data_dir: str | None = None, matrix_file: str | None = None) -> dict:
+    matrix, source = load_matrix(family, profile_name, matrix_file)
     lengths = {len(k) for k in keep_lists}
     if len(lengths) != 1:
         raise ZooError(f"--keep lists must all keep the same number of layers, got {sorted(lengths)}")
@@ -100,8 +100,8 @@ def quality(family: str, profile_name: str, steps: int, eval_examples: int | Non
 
 
 def distillation(family: str, profile_name: str, steps: int, eval_examples: int | None, layers: int, width: float,
-                 root: Path, output: Path, progress: Progress, data_dir: str | None = None) -> dict:
-    matrix, source = load_matrix(family, profile_name)
+                 root: Path, output: Path, progress: Progress, data_dir: str | None = None, matrix_file: str | None = None) -> dict:
+    matrix, source = load_matrix(family, profile_name, matrix_file)
     base_layers = _base_layers(matrix, family, profile_name)
     layer_steps, width_steps = round(steps * base_layers / layers), round(steps / width)  # the matrix's budget rule
     planned = distillation_variants(layers, width, layer_steps, width_steps, matrix)

@@ -12,7 +12,21 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from zoo import paths
+from zoo import cli_args, paths
+from zoo.cli_args import (
+    checkpoint_folder,
+    examples,
+    existing_file,
+    fraction,
+    kept_fraction,
+    optional_file,
+    output_file,
+    output_folder,
+    port,
+    positive_float,
+    positive_int,
+    whole_number,
+)
 from zoo.errors import ZooError
 
 console = Console(stderr=True)
@@ -26,27 +40,9 @@ def _progress() -> Progress:
     )
 
 
-def _eval_limit(value: str | None, default: int | None) -> int | None:
-    if value is None:
-        return default
-    if value == "all":
-        return None
-    if value.isdigit() and int(value) > 0:
-        return int(value)
-    raise ZooError(f"--eval-examples {value}: expected a positive number or 'all'")
-
-
-def _steps(value: str) -> int:
-    """A step count; 0 trains nothing: the recipe's one-shot changes (e.g. a width sliced out of a supernet), saved and scored."""
-    if not value.isdigit():
-        raise argparse.ArgumentTypeError(f"{value!r}: expected a whole number of steps")
-    return int(value)
-
-
-def _count(value: str) -> int:
-    if not value.isdigit() or int(value) == 0:
-        raise argparse.ArgumentTypeError(f"{value!r}: expected a positive whole number")
-    return int(value)
+def _eval_limit(value: int | str | None, default: int | None) -> int | None:
+    """--eval-examples (parsed by cli_args.examples): None the default, 'all' no limit."""
+    return default if value is None else None if value == "all" else value
 
 
 def _summary(record, run_dir: Path) -> None:
@@ -93,7 +89,7 @@ def cmd_bench_train(args: argparse.Namespace) -> None:
     with _progress() as progress:
         result = bench.train_throughput(
             args.model, args.data_dir, args.steps, args.warmup_steps, args.batch_size,
-            args.max_seq_length, args.doc_stride, args.output, progress, rounds=args.rounds,
+            args.max_seq_length, args.doc_stride, args.output, progress,
         )
     Console().print_json(data={"results": result["results"], "comparison": result["comparison"]})
 
@@ -113,8 +109,7 @@ def _overrides(args: argparse.Namespace):
     """The matrix-profile changes given on the command line (zoo matrix, zoo bench scale)."""
     from zoo.matrix import Overrides
 
-    eval_examples = None if args.eval_examples is None else _eval_limit(args.eval_examples, None) or "all"
-    return Overrides(args.model, args.train_examples, eval_examples, args.max_steps, args.batch_size)
+    return Overrides(args.model, args.train_examples, args.eval_examples, args.max_steps, args.batch_size)
 
 
 def cmd_matrix(args: argparse.Namespace) -> None:
@@ -191,7 +186,7 @@ def cmd_export(args: argparse.Namespace) -> None:
     run = pipeline.open_run(task, args.checkpoint, args.profile or (record.finetune_profile if record else "cpu"), args.data_dir)
     output = Path(args.output or paths.BENCH / f"onnx-parity-{Path(args.checkpoint).name}.json")
     with _progress() as progress:
-        result = pipeline.onnx_parity(run, output, progress, int(args.eval_examples), args.threads)
+        result = pipeline.onnx_parity(run, output, progress, _eval_limit(args.eval_examples, None), args.threads)
     Console().print(f"{result['onnx_file']} ({result['onnx_bytes'] / 1e6:.1f} MB): max |logit diff| {result['max_abs_logit_diff']}; "
                     f"metrics identical on {result['examples']} dev examples: {result['metrics_identical']} -> {output}")
 
@@ -253,7 +248,7 @@ def cmd_bench_quality(args: argparse.Namespace) -> None:
     root, output = _variant_paths(args, "quality")
     with _progress() as progress:
         record = quality(args.family, args.profile, args.steps, _eval_limit(args.eval_examples, None), args.sparsities, keep_lists,
-                         root, output, progress, args.data_dir)
+                         root, output, progress, args.data_dir, args.matrix)
     _print_variants(record, f"bench quality · {record['settings']['task']} · -> {output}")
 
 
@@ -263,7 +258,7 @@ def cmd_bench_distill(args: argparse.Namespace) -> None:
     root, output = _variant_paths(args, "distill")
     with _progress() as progress:
         record = distillation(args.family, args.profile, args.steps, _eval_limit(args.eval_examples, None), args.layers, args.width,
-                              root, output, progress, args.data_dir)
+                              root, output, progress, args.data_dir, args.matrix)
     _print_variants(record, f"bench distill · {record['settings']['task']} · -> {output}")
 
 
@@ -278,7 +273,8 @@ def _print_variants(record: dict, title: str) -> None:
         table.add_column(column, justify="left" if column == "variant" else "right")
     metric = next(k for k in record["results"]["teacher"] if k not in ("steps",))
     for name, row in record["results"].items():
-        table.add_row(name, str(row["steps"]), f"{row[metric]:.2f}", f"{row['retention_pct']:.1f}")
+        retention = row["retention_pct"]  # None: a teacher scoring 0 has no percentage
+        table.add_row(name, str(row["steps"]), f"{row[metric]:.2f}", "n/a" if retention is None else f"{retention:.1f}")
     Console(width=max(Console().width, 100)).print(table)
 
 
@@ -332,7 +328,7 @@ def cmd_hub_serve(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="zoo", description=__doc__)
+    parser = cli_args.Parser(prog="zoo", description=__doc__)
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, help_text in (("finetune", "fine-tune a model on a task, then evaluate it"), ("evaluate", "evaluate a fine-tuned checkpoint")):
@@ -340,69 +336,69 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("task", help="task, e.g. squad, sst2, tnews, conll2003")
         p.add_argument("--model", default="minilm", help="'minilm' (embedded), 'minilm-zh' (its Chinese transplant), a local folder or a Hub id")
         p.add_argument("--profile", default="cpu", help="profile in recipes/FAMILY.yaml (cpu, full)")
-        p.add_argument("--output", help="run folder (default runs/TASK/NAME-PROFILE)")
+        p.add_argument("--output", type=output_folder, help="run folder (default runs/TASK/NAME-PROFILE)")
         p.add_argument("--data-dir", help="local data root (default $ZOO_DATA_DIR; unset = Hub)")
-        p.add_argument("--eval-examples", help="dev examples to score: N or 'all' (default: the profile's)")
+        p.add_argument("--eval-examples", type=examples, help="dev examples to score: N or 'all' (default: the profile's)")
         if name == "finetune":
-            p.add_argument("--recipe", help="compression recipe YAML (zoo/recipe.py modifiers); none: dense")
-            p.add_argument("--max-steps", type=_steps, help="stop training after N optimizer steps, 0 for none (default: the profile's epochs)")
-            p.add_argument("--train-examples", type=_count, help="train on a seeded random N examples (default: the profile's)")
+            p.add_argument("--recipe", type=existing_file, help="compression recipe YAML (zoo/recipe.py modifiers); none: dense")
+            p.add_argument("--max-steps", type=whole_number, help="stop training after N optimizer steps, 0 for none (default: the profile's epochs)")
+            p.add_argument("--train-examples", type=positive_int, help="train on a seeded random N examples (default: the profile's)")
         p.set_defaults(func=cmd_run)
     p = sub.add_parser("matrix", help="run a compression matrix (recipes/FAMILY-matrix.yaml) for each of its tasks")
-    p.add_argument("family", help="squad, glue, clue or ner")
+    p.add_argument("family", type=cli_args.family, help="squad, glue, clue or ner")
     p.add_argument("--profile", default="cpu")
-    p.add_argument("--matrix", help="matrix file (default recipes/FAMILY-matrix.yaml)")
-    p.add_argument("--root", help="folder for the cells (default runs/FAMILY-matrix/PROFILE)")
+    p.add_argument("--matrix", type=existing_file, help="matrix file (default recipes/FAMILY-matrix.yaml)")
+    p.add_argument("--root", type=output_folder, help="folder for the cells (default runs/FAMILY-matrix/PROFILE)")
     p.add_argument("--cells", nargs="+", help="only cells matching these names/globs")
     p.add_argument("--dry-run", action="store_true", help="list the cells with an estimated cost, run nothing")
     p.add_argument("--data-dir")
     p.add_argument("--executor", choices=("local", "ray"), default="local",
                    help="local: cells one after another here (default); ray: cells as Ray tasks (pip install 'zoo[ray]')")
     p.add_argument("--address", help="with --executor ray: an existing Ray cluster (auto, HEAD:6379 or ray://HEAD:10001; default: a Ray instance started here)")
-    p.add_argument("--workers", type=_count, help="with --executor ray: at most N cells at once (default: as many as the cluster's resources allow)")
+    p.add_argument("--workers", type=positive_int, help="with --executor ray: at most N cells at once (default: as many as the cluster's resources allow)")
     p.add_argument("--model", help="every task's base model instead of the profile's, e.g. random:bert-base-uncased (its shape, random weights)")
-    p.add_argument("--train-examples", type=_count, help="cells and teacher train on a seeded random N examples")
-    p.add_argument("--eval-examples", help="dev examples cells and teacher are scored on: N or 'all'")
-    p.add_argument("--max-steps", type=_steps, help="every trained cell and the teacher train for N optimizer steps")
-    p.add_argument("--batch-size", type=_count, help="training batch size of cells and teacher")
+    p.add_argument("--train-examples", type=positive_int, help="cells and teacher train on a seeded random N examples")
+    p.add_argument("--eval-examples", type=examples, help="dev examples cells and teacher are scored on: N or 'all'")
+    p.add_argument("--max-steps", type=whole_number, help="every trained cell and the teacher train for N optimizer steps")
+    p.add_argument("--batch-size", type=positive_int, help="training batch size of cells and teacher")
     p.set_defaults(func=cmd_matrix)
     p = sub.add_parser("tables", help="build results/FAMILY.{csv,md,png}, results/README.md and the README table from matrix cells")
-    p.add_argument("family")
+    p.add_argument("family", type=cli_args.family)
     p.add_argument("--profile", default="cpu")
     p.add_argument("--root", help="folder of cell folders (default runs/FAMILY-matrix/PROFILE)")
-    p.add_argument("--out", default=str(paths.RESULTS))
-    p.add_argument("--readme", default=str(paths.README), help="README to update between results markers ('' to skip)")
-    p.add_argument("--archive", help="where cell metrics are copied for git (default results/FAMILY/matrix-PROFILE)")
+    p.add_argument("--out", type=output_folder, default=str(paths.RESULTS), help="folder for FAMILY.{csv,md,png} and README.md")
+    p.add_argument("--readme", type=optional_file, default=str(paths.README), help="README to update between results markers ('' to skip)")
+    p.add_argument("--archive", type=output_folder, help="where cell metrics are copied for git (default results/FAMILY/matrix-PROFILE)")
     p.set_defaults(func=cmd_tables)
     p = sub.add_parser("publish", help="publish every matrix cell as a Hub model repo")
-    p.add_argument("family")
+    p.add_argument("family", type=cli_args.family)
     p.add_argument("--org", required=True)
-    p.add_argument("--to", help="a local hub folder (models/ORG/NAME git repos) instead of the Hub")
+    p.add_argument("--to", type=output_folder, help="a local hub folder (models/ORG/NAME git repos) instead of the Hub")
     p.add_argument("--profile", default="cpu")
     p.add_argument("--root", help="folder of cell folders (default runs/FAMILY-matrix/PROFILE)")
     p.set_defaults(func=cmd_publish)
     p = sub.add_parser("reproduce", help="download ORG's checkpoints, re-evaluate, rebuild the tables, check the cards")
     p.add_argument("--org", required=True)
-    p.add_argument("--family", required=True, help="squad, glue, clue or ner")
-    p.add_argument("--out", help="folder for the rebuilt tables (default results/reproduced/FAMILY-ORG)")
+    p.add_argument("--family", type=cli_args.family, required=True, help="squad, glue, clue or ner")
+    p.add_argument("--out", type=output_folder, help="folder for the rebuilt tables (default results/reproduced/FAMILY-ORG)")
     p.add_argument("--data-dir")
-    p.add_argument("--tolerance", type=float, default=0.1)
+    p.add_argument("--tolerance", type=positive_float, default=0.1, help="largest allowed |card - reproduced| per metric")
     p.set_defaults(func=cmd_reproduce)
     p = sub.add_parser("compress", help="write the bitmask-compressed weights (lossless fp32 and fp16) into run folders, sizes into metrics.json")
-    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    p.add_argument("run_dirs", type=checkpoint_folder, nargs="+", metavar="RUN_DIR")
     p.set_defaults(func=cmd_compress)
     p = sub.add_parser("export", help="export a checkpoint to ONNX and check ONNX Runtime against PyTorch on dev examples")
-    p.add_argument("checkpoint", help="a run or cell folder")
+    p.add_argument("checkpoint", type=checkpoint_folder, help="a run or cell folder")
     p.add_argument("--task", help="default: the folder's metrics.json")
     p.add_argument("--profile", help="profile for features (default: the folder's metrics.json, else cpu)")
-    p.add_argument("--eval-examples", default="200")
-    p.add_argument("--threads", type=int)
+    p.add_argument("--eval-examples", type=examples, default="200", help="dev examples compared: N or 'all'")
+    p.add_argument("--threads", type=positive_int, help="ONNX Runtime threads (default: its own choice)")
     p.add_argument("--data-dir")
-    p.add_argument("--output", help="default results/bench/onnx-parity-NAME.json")
+    p.add_argument("--output", type=output_file, help="default results/bench/onnx-parity-NAME.json")
     p.set_defaults(func=cmd_export)
     p = sub.add_parser("hub-serve", help="serve a local hub folder with olah on loopback")
-    p.add_argument("--dir", default=str(paths.HUB_DIR))
-    p.add_argument("--port", type=int, default=8090)
+    p.add_argument("--dir", type=cli_args.existing_folder, default=str(paths.HUB_DIR), help="the local hub folder `zoo publish --to` wrote")
+    p.add_argument("--port", type=port, default=8090)
     p.set_defaults(func=cmd_hub_serve)
     bench = sub.add_parser("bench", help="benchmarks writing JSON under results/bench/")
     bench_sub = bench.add_subparsers(dest="bench", required=True)
@@ -411,90 +407,99 @@ def build_parser() -> argparse.ArgumentParser:
     _bench_arguments(p, steps=24, max_seq_length=384, output=str(paths.BENCH / "train-throughput.json"))
     p.set_defaults(func=cmd_bench_train)
     p = bench_sub.add_parser("cells", help="latency/throughput/size/FLOPs of every matrix cell (bench.json per cell) + speedup vs FLOPs")
-    p.add_argument("family")
+    p.add_argument("family", type=cli_args.family)
     p.add_argument("--profile", default="cpu")
     p.add_argument("--root", help="folder of cell folders (default runs/FAMILY-matrix/PROFILE)")
     p.add_argument("--cells", nargs="+", help="only cells matching these names/globs")
-    p.add_argument("--threads", type=int, default=1, help="CPU threads for both engines (default 1: steady on a shared machine)")
-    p.add_argument("--output", help="default results/bench/FAMILY-cells-PROFILE.json (+ .md)")
+    p.add_argument("--threads", type=positive_int, default=1, help="CPU threads for both engines (default 1: steady on a shared machine)")
+    p.add_argument("--output", type=output_file, help="default results/bench/FAMILY-cells-PROFILE.json (+ .md)")
     p.add_argument("--reuse", action="store_true", help="keep cells' existing bench.json; measure only the others")
-    p.add_argument("--repeats", type=int, default=20, help="timed calls per batch-1 shape (batch 32: a quarter, at least 3)")
+    p.add_argument("--repeats", type=positive_int, default=20, help="timed calls per batch-1 shape (batch 32: a quarter, at least 3)")
     p.set_defaults(func=cmd_bench_cells)
     p = bench_sub.add_parser("scale", help="a matrix profile's code path at its model's real shape for a few steps: memory, cache, step time vs the plan")
-    p.add_argument("family", nargs="?", default="squad")
+    p.add_argument("family", nargs="?", default="squad", type=cli_args.family)
     p.add_argument("--profile", default="full")
     p.add_argument("--model", default="random:bert-base-uncased", help="base model (default: bert-base's shape with random weights)")
     p.add_argument("--cells", nargs="+", default=["*-s0-l12", "*-s90-l12-kd", "*-s0-l12-int8"],
                    help="cells to run (default: the dense reference and its int8, and the 90%% sparse KD cell, the largest teacher cache)")
-    p.add_argument("--train-examples", type=_count, default=300)
-    p.add_argument("--eval-examples", default="100", help="N or 'all'")
-    p.add_argument("--max-steps", type=_steps, default=8)
-    p.add_argument("--batch-size", type=_count, default=8)
-    p.add_argument("--root", help="cell folders (default runs/bench-scale/NAME)")
-    p.add_argument("--output", help="default results/bench/scale-FAMILY-PROFILE-DEVICE.json (+ .md)")
+    p.add_argument("--train-examples", type=positive_int, default=300)
+    p.add_argument("--eval-examples", type=examples, default=100, help="N or 'all'")
+    p.add_argument("--max-steps", type=whole_number, default=8)
+    p.add_argument("--batch-size", type=positive_int, default=8)
+    p.add_argument("--root", type=output_folder, help="cell folders (default runs/bench-scale/NAME)")
+    p.add_argument("--output", type=output_file, help="default results/bench/scale-FAMILY-PROFILE-DEVICE.json (+ .md)")
     p.add_argument("--data-dir")
     p.set_defaults(func=cmd_bench_scale)
 
     p = bench_sub.add_parser("quality", help="magnitude vs OBS pruning and layer keep-lists, 0 and N recovery steps, vs the teacher")
     _variant_arguments(p, "quality", steps=50, eval_examples="1000")
-    p.add_argument("--sparsities", type=float, nargs="+", default=[0.5, 0.8, 0.9])
+    p.add_argument("--sparsities", type=fraction, nargs="+", default=[0.5, 0.8, 0.9])
     p.add_argument("--keep", nargs="+", default=["0,2,5", "0,2,4"], help="layer keep-lists to compare with the data-chosen one")
     p.set_defaults(func=cmd_bench_quality)
     p = bench_sub.add_parser("distill", help="each distillation option on a layer-dropped and a width-pruned student, vs plain KD")
     _variant_arguments(p, "distill", steps=100, eval_examples="2000")
-    p.add_argument("--layers", type=int, default=3, help="layers the layer-dropped student keeps (chosen on data)")
-    p.add_argument("--width", type=float, default=0.5, help="width of the width-pruned student")
+    p.add_argument("--layers", type=positive_int, default=3, help="layers the layer-dropped student keeps (chosen on data)")
+    p.add_argument("--width", type=kept_fraction, default=0.5, help="width of the width-pruned student")
     p.set_defaults(func=cmd_bench_distill)
     p = bench_sub.add_parser("model", help="one checkpoint under PyTorch, ONNX Runtime fp32 and (if present) int8")
-    p.add_argument("checkpoint")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--output", help="default results/bench/model-NAME.json")
+    p.add_argument("checkpoint", type=checkpoint_folder)
+    p.add_argument("--threads", type=positive_int, default=1)
+    p.add_argument("--output", type=output_file, help="default results/bench/model-NAME.json")
     p.set_defaults(func=cmd_bench_model)
     p = bench_sub.add_parser("compression", help="pruning+KD step (cached / live teacher) vs a plain fine-tune step")
     p.add_argument("--model", default=DENSE_SQUAD, help="student start point")
     p.add_argument("--teacher", default=DENSE_SQUAD)
-    p.add_argument("--rounds", type=int, default=2, help="alternating rounds; each variant's best round counts")
+    p.add_argument("--rounds", type=positive_int, default=2, help="alternating rounds; each variant's best round counts")
     _bench_arguments(p, steps=16, max_seq_length=256, output=str(paths.BENCH / "compression-step.json"))
     p.set_defaults(func=cmd_bench_compression)
     p = bench_sub.add_parser("int8", help="fp32 vs dynamic vs static int8 (every calibration candidate): dev score, latency, size")
     p.add_argument("task", nargs="?", default="squad")
     p.add_argument("--checkpoint", default=DENSE_SQUAD, help="a trained run folder (read only)")
     p.add_argument("--profile", default="cpu", help="profile for features and the training subset calibration draws from")
-    p.add_argument("--eval-examples", default="500", help="dev examples every model is scored on: N or 'all'")
+    p.add_argument("--eval-examples", type=examples, default="500", help="dev examples every model is scored on: N or 'all'")
     p.add_argument("--methods", nargs="+", default=["minmax", "entropy", "percentile", "distribution"])
-    p.add_argument("--batches", type=_count, nargs="+", default=[4, 16], help="calibration batch counts to search")
-    p.add_argument("--batch-size", type=_count, default=8, help="calibration batch size")
-    p.add_argument("--scoring-features", type=_count, default=256, help="held-out training features the candidates are scored on")
-    p.add_argument("--threads", type=_count, default=1)
-    p.add_argument("--output", help="default results/bench/int8-TASK-PROFILE.json")
+    p.add_argument("--batches", type=positive_int, nargs="+", default=[4, 16], help="calibration batch counts to search")
+    p.add_argument("--batch-size", type=positive_int, default=8, help="calibration batch size")
+    p.add_argument("--scoring-features", type=positive_int, default=256, help="held-out training features the candidates are scored on")
+    p.add_argument("--threads", type=positive_int, default=1)
+    p.add_argument("--output", type=output_file, help="default results/bench/int8-TASK-PROFILE.json")
     p.add_argument("--data-dir")
     p.set_defaults(func=cmd_bench_int8)
     return parser
 
 
 def _variant_arguments(p: argparse.ArgumentParser, benchmark: str, steps: int, eval_examples: str) -> None:
-    p.add_argument("family", nargs="?", default="squad")
+    p.add_argument("family", type=cli_args.family, nargs="?", default="squad")
     p.add_argument("--profile", default="cpu", help="matrix profile: teacher, data, training, calibration and distillation settings")
-    p.add_argument("--steps", type=int, default=steps, help="recovery steps of a full-size variant (cheaper ones: proportionally more)")
-    p.add_argument("--eval-examples", default=eval_examples, help="dev examples every variant (and the teacher) is scored on: N or 'all'")
-    p.add_argument("--root", help=f"variant run folders (default runs/bench-{benchmark}/FAMILY-PROFILE)")
-    p.add_argument("--output", help=f"default results/bench/{benchmark}-FAMILY-PROFILE.json")
+    p.add_argument("--matrix", type=existing_file, help="matrix file (default recipes/FAMILY-matrix.yaml)")
+    p.add_argument("--steps", type=positive_int, default=steps, help="recovery steps of a full-size variant (cheaper ones: proportionally more)")
+    p.add_argument("--eval-examples", type=examples, default=eval_examples, help="dev examples every variant (and the teacher) is scored on: N or 'all'")
+    p.add_argument("--root", type=output_folder, help=f"variant run folders (default runs/bench-{benchmark}/FAMILY-PROFILE)")
+    p.add_argument("--output", type=output_file, help=f"default results/bench/{benchmark}-FAMILY-PROFILE.json")
     p.add_argument("--data-dir")
 
 
 def _bench_arguments(p: argparse.ArgumentParser, steps: int, max_seq_length: int, output: str) -> None:
     """What every SQuAD training benchmark takes: data, step counts, feature shape, output."""
     p.add_argument("--data-dir")
-    p.add_argument("--steps", type=int, default=steps)
-    p.add_argument("--warmup-steps", type=int, default=2)
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--max-seq-length", type=int, default=max_seq_length)
-    p.add_argument("--doc-stride", type=int, default=128)
-    p.add_argument("--output", default=output)
+    p.add_argument("--steps", type=positive_int, default=steps, help="timed steps per variant")
+    p.add_argument("--warmup-steps", type=positive_int, default=2, help="untimed steps first (the clock starts at the end of the last)")
+    p.add_argument("--batch-size", type=positive_int, default=16)
+    p.add_argument("--max-seq-length", type=positive_int, default=max_seq_length)
+    p.add_argument("--doc-stride", type=positive_int, default=128)
+    p.add_argument("--output", type=output_file, default=output)
+
+
+def _error(message: str) -> int:
+    console.print(f"[red]error:[/red] {escape(message)}", highlight=False, emoji=False, soft_wrap=True)  # messages may hold [brackets], :x:
+    return 2
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except ZooError as e:  # a flag out of range, a path that must exist: cli_args.Parser
+        return _error(str(e))
     if not args.debug:  # our rich bars replace the libraries' tqdm bars and load-report chatter
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
         os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
@@ -509,8 +514,11 @@ def main(argv: list[str] | None = None) -> int:
     except ZooError as e:
         if args.debug:
             raise
-        console.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, emoji=False, soft_wrap=True)  # messages may hold [brackets], :x:
-        return 2
+        return _error(str(e))
+    except OSError as e:  # the machine, not zoo: a full or read-only disk, a folder that vanished
+        if args.debug or e.errno is None:
+            raise
+        return _error(f"{e.filename or 'a file'}: {e.strerror} (errno {e.errno}); free space or choose a writable place, then re-run")
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/yellow]")
         return 130

@@ -18,8 +18,11 @@ snippet, the command that trained it and its limits.
   reads, prints or stores it. The commit message names the recipe hash; re-publishing an
   unchanged cell makes no new commit (local: git finds nothing staged; Hub:
   `huggingface_hub` skips the empty commit).
-- Every cell is checked (complete, every file present) before the first push; a refused
-  upload stops with one line and leaves that repo without a partial commit.
+- Every cell is checked (complete, every file present, its name a valid repo id, its
+  compressed files passing their checksum) before the first push; a refused upload stops with
+  one line and leaves that repo without a partial commit.
+- A local hub repo is only ever written if zoo made it (its committer is zoo's); the lock files a
+  killed git leaves in it are cleared, as publish holds the org's folder lock.
 - olah serves repos but has no model-listing endpoint, so publishing also writes an index
   repo per family, `ORG/zoo-index-<family>`; `reproduce` uses the Hub's listing where there
   is one and the index otherwise.
@@ -207,8 +210,11 @@ def stage_repo(cell_dir: Path, card: ModelCard, into: Path) -> Path:
     return into
 
 
-def check_cells(root: Path) -> list[tuple[Path, Record]]:
-    """Every cell must be complete and carry every file before anything is published."""
+def check_cells(root: Path, org: str) -> list[tuple[Path, Record]]:
+    """Every cell must be complete, carry every file, have a name the Hub accepts and compressed
+    files that pass their checksum, before anything is published."""
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
     records = results.load_records(root)
     cells = []
     for record in records:
@@ -216,8 +222,21 @@ def check_cells(root: Path) -> list[tuple[Path, Record]]:
         missing = [n for n in REPO_FILES if not (cell_dir / n).is_file()]
         if missing:
             raise ZooError(f"cell {cell_dir} lacks {', '.join(missing)}; re-run the matrix for it (nothing was published)")
+        try:
+            validate_repo_id(f"{org}/{record.cell.name}")
+            if not record.cell.name.isascii():
+                raise HFValidationError("non-ASCII characters")
+        except HFValidationError as e:
+            raise ZooError(f"cell {cell_dir}: {record.cell.name!r} is no Hub repo name (letters, digits, '-', '_', '.'; {e}); "
+                           f"give the matrix's model folder such a name and re-run it (nothing was published)") from e
+        for name, _ in sparse_storage.FORMS.values():
+            if (cell_dir / name).is_file():
+                sparse_storage.load(cell_dir / name)  # a damaged file names itself and how to re-create it
         cells.append((cell_dir, record))
     return cells
+
+
+COMMITTER = "zoo@localhost"  # the user.email of every local hub repo zoo makes
 
 
 def push_local(staged: Path, hub_root: Path, org: str, name: str, message: str) -> bool:
@@ -225,16 +244,25 @@ def push_local(staged: Path, hub_root: Path, org: str, name: str, message: str) 
     repo = Path(hub_root) / "models" / org / name
 
     def git(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, check=True)
+        done = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True)
+        if done.returncode:
+            raise ZooError(f"git {args[0]} failed in {repo} ({(done.stderr.strip().splitlines() or ['no message'])[-1]}); "
+                           f"fix or remove that repo folder and publish again")
+        return done
 
+    # Publishing replaces a repo's files: only in a repo zoo made, recorded by the committer it set.
     if not (repo / ".git").is_dir():
+        if repo.is_dir() and any(repo.iterdir()):
+            raise ZooError(f"{repo} holds files but no git repo, so zoo did not make it; choose another --to or move it away")
         repo.mkdir(parents=True, exist_ok=True)
         git("init", "-q", "-b", "main")
-    # A git killed mid-commit leaves index.lock behind; publish holds the org's folder lock, so
-    # no other writer can own it.
-    (repo / ".git" / "index.lock").unlink(missing_ok=True)
-    git("config", "user.name", "zoo")
-    git("config", "user.email", "zoo@localhost")
+        git("config", "user.name", "zoo")
+        git("config", "user.email", COMMITTER)
+    committer = subprocess.run(["git", "-C", str(repo), "config", "--local", "user.email"], capture_output=True, text=True).stdout.strip()
+    if committer != COMMITTER:
+        raise ZooError(f"{repo} is a git repo zoo did not make (committer {committer or 'unset'}, not {COMMITTER}); "
+                       f"choose another --to or move it away")
+    clear_stale_git_locks(repo / ".git")
     for entry in repo.iterdir():
         if entry.name != ".git":
             shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
@@ -245,6 +273,16 @@ def push_local(staged: Path, hub_root: Path, org: str, name: str, message: str) 
         return False
     git("commit", "-q", "-m", message)
     return True
+
+
+def clear_stale_git_locks(git_dir: Path) -> None:
+    """Remove the lock files a killed git leaves (index.lock, config.lock, HEAD.lock,
+    refs/heads/main.lock, ...), which make every later git command in the repo fail. They are
+    provably stale: a local hub's repos are written only by `zoo publish`, and this one holds the
+    org's folder lock (flock: no other publish runs), so no live git owns them."""
+    for lock in git_dir.rglob("*.lock"):
+        if lock.is_file():
+            lock.unlink(missing_ok=True)
 
 
 def push_hub(api, staged: Path, org: str, name: str, message: str) -> bool:
@@ -266,7 +304,7 @@ def push_hub(api, staged: Path, org: str, name: str, message: str) -> bool:
 def publish(family: str, root: Path, org: str, to: Path | None = None, api=None) -> dict:
     """Publish every cell under `root`, then the org's index repo. Returns {repo: committed?}."""
     check_org(org)
-    cells = check_cells(root)
+    cells = check_cells(root, org)
     df = results.table([r for _, r in cells])
     table_md = _linked_table(df, org, endpoint())
     rows = {row["cell"]: row for row in df.to_dict("records")}
@@ -298,18 +336,33 @@ def publish(family: str, root: Path, org: str, to: Path | None = None, api=None)
 HUB_CACHE = paths.RUNS / "hub-cache"
 
 
+def check_reachable(timeout_s: float = 5) -> None:
+    """Fail in one line when HF_ENDPOINT's server does not answer at all, before huggingface_hub
+    retries each request for half a minute. Skipped offline or behind a proxy (which connects for us)."""
+    import socket
+    from urllib.parse import urlsplit
+
+    if os.environ.get("HF_HUB_OFFLINE") or any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy")):
+        return
+    url = urlsplit(endpoint())
+    try:
+        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout=timeout_s).close()
+    except OSError as e:
+        raise ZooError(f"cannot reach {endpoint()} ({e.strerror or type(e).__name__}); is the server up (make hub-serve) "
+                       f"and HF_ENDPOINT set?") from e
+
+
 def list_repos(org: str, family: str) -> list[str]:
     """The org's repos for the family's tasks: the Hub's listing API, else the org's index repo
     of that family (a mirror such as olah serves repos but has no listing endpoint)."""
     from huggingface_hub import HfApi
-    from huggingface_hub.utils import HfHubHTTPError
 
     try:
         names = [m.id.split("/", 1)[1] for m in HfApi().list_models(author=org)]
         names = [n for n in names if any(f"-{task}-" in n for task in family_tasks(family))]
         if names:
             return sorted(names)
-    except (HfHubHTTPError, OSError, ValueError):
+    except Exception:  # no listing endpoint, or no server at all (the HTTP client's own errors): read_index says which
         pass
     return sorted(r["name"] for r in read_index(org, family)["repos"])
 
@@ -390,6 +443,7 @@ def reproduce(family: str, org: str, out_dir: Path, progress, data_dir: str | No
 
     from zoo import pipeline
 
+    check_reachable()
     out_dir = Path(out_dir)
     records, comparisons, weight_problems = [], [], []
     hashes = {r["name"]: r.get("sha256", {}) for r in _index_or_empty(org, family)}
@@ -446,13 +500,11 @@ def _index_or_empty(org: str, family: str) -> list[dict]:
 def olah_config(hub_dir: Path, port: int, path: Path) -> Path:
     """An olah config serving the git repos under hub_dir offline on loopback."""
     hub_dir, cache = Path(hub_dir).resolve(), (paths.RUNS / "olah-cache").resolve()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(
+    return write_text(
+        path,
         "[basic]\n"
         f'host = "127.0.0.1"\nport = {port}\n'
         f'mirror-netloc = "127.0.0.1:{port}"\nmirror-lfs-netloc = "127.0.0.1:{port}"\n'
         f'mirrors-path = ["{hub_dir}"]\nrepos-path = "{cache}"\n'
         "[accessibility]\noffline = true\n",
-        encoding="utf-8",
     )
-    return path

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import fcntl
+import glob
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -16,13 +18,36 @@ from typing import Any
 from zoo.errors import ZooError
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, as another user's
+        pass
+    return True
+
+
+def remove_stale_temps(path: Path) -> None:
+    """Delete the temp files a killed writer of `path` left (`.NAME.PID-xxxxxxxx.tmp` whose PID is
+    gone; `.NAME.xxxxxxxx.tmp`, named before temp names carried a PID, too): the next write of a
+    file cleans up after the last. Exact names only: `NAME.bak`'s temps are not `NAME`'s."""
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.(?:(\d+)-)?[a-z0-9_]{{8}}\.tmp")
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        match = pattern.fullmatch(tmp.name)
+        if match and not (match[1] and _alive(int(match[1]))):
+            tmp.unlink(missing_ok=True)
+
+
 @contextmanager
 def staged_file(path: str | Path):
     """Yield a temp path in `path`'s folder to write; on success it is renamed over `path`, on
-    failure removed: a reader (or a crash) sees the old file or the new one, never half of one."""
+    failure removed: a reader (or a crash) sees the old file or the new one, never half of one.
+    The temp name carries this process's id, so a later write can tell a dead writer's leftovers."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    remove_stale_temps(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}-", suffix=".tmp")
     os.close(fd)
     try:
         yield Path(tmp)
@@ -41,6 +66,13 @@ def write_text(path: str | Path, text: str) -> Path:
 
 def write_json(path: str | Path, obj: Any) -> Path:
     return write_text(path, json.dumps(obj, indent=2, ensure_ascii=False, sort_keys=False) + "\n")
+
+
+def copy_file(source: str | Path, path: str | Path) -> Path:
+    """shutil.copy2, staged: a killed copy never leaves a truncated `path`."""
+    with staged_file(path) as tmp:
+        shutil.copy2(source, tmp)
+    return Path(path)
 
 
 RUN_MARKERS = ("metrics.json", "transplant.json")  # files only zoo writes into the folders it replaces

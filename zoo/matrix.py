@@ -15,7 +15,9 @@ from __future__ import annotations
 import fnmatch
 import itertools
 import json
+import re
 import time
+import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -205,8 +207,15 @@ class Overrides:
 
 
 def model_slug(model: str) -> str:
-    """A model reference as a folder-name part: 'random:bert-base-uncased' -> 'random-bert-base-uncased'."""
-    return Path(model.rstrip("/")).name.lower().replace(":", "-")
+    """The base model's part of cell, teacher and root names, which is also part of a Hub repo name:
+    ASCII letters, digits, '.', '_', '-' only (a folder 'My Model é' gives 'my-model-e',
+    'random:bert-base-uncased' gives 'random-bert-base-uncased')."""
+    name = "minilm" if model == "minilm" else Path(model.rstrip("/")).name
+    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode().lower()
+    base = re.sub(r"[-._]{2,}", "-", re.sub(r"[^a-z0-9._]+", "-", ascii_name)).strip("-._")  # the Hub refuses '--' and '..'
+    if not base:
+        raise ZooError(f"model {model!r}: its folder name has no ASCII letter or digit for the cell and repo names; rename the folder")
+    return base
 
 
 def load_matrix(family: str, profile_name: str, path: str | Path | None = None) -> tuple[MatrixProfile, Path]:
@@ -275,6 +284,11 @@ def build_cells(task: str, matrix: MatrixProfile, base_layers: int, source: str)
     tag = model_tag(model, base_layers)
     combos = [dict(zip(Axes.model_fields, combo)) for grid in matrix.grids  # layers None: the base model's depth
               for combo in itertools.product(*(getattr(grid, axis) or [base_layers] for axis in Axes.model_fields))]
+    for axis, by_value in matrix.cell_train_by.items():  # a value no cell has would be ignored: say so
+        unmatched = [value for value in by_value if value not in {settings[axis] for settings in combos}]
+        if unmatched:
+            raise ZooError(f"{source}: cell_train_by.{axis}.{unmatched[0]:g} matches no cell of {task}: its {axis} values are "
+                           f"{sorted({settings[axis] for settings in combos})}; fix the value or remove it")
     supernet_widths = sorted({s["width"] for s in combos if s["supernet"]}, reverse=True)
     cells: dict[str, Cell] = {}
     for settings in combos:

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from zoo.errors import ZooError
 from zoo.io import staged_file
 
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
@@ -200,7 +201,11 @@ class OrtModel:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads:
             options.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+        try:
+            self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+        except Exception as e:  # ORT's own exception types (InvalidProtobuf, Fail, NoSuchFile): the same to the user
+            raise ZooError(f"{self.path} is not a loadable ONNX model ({type(e).__name__}: {str(e).splitlines()[0][:160]}); "
+                           f"re-create it (zoo export, or re-run the cell that wrote it)") from e
         self.input_names = tuple(i.name for i in self.session.get_inputs())
         self.output_names = tuple(o.name for o in self.session.get_outputs())
 

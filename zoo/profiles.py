@@ -10,11 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_serializer
 
 from zoo import paths
 from zoo.errors import ZooError, invalid
+from zoo.yaml_io import load_yaml
 
 
 class Strict(BaseModel):
@@ -67,12 +67,7 @@ class Profile(Strict):
 
 def profile_section(path: Path, name: str) -> dict:
     """`profiles.<name>` of a YAML file, or one ZooError saying what is wrong with the file."""
-    if not path.is_file():
-        raise ZooError(f"{path} not found")
-    try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as e:
-        raise ZooError(f"{path}: not valid YAML ({e.__class__.__name__}: {str(e).splitlines()[0]})") from e
+    doc = load_yaml(path) or {}
     profiles = doc.get("profiles") if isinstance(doc, dict) else None
     if not isinstance(profiles, dict):
         raise ZooError(f"{path}: top-level key 'profiles' (a mapping of profile name -> settings) is missing")

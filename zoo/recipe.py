@@ -37,6 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from zoo.errors import ZooError, invalid
 from zoo.modifiers import REGISTRY
+from zoo.yaml_io import load_yaml
 
 MODIFIER_TYPES = tuple(sorted(REGISTRY, key=lambda name: REGISTRY[name].order))  # listed in the order their hooks run
 AnyModifier = Annotated[Union[tuple(REGISTRY[name] for name in MODIFIER_TYPES)], Field(discriminator="type")]  # noqa: UP007 (built from a tuple)
@@ -65,14 +66,7 @@ def parse_recipe(doc: dict, source: str) -> Recipe:
 
 
 def load_recipe(path: str | Path) -> Recipe:
-    path = Path(path)
-    try:
-        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError as e:
-        raise ZooError(f"recipe {path} not found") from e
-    except yaml.YAMLError as e:
-        raise ZooError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from e
-    return parse_recipe(doc, str(path))
+    return parse_recipe(load_yaml(path, "recipe"), str(path))
 
 
 def dump_recipe(recipe: Recipe) -> str:

@@ -9,6 +9,7 @@ results/README.md from every family's tables and the hand-written notes in resul
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -18,7 +19,7 @@ import pandas as pd
 
 from zoo import provenance
 from zoo.errors import ZooError
-from zoo.io import run_folders, write_text
+from zoo.io import copy_file, run_folders, staged_file, write_json, write_text
 from zoo.record import Bench, Record, SizeOnDisk, load_record, metric_names
 
 HEAD = ["cell", "model", "task", "target_sparsity", "measured_sparsity", "layers", "width", "quant", "distilled", "total_params",
@@ -201,7 +202,8 @@ def plot(df: pd.DataFrame, path: Path, title: str) -> None:
         ax.legend()
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    with staged_file(path) as tmp:  # a killed run never leaves a PNG without its end
+        fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
 
 
@@ -242,11 +244,38 @@ def results_readme(out_dir: Path) -> str:
     return "\n\n".join(p for p in parts if p) + "\n"
 
 
+ARCHIVE_MANIFEST = "archived-cells.json"  # in an archive folder: the cell folders `zoo tables` made there
+
+
+def archive_cells(root: Path, archive: Path) -> None:
+    """Copy each cell's record files from `root` into `archive` (each copy staged), and remove the
+    archived cells `root` no longer has (they would come back on a rebuild from git). Only folders
+    listed in the archive's manifest are ever removed: zoo made and recorded those; anything else
+    in `archive` (a user's run, a committed record from before the manifest) is left alone."""
+    manifest = archive / ARCHIVE_MANIFEST
+    try:
+        made = set(json.loads(manifest.read_text(encoding="utf-8"))["cells"]) if manifest.is_file() else set()
+    except (ValueError, KeyError, TypeError) as e:
+        raise ZooError(f"{manifest}: not a list of archived cells ({type(e).__name__}: {e}); fix it, or remove it "
+                       f"(zoo then removes no archived cell)") from e
+    if (Path(root) / "matrix-runs.json").is_file():  # wall time per phase of each matrix invocation
+        copy_file(Path(root) / "matrix-runs.json", archive / "matrix-runs.json")
+    current = [folder.name for folder in run_folders(root)]
+    for name in current:
+        for file in ("metrics.json", "bench.json", "recipe.yaml", "predictions.json"):
+            if (Path(root) / name / file).is_file():
+                copy_file(Path(root) / name / file, archive / name / file)
+    write_json(manifest, {"cells": sorted(made | set(current))})
+    for name in sorted(made - set(current)):
+        shutil.rmtree(archive / name, ignore_errors=True)
+    write_json(manifest, {"cells": sorted(current)})  # after the removals: a kill between them only delays one
+
+
 def build(family: str, root: Path, out_dir: Path, readme: Path | None, archive: Path | None) -> dict:
     """Write {family}.csv/.md/.png into out_dir, rebuild out_dir/README.md, update the README
     section, and copy each cell's metrics.json, recipe and predictions (and the runner's wall-time
-    log) into `archive`, so the tables can be rebuilt from git alone; archived cells the run
-    folder no longer has are removed."""
+    log) into `archive`, so the tables can be rebuilt from git alone; cells archived there
+    earlier that the run folder no longer has are removed (`archive_cells`)."""
     records = load_records(root)
     df = table(records)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -254,19 +283,7 @@ def build(family: str, root: Path, out_dir: Path, readme: Path | None, archive: 
     write_text(out_dir / f"{family}.md", markdown(df, records))
     plot(df, out_dir / f"{family}.png", f"{family}: score vs non-zero parameters ({records[0].cell.matrix_profile} profile)")
     if archive and Path(archive).resolve() != Path(root).resolve():
-        if (Path(root) / "matrix-runs.json").is_file():  # wall time per phase of each matrix invocation
-            Path(archive).mkdir(parents=True, exist_ok=True)
-            shutil.copy2(Path(root) / "matrix-runs.json", Path(archive) / "matrix-runs.json")
-        for folder in run_folders(root):
-            target = Path(archive) / folder.name
-            target.mkdir(parents=True, exist_ok=True)
-            for name in ("metrics.json", "bench.json", "recipe.yaml", "predictions.json"):
-                if (folder / name).is_file():
-                    shutil.copy2(folder / name, target / name)
-        current = {folder.name for folder in run_folders(root)}
-        for stale in run_folders(archive):  # a cell the matrix no longer has would come back on a rebuild from git
-            if stale.name not in current:
-                shutil.rmtree(stale)
+        archive_cells(root, Path(archive))
     write_text(out_dir / "README.md", results_readme(out_dir))
     if readme:
         full = Path(os.path.relpath(out_dir / "README.md", readme.parent)).as_posix()

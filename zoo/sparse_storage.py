@@ -15,10 +15,15 @@ Two forms, written side by side:
 - `model.sparse-fp16.safetensors`: every float tensor (embeddings included) in float16.
   Reload equals the fp16-rounded weights exactly; it is smaller mainly because the unpruned
   word embeddings (half of MiniLM's file) are halved too.
+
+A form no smaller than the dense file (a run with nothing pruned: fp32) is not written. Every
+file carries the sha256 of its tensors (`checksum`) in its metadata, checked on every load: a
+flipped bit inside a bitmask would otherwise load silently as other weights.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -55,7 +60,18 @@ def compress(state: dict[str, torch.Tensor], values_dtype: torch.dtype | None = 
         else:
             tensors[f"{name}.bitmask"] = torch.from_numpy(np.packbits(nonzero.flatten().numpy()))
             tensors[f"{name}.values"] = stored.flatten()[nonzero.flatten()].contiguous()
-    return tensors, {"format": "pt", "zoo_format": FORMAT, "tensors": json.dumps(layout)}  # "format": safetensors' own key
+    metadata = {"format": "pt", "zoo_format": FORMAT, "tensors": json.dumps(layout), "sha256": checksum(tensors)}
+    return tensors, metadata  # "format": safetensors' own key
+
+
+def checksum(tensors: dict[str, torch.Tensor]) -> str:
+    """sha256 over every stored tensor's name, dtype, shape and bytes, in name order."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        tensor = tensors[name]
+        digest.update(f"{name}|{tensor.dtype}|{list(tensor.shape)}|".encode())
+        digest.update(tensor.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 def save(state: dict[str, torch.Tensor], path: str | Path, values_dtype: torch.dtype | None = None) -> Path:
@@ -78,20 +94,25 @@ def load(path: str | Path) -> dict[str, torch.Tensor]:
             metadata = f.metadata() or {}
             if metadata.get("zoo_format") != FORMAT:
                 raise ValueError(f"zoo_format {metadata.get('zoo_format')!r} in its metadata, expected {FORMAT!r}")
-            state = {}
-            for name, entry in json.loads(metadata["tensors"]).items():
-                dtype, shape = getattr(torch, entry["dtype"]), entry["shape"]
-                if entry["form"] == "dense":
-                    state[name] = f.get_tensor(name).to(dtype)
-                    continue
-                numel = int(np.prod(shape))
-                nonzero = torch.from_numpy(np.unpackbits(f.get_tensor(f"{name}.bitmask").numpy(), count=numel).astype(bool))
-                values = f.get_tensor(f"{name}.values")
-                if int(nonzero.sum()) != values.numel():
-                    raise ValueError(f"{name}: the bitmask marks {int(nonzero.sum())} non-zeros but {values.numel()} values are stored")
-                weight = torch.zeros(numel, dtype=dtype)
-                weight[nonzero] = values.to(dtype)
-                state[name] = weight.view(shape)
+            stored = {name: f.get_tensor(name) for name in f.keys()}
+        if "sha256" not in metadata:
+            raise ValueError("no sha256 in its metadata (written before zoo checked them)")
+        if checksum(stored) != metadata["sha256"]:
+            raise ValueError("its tensors do not match the sha256 in its metadata: the file was changed or damaged")
+        state = {}
+        for name, entry in json.loads(metadata["tensors"]).items():
+            dtype, shape = getattr(torch, entry["dtype"]), entry["shape"]
+            if entry["form"] == "dense":
+                state[name] = stored[name].to(dtype)
+                continue
+            numel = int(np.prod(shape))
+            nonzero = torch.from_numpy(np.unpackbits(stored[f"{name}.bitmask"].numpy(), count=numel).astype(bool))
+            values = stored[f"{name}.values"]
+            if int(nonzero.sum()) != values.numel():
+                raise ValueError(f"{name}: the bitmask marks {int(nonzero.sum())} non-zeros but {values.numel()} values are stored")
+            weight = torch.zeros(numel, dtype=dtype)
+            weight[nonzero] = values.to(dtype)
+            state[name] = weight.view(shape)
     except Exception as e:  # safetensors, json and shape errors all mean the same to the user
         raise ZooError(f"{path} is not a readable {FORMAT} checkpoint ({type(e).__name__}: {str(e)[:200]}); {fix}") from e
     return state
@@ -99,7 +120,8 @@ def load(path: str | Path) -> dict[str, torch.Tensor]:
 
 def compress_folder(folder: str | Path) -> dict:
     """Write both forms beside the folder's model.safetensors, read each back to check it, and
-    return the `size_on_disk` facts for metrics.json: bytes and ratio to the dense file per form."""
+    return the `size_on_disk` facts for metrics.json: bytes and ratio to the dense file per form.
+    A form that is not smaller than the dense file is not kept (nor any older copy of it)."""
     folder = Path(folder)
     dense = folder / DENSE_FILE
     if not dense.is_file():
@@ -111,6 +133,9 @@ def compress_folder(folder: str | Path) -> dict:
         if not reloads_to(path, state, values_dtype):
             raise ZooError(f"{path} does not reload to the weights of {dense}; this is a bug in zoo.sparse_storage")
         size = path.stat().st_size
+        if size >= report["dense_bytes"]:
+            path.unlink()
+            continue
         report["forms"][form] = {"file": name, "bytes": size, "ratio_to_dense": round(size / report["dense_bytes"], 4),
                                  "reload": "exact" if values_dtype is None else "exact to the fp16-rounded weights"}
     return report

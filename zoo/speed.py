@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from zoo.errors import ZooError
 from zoo.onnx_export import DEFAULT_FILE, INT8_FILE, OrtModel, default_output_names, export, parity
 
 _PER_SEQUENCE_HEADS = ("ForSequenceClassification", "ForMultipleChoice")  # classifier sees the pooled [CLS] only
@@ -152,11 +153,13 @@ def load_checkpoint(folder: Path) -> torch.nn.Module:
     import transformers
 
     from zoo import width
+    from zoo.models import check_weights
 
+    check_weights(Path(folder))  # missing, pickled or truncated weights: one error naming the file
     architecture = (transformers.AutoConfig.from_pretrained(folder).architectures or [""])[0]
     model_class = getattr(transformers, architecture, None)
     if model_class is None:
-        raise ValueError(f"{folder}: config.json names no known architecture ({architecture!r}); pass load= or model=")
+        raise ZooError(f"{folder}: config.json names no known architecture ({architecture!r}); pass a folder written by zoo")
     return width.from_pretrained(model_class, str(folder))
 
 

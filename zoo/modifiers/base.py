@@ -79,7 +79,12 @@ class Context:
         (so a smaller n gives a prefix of a larger one); `batch_size` None: the run's."""
         if self.calibration is None:
             raise ZooError(f"{modifier.type} needs calibration batches (training features); none were given")
-        return self.calibration(n) if batch_size is None else self.calibration(n, batch_size)
+        batches = self.calibration(n) if batch_size is None else self.calibration(n, batch_size)
+        available = sum(len(batch["input_ids"]) for batch in batches)
+        if available < n and "calibration_examples" in modifier.model_fields_set:  # a default may take what there is
+            raise ZooError(f"{modifier.type}.calibration_examples is {n}, but the run has only {available} training features; "
+                           f"lower it to at most {available} or train on more examples")
+        return batches
 
 
 class Modifier(Strict, LaterOptions):

@@ -41,9 +41,9 @@ class LayerDrop(Modifier):
         return self.strategy == "search"
 
     def kept_layers(self, num_layers: int) -> list[int]:
+        if self.strategy in ("first_n", "spread", "search") and self.n > num_layers:  # spread would keep them all
+            raise ZooError(f"layer_drop: cannot keep {self.n} of a model's {num_layers} layers")
         if self.from_data:
-            if self.n > num_layers:
-                raise ZooError(f"layer_drop: cannot keep {self.n} of a model's {num_layers} layers")
             return []  # known only after the search
         if self.keep is not None:
             keep = self.keep

@@ -15,8 +15,11 @@ import torch
 from pydantic import Field, PrivateAttr, model_validator
 
 from zoo import obs
+from zoo.errors import ZooError
 from zoo.modifiers.base import UNSTRUCTURED_PRUNING, Context, Modifier, Regexes
 from zoo.sparsity import DEFAULT_PRUNE_TARGETS, MaskSet, prunable
+
+SPARSEGPT_ONLY = {"block_size", "damp"}
 
 
 class ObsPruning(Modifier):
@@ -52,6 +55,9 @@ class ObsPruning(Modifier):
             raise ValueError(f"rounds: {self.rounds} needs 'end' > 0, when the last round runs")
         if self.unit == "fraction" and self.end >= 1:
             raise ValueError("with unit 'fraction', end must lie in [0, 1): the last round needs steps after it to recover")
+        given = sorted(SPARSEGPT_ONLY & self.model_fields_set)
+        if self.solver != "sparsegpt" and given:
+            raise ValueError(f"{', '.join(given)} apply to solver sparsegpt only; remove them or use solver: sparsegpt")
         return self
 
     def sparsity_of_round(self, i: int) -> float:
@@ -59,9 +65,20 @@ class ObsPruning(Modifier):
         return self.final_sparsity * (1 - (1 - i / self.rounds) ** 3)
 
     def round_steps(self, total_steps: int) -> dict[int, int]:
-        """Training step -> round, for rounds 2..n (round 1 runs before training)."""
-        last = min(self.step_of(self.end, total_steps), max(total_steps - 1, 0))
-        return {round((i - 1) / (self.rounds - 1) * last): i for i in range(2, self.rounds + 1)} if self.rounds > 1 else {}
+        """Training step -> round, for rounds 2..n (round 1 runs before training). A schedule the
+        run cannot hold (the last round at or past the last step, two rounds on one step) is an
+        error, not squeezed in."""
+        if self.rounds == 1 or total_steps == 0:  # no steps: on_train_start runs the last round at once
+            return {}
+        last = self.step_of(self.end, total_steps)
+        if last >= total_steps:
+            raise ZooError(f"obs_pruning.end is step {last}, not before the end of the {total_steps} training steps: its last "
+                           f"round would never run; end the rounds before step {total_steps}")
+        schedule = {round((i - 1) / (self.rounds - 1) * last): i for i in range(2, self.rounds + 1)}
+        if len(schedule) < self.rounds - 1:
+            raise ZooError(f"obs_pruning: rounds {self.rounds} need {self.rounds - 1} distinct steps up to step {last} (end), "
+                           f"which has only {last}; use fewer rounds or a later end")
+        return schedule
 
     def check(self, model: torch.nn.Module, ctx: Context) -> None:
         prunable(model, self.targets, self.exclude, self.type)
