@@ -61,6 +61,8 @@ def test_every_subcommand_runs_from_the_command_line(tmp_path, tiny_bert_dir, sq
     zoo("bench", "distill", "squad", *variants, "--layers", "2", "--width", "0.5", "--root", "runs/distill", "--output", "out/distill.json")
     zoo("bench", "int8", "squad", "--checkpoint", "runs/teacher-squad", "--eval-examples", "4", "--methods", "minmax", "--batches", "1",
         "--batch-size", "2", "--scoring-features", "4", "--output", "out/int8.json", *data)
+    zoo("bench", "scale", "squad", "--matrix", str(matrix), "--profile", "tiny", "--model", model, "--train-examples", "8", "--max-steps", "1",
+        "--eval-examples", "4", "--cells", "*", "--root", "runs/scale", "--output", "out/scale.json", *data)
     zoo("publish", "squad", "--org", "zoo-local", "--to", "hub", "--root", "runs/cells")
 
     port = free_port()
@@ -79,7 +81,7 @@ def test_every_subcommand_runs_from_the_command_line(tmp_path, tiny_bert_dir, sq
         server.wait(timeout=30)
 
     assert ran == set(COMMANDS), f"not run: {sorted(set(COMMANDS) - ran)}"
-    assert all((tmp_path / "out" / name).is_file() for name in ("squad.csv", "squad.png", "train.json", "int8.json"))
+    assert all((tmp_path / "out" / name).is_file() for name in ("squad.csv", "squad.png", "train.json", "int8.json", "scale.json"))
     compression = json.loads((tmp_path / "out" / "compression.json").read_text())  # --rounds reaches the benchmark
     assert compression["settings"]["rounds"] == 1 and len(compression["results"]["plain_finetune"]["seconds_per_step_by_round"]) == 1
     assert not list(Path(tmp_path).rglob(".*.tmp")), "a staged write left its temp file"

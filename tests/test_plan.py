@@ -12,7 +12,7 @@ from transformers import BertConfig
 
 from tests.conftest import run_matrix
 from tests.test_cli import assert_one_clear_line, run_cli
-from zoo import matrix, plan
+from zoo import matrix, paths, plan
 from zoo.errors import ZooError
 
 # all of SQuAD v1.1 at 384/128 with the uncased bert-base vocabulary, as `--dry-run` counted it
@@ -87,9 +87,14 @@ def test_full_profile_code_path_at_a_12_layer_shape_lands_near_its_plan(tmp_path
     BertModel(BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=12, num_attention_heads=4,
                          intermediate_size=64)).save_pretrained(tmp_path / "base")
     tokenizer.save_pretrained(tmp_path / "base")
+    # the full profile as shipped, but calibrating on what the 24-question fixture has
+    shipped = yaml.safe_load(paths.matrix_file("squad").read_text())
+    full = shipped["profiles"]["full"]
+    full["pruning"]["calibration_examples"] = 16
+    (tmp_path / "matrix.yaml").write_text(yaml.safe_dump(shipped))
     out = tmp_path / "scale.json"
-    code, err = run_cli(capsys, "bench", "scale", "--model", str(tmp_path / "base"), "--data-dir", str(squad_data_root),
-                        "--train-examples", "16", "--eval-examples", "8", "--max-steps", "2", "--batch-size", "4", "--output", str(out),
+    code, err = run_cli(capsys, "bench", "scale", "--matrix", str(tmp_path / "matrix.yaml"), "--model", str(tmp_path / "base"),
+                        "--data-dir", str(squad_data_root), "--train-examples", "16", "--eval-examples", "8", "--max-steps", "2", "--batch-size", "4", "--output", str(out),
                         "--cells", "*-s90-l12-kd", "*-s80-l3-kd", "*-s80-l3-kd-int8")
     assert code == 0, err
     report = json.loads(out.read_text())

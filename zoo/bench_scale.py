@@ -34,9 +34,10 @@ def measured(record) -> dict:
 
 
 def run(family: str, profile: str, overrides: matrix.Overrides, patterns: list[str], root: Path, output: Path, progress,
-        data_dir: str | None = None) -> dict:
+        data_dir: str | None = None, matrix_file: str | None = None) -> dict:
     started = provenance.collect()  # the code that ran: the records' commit, not one made while it ran
-    result = matrix.run(family, profile, progress, data_dir=data_dir, root=str(root), patterns=patterns, overrides=overrides)
+    result = matrix.run(family, profile, progress, matrix_file=matrix_file, data_dir=data_dir, root=str(root), patterns=patterns,
+                        overrides=overrides)
     plan = result["plan"]
     rows = []
     for planned in plan["cells"]:

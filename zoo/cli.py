@@ -234,7 +234,7 @@ def cmd_bench_scale(args: argparse.Namespace) -> None:
     output = Path(args.output or paths.BENCH / f"{name}.json")
     with _progress() as progress:
         report = bench_scale.run(args.family, args.profile, overrides, args.cells, Path(args.root or paths.RUNS / "bench-scale" / name),
-                                 output, progress, args.data_dir)
+                                 output, progress, args.data_dir, args.matrix)
     Console().print(bench_scale.markdown(report))
 
 
@@ -419,6 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = bench_sub.add_parser("scale", help="a matrix profile's code path at its model's real shape for a few steps: memory, cache, step time vs the plan")
     p.add_argument("family", nargs="?", default="squad", type=cli_args.family)
     p.add_argument("--profile", default="full")
+    p.add_argument("--matrix", type=existing_file, help="matrix file (default recipes/FAMILY-matrix.yaml)")
     p.add_argument("--model", default="random:bert-base-uncased", help="base model (default: bert-base's shape with random weights)")
     p.add_argument("--cells", nargs="+", default=["*-s0-l12", "*-s90-l12-kd", "*-s0-l12-int8"],
                    help="cells to run (default: the dense reference and its int8, and the 90%% sparse KD cell, the largest teacher cache)")

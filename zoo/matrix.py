@@ -423,11 +423,17 @@ def run(family: str, profile_name: str, progress, *, matrix_file: str | None = N
     teacher_folders = {t: {"folder": str(teacher_dir(matrix, t)), "ready": bool(m)} for t, m in teachers.items()}
     device = plan.planned_device(matrix.cell_resources.gpus) if dry_run else plan.run_device()
     done = {c.name for c in cells if changes_since_run(c, matrix, base_layers[c.task], root_dir) == []}
-    resources = plan.matrix_plan(matrix, cells, configs, {t: r is not None for t, r in teachers.items()}, done, device, data_dir)
+    try:
+        resources = plan.matrix_plan(matrix, cells, configs, {t: r is not None for t, r in teachers.items()}, done, device, data_dir)
+    except plan.PlanUnavailable as e:
+        if not dry_run:
+            raise
+        resources = {"unavailable": str(e)}
     if dry_run:
         try:
-            plan.check_fits(resources["totals"], matrix.budget, root_dir)
-            resources["fits"] = "yes"
+            if "totals" in resources:
+                plan.check_fits(resources["totals"], matrix.budget, root_dir)
+                resources["fits"] = "yes"
         except ZooError as e:
             resources["fits"] = str(e)
         return {"root": str(root_dir), "teachers": teacher_folders, "plan": resources,

@@ -44,6 +44,11 @@ ADAM_BYTES_PER_PARAM = 16  # fp32 weight, gradient and AdamW's two moments
 CUDA_HOST_BYTES = 1.2 * GB  # what the CUDA libraries add to the host process (H200: 2.90 GB measured vs 1.74 planned without)
 
 
+class PlanUnavailable(ZooError):
+    """The plan needs the training data's token counts and the data cannot be read: a real run
+    stops on it; a dry run still lists its cells."""
+
+
 @dataclass
 class DataShape:
     """The training features cells train on: counts from tokenising them."""
@@ -89,7 +94,7 @@ def data_shape(adapter, max_examples: int | None, seed: int, tokenizer_dir: str)
         loaded = adapter.load("train")[0]
         examples = subset(loaded, max_examples, seed)
     except ConnectionError as e:  # the Hub's copy, offline
-        raise ZooError(f"the plan counts the training tokens of {adapter.task} and could not load them ({e}); "
+        raise PlanUnavailable(f"the plan counts the training tokens of {adapter.task} and could not load them ({e}); "
                        f"set ZOO_DATA_DIR (or --data-dir) to the local data root") from None
     lengths = adapter.train_features(examples, lambda n: None).lengths
     shape = DataShape(len(loaded), len(examples), len(lengths), int(lengths.sum()), int(lengths.max()))
@@ -268,6 +273,9 @@ def show(resources: dict, console) -> None:
     """The plan as a table: per cell and in total."""
     from rich.table import Table
 
+    if "unavailable" in resources:
+        console.print(f"resource plan not computed: {resources['unavailable']}")
+        return
     table = Table(title=f"resource plan · cells on {resources['device']}")
     for column in ("cell", "teacher", "cache GB", "host RAM GB", "accelerator GB", "checkpoint GB"):
         table.add_column(column, justify="left" if column in ("cell", "teacher") else "right")
