@@ -94,8 +94,8 @@ def test_full_profile_code_path_at_a_12_layer_shape_lands_near_its_plan(tmp_path
     (tmp_path / "matrix.yaml").write_text(yaml.safe_dump(shipped))
     out = tmp_path / "scale.json"
     code, err = run_cli(capsys, "bench", "scale", "--matrix", str(tmp_path / "matrix.yaml"), "--model", str(tmp_path / "base"),
-                        "--data-dir", str(squad_data_root), "--train-examples", "16", "--eval-examples", "8", "--max-steps", "2", "--batch-size", "4", "--output", str(out),
-                        "--cells", "*-s90-l12-kd", "*-s80-l3-kd", "*-s80-l3-kd-int8")
+                        "--data-dir", str(squad_data_root), "--train-examples", "16", "--eval-examples", "8", "--max-steps", "2",
+                        "--batch-size", "4", "--output", str(out), "--cells", "*-s90-l12-kd", "*-s80-l3-kd", "*-s80-l3-kd-int8")
     assert code == 0, err
     report = json.loads(out.read_text())
     rows = {r["cell"].split("-squad-")[-1]: r for r in report["rows"]}
