@@ -61,12 +61,12 @@ def markdown(report: dict) -> str:
     lines = [provenance.header("Measured by", [report["provenance"]]), "",
              f"Profile `{report['profile']}` with {', '.join(f'{k} {v}' for k, v in report['overrides'].items() if v is not None)}; "
              f"cells on {report['device']}. Ratios are measured / planned (zoo/plan.py).", "",
-             "| run | teacher | cache GB plan / measured | host RSS GB plan / measured | accelerator GB plan / measured | s / step | steps |",
+             "| run | teacher | cache GB plan / measured | host RSS GB plan / measured (at start) | accelerator GB plan / measured | s / step | steps |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
     for row in report["rows"]:
         plan, seen = row["plan"], row["measured"]
         lines.append(f"| {row['cell']} | {seen['teacher'] or ''} | {gb(plan['cache_bytes'])} / {gb(seen['cache_bytes'])} | "
-                     f"{gb(plan['host_ram_bytes'])} / {gb(seen.get('peak_host_rss_bytes'))} | "
+                     f"{gb(plan['host_ram_bytes'])} / {gb(seen.get('peak_host_rss_bytes'))} ({gb(seen.get('host_rss_at_start_bytes'))}) | "
                      f"{gb(plan['accelerator_bytes'])} / {gb(seen.get('peak_accelerator_bytes'))} | "
                      f"{seen['seconds_per_step'] or ''} | {seen['train_steps']} |")
     return "\n".join(lines) + "\n"

@@ -134,8 +134,9 @@ def _evaluate(run: Run, model, examples: Dataset, limit: int | None, progress: P
 
 
 def _new_record(run: Run, kind: str) -> dict:
-    reset_peaks()
+    start_rss = reset_peaks()
     return {
+        "resources": {"host_rss_at_start_bytes": start_rss},
         "kind": kind,
         "task": run.task,
         "model": run.model_ref,
@@ -148,7 +149,7 @@ def _new_record(run: Run, kind: str) -> dict:
 
 def _finish(run_dir: Path, staging: Path, record: dict, predictions: dict, phases: Phases, started: float) -> Record:
     phases.seconds["total"] = round(time.perf_counter() - started, 2)
-    record["resources"] = peaks()  # since the run's start (_new_record)
+    record["resources"].update(peaks())  # since the run's start (_new_record)
     record["timings_s"] = phases.seconds
     record["provenance"]["finished"] = provenance.now()
     typed = parse_record(record, staging / METRICS_FILE)  # what readers will load: a record they cannot is never written

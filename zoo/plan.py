@@ -41,6 +41,13 @@ ACTIVATION_BYTES = {("cpu", "no"): 143.0, ("cpu", "bf16"): 112.0, ("cpu", "fp16"
                     ("cuda", "no"): 84.0, ("cuda", "bf16"): 42.0, ("cuda", "fp16"): 42.0}
 AUTOCAST_BYTES_PER_PARAM = {"no": 0, "bf16": 2, "fp16": 2}
 ADAM_BYTES_PER_PARAM = 16  # fp32 weight, gradient and AdamW's two moments
+# int8 post-training step: torch.export to ONNX, then ORT's pre-processing and dynamic quantisation
+# hold several copies of the graph's weights, and the cell is then scored by ORT while the torch
+# model is still held. bert-base alone: 1.88 GB above the loaded model while exporting, 2.30 GB
+# while quantising; the whole s0-l12-int8 cell (zoo bench scale, 100 dev questions at 32 x 384)
+# peaked 4.09 GB above its start, 0.31 GB of it the loaded data: 31 bytes per parameter beyond the
+# model's own 4 (fitted on that run).
+INT8_EXPORT_BYTES_PER_PARAM = 31
 CUDA_HOST_BYTES = 1.2 * GB  # what the CUDA libraries add to the host process (H200: 2.90 GB measured vs 1.74 planned without)
 
 
@@ -152,10 +159,11 @@ def plan_cell(cell, trains: bool, base_config, data: DataShape, distillation: di
                 + (forward if rounds_in_training else 0)) if trains else 4 * params + forward
     cache_build = 4 * (teacher_params + params) + eval_batch * data.max_length * (layers + 1) * hidden * 4 + 2 * SHARD_BYTES if built else 0
     data_bytes = EXAMPLE_BYTES * data.loaded_examples + FEATURE_BYTES * data.features
+    export = (4 + INT8_EXPORT_BYTES_PER_PARAM) * params if cell.quant == "int8" else 0  # on the host, after training
     if device == "cpu":
-        host, accelerator = PROCESS_BYTES + data_bytes + max(training, cache_build), None
+        host, accelerator = PROCESS_BYTES + data_bytes + max(training, cache_build, export), None
     else:  # the host keeps the data and a model's weights while loading them; the device everything else
-        host = PROCESS_BYTES + CUDA_HOST_BYTES + data_bytes + 4 * teacher_params + 2 * SHARD_BYTES
+        host = PROCESS_BYTES + CUDA_HOST_BYTES + data_bytes + max(4 * teacher_params + 2 * SHARD_BYTES, export)
         accelerator = int(max(training, cache_build))  # what torch allocates (the CUDA context comes on top, ~0.5 GB)
     checkpoint = 4 * params + (params if cell.quant == "int8" else 0) + (3 * params if cell.sparsity else 0)
     return CellPlan(cell.name, device, params, source, why, int(built), int(host), accelerator, int(checkpoint))
@@ -189,12 +197,13 @@ def check_fits(total: dict, budget, root: Path) -> None:
                            f"(see `zoo matrix ... --dry-run`)")
 
 
-def reset_peaks() -> None:
+def reset_peaks() -> int | None:
     """Start the peak-memory counters afresh (host: the kernel's VmHWM; GPU: torch's allocator),
     so a run's record says what that run alone held, also inside a matrix process. Memory earlier
     runs freed goes back to the OS first: glibc keeps freed heap pages (a bert-base step's 1.2 GB
     stayed resident after its tensors were freed; malloc_trim returned all but 0.03 GB), which
-    would count against the next run and stay held between a matrix's cells."""
+    would count against the next run and stay held between a matrix's cells. Returns the host RSS
+    the run starts from: what the process still holds of earlier runs shows there."""
     gc.collect()
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
@@ -206,15 +215,20 @@ def reset_peaks() -> None:
         pass
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
+    return _status_bytes("VmRSS:")
+
+
+def _status_bytes(field: str) -> int | None:
+    status = Path("/proc/self/status")
+    if not status.is_file():
+        return None
+    return next((int(line.split()[1]) * 1024 for line in status.read_text().splitlines() if line.startswith(field)), None)
 
 
 def peaks() -> dict:
     """Peak host RSS since `reset_peaks` (VmHWM) and peak GPU memory allocated by torch, in bytes."""
-    status = Path("/proc/self/status")
-    host = next((int(line.split()[1]) * 1024 for line in status.read_text().splitlines() if line.startswith("VmHWM:")), None) \
-        if status.is_file() else None
     accelerator = torch.cuda.max_memory_allocated() if torch.cuda.is_available() else None
-    return {"peak_host_rss_bytes": host, "peak_accelerator_bytes": accelerator}
+    return {"peak_host_rss_bytes": _status_bytes("VmHWM:"), "peak_accelerator_bytes": accelerator}
 
 
 def run_device() -> str:
