@@ -128,7 +128,6 @@ def test_no_cluster_at_the_address_fails_at_once_before_training(tiny_matrix, tm
     path, data = tiny_matrix
     done, seconds = run_timed(zoo_matrix(path, tmp_path / "cells", "--data-dir", str(data), "--executor", "ray", "--address", "127.0.0.1:1"), tmp_path)
     assert_refused_early(done, seconds, tmp_path, "--address 127.0.0.1:1: no Ray cluster there")
-    assert seconds < 20
 
 
 def test_a_port_that_is_no_ray_cluster_fails_within_the_deadline(tiny_matrix, tmp_path):
