@@ -5,6 +5,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -19,7 +20,7 @@ from huggingface_hub import HfApi, ModelCard
 from huggingface_hub.repocard_data import model_index_to_eval_results
 
 from tests.conftest import committed_record, run_matrix
-from zoo import hub, results
+from zoo import hub, pins, results
 from zoo.errors import ZooError
 from zoo.io import run_folders
 from zoo.record import CellLabels
@@ -45,7 +46,7 @@ def free_port() -> int:
 
 def test_cards_round_trip_to_the_results_row(two_cells, tmp_path):
     root, _ = two_cells
-    hub.publish("squad", root, "zoo-test", to=tmp_path / "hub")
+    hub.publish("squad", root, "zoo-test", pins_file=tmp_path / "pins.json", to=tmp_path / "hub")
     rows = {r["cell"]: r for r in results.table(results.load_records(root)).to_dict("records")}
     for name, row in rows.items():
         card = ModelCard.load(tmp_path / "hub" / "models" / "zoo-test" / name / "README.md")
@@ -106,12 +107,12 @@ def test_every_kind_of_cell_round_trips_and_tampering_is_caught(tiny_matrix, tmp
     names = sorted(p.name for p in run_folders(root))
     assert len(names) == 6
     hub_dir = tmp_path / "hub"
-    first = hub.publish("squad", root, "zoo-test", to=hub_dir)
-    assert all(first.values()) and len(first) == 7  # six cells + the index repo
-    assert not any(hub.publish("squad", root, "zoo-test", to=hub_dir).values()), "unchanged cells must make no commit"
+    first = hub.publish("squad", root, "zoo-test", pins_file=tmp_path / "pins.json", to=hub_dir)
+    assert all(first.values()) and len(first) == 6
+    assert not any(hub.publish("squad", root, "zoo-test", pins_file=tmp_path / "pins.json", to=hub_dir).values()), "unchanged cells must make no commit"
 
     with served(hub_dir, tmp_path) as env:
-        command = [sys.executable, "-m", "zoo.cli", "reproduce", "--org", "zoo-test", "--family", "squad",
+        command = [sys.executable, "-m", "zoo.cli", "reproduce", "--org", "zoo-test", "--family", "squad", "--pins", str(tmp_path / "pins.json"),
                    "--data-dir", str(data), "--out", str(tmp_path / "reproduced")]
         ok = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
         assert ok.returncode == 0, ok.stderr
@@ -121,9 +122,10 @@ def test_every_kind_of_cell_round_trips_and_tampering_is_caught(tiny_matrix, tmp
         comparison = json.loads((tmp_path / "reproduced" / "comparison.json").read_text())
         assert comparison["metrics_compared"] == 12 and comparison["largest_difference"]["abs_diff"] <= 0.1
         assert comparison["weights_checked"] == 6 and comparison["weight_problems"] == []
+        assert {c["engine"] for c in comparison["comparisons"] if c["repo"].endswith("-int8")} == {"onnxruntime int8"}
 
         repos = hub_dir / "models" / "zoo-test"
-        dense, sparse = (next(n for n in names if n.endswith(s)) for s in ("-s0-l2", "-s50-l2"))
+        dense, sparse, dropped = (next(n for n in names if n.endswith(s)) for s in ("-s0-l2", "-s50-l2", "-s0-l1"))
         width_int8, dense_int8 = (next(n for n in names if n.endswith(s)) for s in ("-w50-kd-int8", "-s0-l2-int8"))
         card = ModelCard.load(repos / dense / "README.md")
         next(r for r in card.data.eval_results if r.metric_type == "f1").metric_value += 5.0
@@ -137,26 +139,41 @@ def test_every_kind_of_cell_round_trips_and_tampering_is_caught(tiny_matrix, tmp
         commit(repos / width_int8, "tamper: noise weights")
         (repos / dense_int8 / "model.int8.onnx").write_bytes((repos / width_int8 / "model.int8.onnx").read_bytes())
         commit(repos / dense_int8, "tamper: another model's onnx")
+        shutil.rmtree(repos / dropped)
 
-        bad = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+        bad = subprocess.run([*command[:-1], str(tmp_path / "reproduced-1")], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+        assert bad.returncode == 2 and "Traceback" not in bad.stderr
+        error = bad.stderr.strip().splitlines()[-1]
+        assert "nothing was scored" in error and f"{dropped} is pinned but" in error
+        assert all(f"{name} {file}: sha256 differs from the pinned one" in error
+                   for name, file in ((dense, "README.md"), (sparse, "model.safetensors"), (dense_int8, "model.int8.onnx")))
+        assert f"{width_int8} model.safetensors is not byte for byte its fp32 sibling" in error
+
+        # A publisher whose pins agree with wrong files (the width pair both carrying the noise weights):
+        # the claims the weights make, and the scores, are checked too.
+        width = width_int8.removesuffix("-int8")
+        (repos / width / "model.safetensors").write_bytes((repos / width_int8 / "model.safetensors").read_bytes())
+        commit(repos / width, "tamper: the same noise weights")
+        pins.write(tmp_path / "pins.json", "squad", "zoo-test", [pins.pin_repo(n, "squad", "int8" if n.endswith("-int8") else "none", repos / n)
+                                                                 for n in (dense, sparse, dense_int8, width, width_int8)])
+        bad = subprocess.run([*command[:-1], str(tmp_path / "reproduced-2")], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     error = bad.stderr.strip().splitlines()[-1]
-    assert f"zoo-test/{dense} f1: card" in error
-    assert f"{sparse} model.safetensors: sha256 differs from the index" in error and f"{sparse} sparsity: weights give" in error
+    assert f"zoo-test/{dense} f1: card" in error and f"zoo-test/{dense_int8} f1: card" in error  # the swapped ONNX scores differently
+    assert f"{sparse} sparsity: weights give" in error
     assert f"{sparse} model.sparse.safetensors does not reload to the weights of model.safetensors" in error
     assert f"{width_int8} model.int8.onnx and model.safetensors disagree on a probe batch" in error
-    assert f"{dense_int8} model.int8.onnx: sha256 differs from the index" in error
 
 
 def test_publish_bad_input(two_cells, tmp_path):
     root, _ = two_cells
     with pytest.raises(ZooError, match="not a valid Hub namespace"):
-        hub.publish("squad", root, "bad org!", to=tmp_path / "hub")
+        hub.publish("squad", root, "bad org!", pins_file=tmp_path / "pins.json", to=tmp_path / "hub")
     with pytest.raises(ZooError, match="no cell results"):
-        hub.publish("squad", tmp_path / "empty", "zoo-test", to=tmp_path / "hub")
+        hub.publish("squad", tmp_path / "empty", "zoo-test", pins_file=tmp_path / "pins.json", to=tmp_path / "hub")
     (root / "tiny-bert0-l2-squad-s50-l2" / "model.safetensors").unlink()
     with pytest.raises(ZooError, match="lacks model.safetensors"):
-        hub.publish("squad", root, "zoo-test", to=tmp_path / "hub")
+        hub.publish("squad", root, "zoo-test", pins_file=tmp_path / "pins.json", to=tmp_path / "hub")
     assert not (tmp_path / "hub").exists(), "nothing may be published when one cell is incomplete"
 
 
@@ -227,19 +244,19 @@ def commits(requests):
     return out
 
 
-def test_real_hub_contract(two_cells, fake_hub, caplog, capsys):
+def test_real_hub_contract(two_cells, fake_hub, caplog, capsys, tmp_path):
     root, _ = two_cells
     token = "hf_zooTESTtoken1234567890"
     caplog.set_level(logging.DEBUG)
     api = HfApi(endpoint=fake_hub, token=token)
-    outcome = hub.publish("squad", root, "zoo-org", api=api)
-    assert set(outcome) == {"tiny-bert0-l2-squad-s50-l2", "tiny-bert0-l2-squad-s50-l1-kd", "zoo-index-squad"}
+    outcome = hub.publish("squad", root, "zoo-org", pins_file=tmp_path / "pins.json", api=api)
+    assert set(outcome) == {"tiny-bert0-l2-squad-s50-l2", "tiny-bert0-l2-squad-s50-l1-kd"}
 
     creates = [json.loads(b) for m, p, _, b in FakeHub.requests if p == "/api/repos/create"]
     assert sorted(c["name"] for c in creates) == sorted(outcome)
     assert all(c.get("organization") == "zoo-org" for c in creates)
     by_repo = commits(FakeHub.requests)
-    assert len(by_repo) == 3, "exactly one commit per repo"
+    assert len(by_repo) == 2, "exactly one commit per repo"
     for name in ("tiny-bert0-l2-squad-s50-l2", "tiny-bert0-l2-squad-s50-l1-kd"):
         summary, files = by_repo[f"zoo-org/{name}"]
         assert set(files) == set(hub.REPO_FILES) | {"README.md", "model.sparse.safetensors", "model.sparse-fp16.safetensors"}  # sparse cells
@@ -256,11 +273,11 @@ def test_real_hub_contract(two_cells, fake_hub, caplog, capsys):
     assert token not in logged
 
 
-def test_refused_upload_is_one_clear_error(two_cells, fake_hub):
+def test_refused_upload_is_one_clear_error(two_cells, fake_hub, tmp_path):
     root, _ = two_cells
     FakeHub.refuse_commits = True
     with pytest.raises(ZooError, match=r"the Hub refused zoo-org/\S+ \(HTTP 403\); nothing of it was committed"):
-        hub.publish("squad", root, "zoo-org", api=HfApi(endpoint=fake_hub, token="hf_x"))
+        hub.publish("squad", root, "zoo-org", pins_file=tmp_path / "pins.json", api=HfApi(endpoint=fake_hub, token="hf_x"))
 
 
 def test_card_for_a_classification_cell_names_width_int8_speed_and_transplant():
@@ -309,22 +326,20 @@ def test_credentials_in_the_endpoint_never_reach_a_card(monkeypatch):
 
 
 def test_publish_after_a_killed_publish_completes(two_cells, tmp_path):
-    """A publish killed mid-way leaves a git index.lock in a repo and no index commit; the next
-    publish clears the lock, commits what changed and writes the index."""
-    import shutil
-
+    """A publish killed mid-way leaves a git index.lock in a repo and no pin file; the next
+    publish clears the lock, commits what changed and pins every repo's files."""
     root, _ = two_cells
-    hub_dir = tmp_path / "hub"
-    hub.publish("squad", root, "zoo-test", to=hub_dir)
+    hub_dir, pins_file = tmp_path / "hub", tmp_path / "pins.json"
+    hub.publish("squad", root, "zoo-test", pins_file=pins_file, to=hub_dir)
     repos = hub_dir / "models" / "zoo-test"
-    cells = {p.name for p in repos.iterdir() if p.is_dir() and p.name != "zoo-index-squad"}
+    cells = {p.name for p in repos.iterdir() if p.is_dir()}
     cell = repos / sorted(cells)[0]
     (cell / ".git" / "index.lock").write_text("")  # what a killed `git commit` leaves
-    shutil.rmtree(repos / "zoo-index-squad")  # killed before the index was written
+    pins_file.unlink()  # killed before the pins were written
     (cell / "README.md").write_text("stale card")  # and mid-way through this repo's files
-    outcome = hub.publish("squad", root, "zoo-test", to=hub_dir)
-    assert outcome["zoo-index-squad"] and sum(outcome.values()) == 1  # the cells' commits were already in
+    outcome = hub.publish("squad", root, "zoo-test", pins_file=pins_file, to=hub_dir)
+    assert sum(outcome.values()) == 1  # only the half-written repo's commit was missing
     assert (cell / "README.md").read_text().startswith("---")  # the half-written file is replaced
-    index = json.loads((repos / "zoo-index-squad" / "index.json").read_text())
-    assert {r["name"] for r in index["repos"]} == cells
-    assert all(set(r["sha256"]) >= {"model.safetensors", "config.json", "metrics.json"} for r in index["repos"])
+    pinned = pins.read(pins_file, "squad", "zoo-test")
+    assert set(pinned) == cells
+    assert all(r["sha256"] == pins.repo_files(repos / name) for name, r in pinned.items())

@@ -296,26 +296,29 @@ def cmd_bench_int8(args: argparse.Namespace) -> None:
 
 
 def cmd_publish(args: argparse.Namespace) -> None:
-    from zoo import hub
+    from zoo import hub, pins
 
     root = Path(args.root) if args.root else paths.matrix_root(args.family, args.profile)
-    outcome = hub.publish(args.family, root, args.org, Path(args.to) if args.to else None)
+    pins_file = Path(args.pins or pins.default_path(args.family, args.org))
+    outcome = hub.publish(args.family, root, args.org, pins_file=pins_file, to=Path(args.to) if args.to else None)
     table = Table(title=f"published to {args.to or 'the Hub'} as {args.org}/...")
     table.add_column("repo")
     table.add_column("commit")
     for name, committed in outcome.items():
         table.add_row(f"{args.org}/{name}", "new commit" if committed else "unchanged, no commit")
+    table.caption = f"repos and file hashes pinned in {pins_file}: commit it with the results"
     Console(width=max(Console().width, 100)).print(table)
 
 
 def cmd_reproduce(args: argparse.Namespace) -> None:
-    from zoo import hub
+    from zoo import pins, reproduce
 
-    out = Path(args.out or paths.RESULTS / "reproduced" / f"{args.family}-{args.org}")
+    out = Path(args.out or reproduce.default_out(args.family, args.org))
+    pins_file = Path(args.pins or pins.default_path(args.family, args.org))
     with _progress() as progress:
-        summary = hub.reproduce(args.family, args.org, out, progress, args.data_dir, args.tolerance)
+        summary = reproduce.reproduce(args.family, args.org, out, progress, pins_file, args.data_dir, args.tolerance)
     worst = summary["largest_difference"]
-    Console().print(f"{summary['repos']} repos, {summary['metrics_compared']} metrics within {args.tolerance} of their cards; "
+    Console().print(f"{summary['repos']} repos match {pins_file}; {summary['metrics_compared']} metrics within {args.tolerance} of their cards; "
                     f"largest difference {worst['abs_diff']} ({worst['repo']} {worst['metric']}); tables in {out}")
 
 
@@ -376,11 +379,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--to", type=output_folder, help="a local hub folder (models/ORG/NAME git repos) instead of the Hub")
     p.add_argument("--profile", default="cpu")
     p.add_argument("--root", help="folder of cell folders (default runs/FAMILY-matrix/PROFILE)")
+    p.add_argument("--pins", type=output_file, help="where the repo list and file hashes are pinned (default results/hub/FAMILY-ORG.json)")
     p.set_defaults(func=cmd_publish)
     p = sub.add_parser("reproduce", help="download ORG's checkpoints, re-evaluate, rebuild the tables, check the cards")
     p.add_argument("--org", required=True)
     p.add_argument("--family", type=cli_args.family, required=True, help="squad, glue, clue or ner")
-    p.add_argument("--out", type=output_folder, help="folder for the rebuilt tables (default results/reproduced/FAMILY-ORG)")
+    p.add_argument("--out", type=output_folder, help="a new folder for the rebuilt tables (default runs/reproduced/FAMILY-ORG-UTCTIME)")
+    p.add_argument("--pins", type=cli_args.existing_file, help="the pinned repos and hashes (default results/hub/FAMILY-ORG.json)")
     p.add_argument("--data-dir")
     p.add_argument("--tolerance", type=positive_float, default=0.1, help="largest allowed |card - reproduced| per metric")
     p.set_defaults(func=cmd_reproduce)

@@ -23,21 +23,14 @@ snippet, the command that trained it and its limits.
   one line and leaves that repo without a partial commit.
 - A local hub repo is only ever written if zoo made it (its committer is zoo's); the lock files a
   killed git leaves in it are cleared, as publish holds the org's folder lock.
-- olah serves repos but has no model-listing endpoint, so publishing also writes an index
-  repo per family, `ORG/zoo-index-<family>`; `reproduce` uses the Hub's listing where there
-  is one and the index otherwise.
-- `zoo reproduce` downloads each repo with `snapshot_download` (honours `HF_ENDPOINT`),
-  loads it with stock transformers (safetensors only), re-scores it with the same adapter on
-  the same dev questions, re-measures sparsity from the downloaded weights (and checks each
-  compressed file reloads to them), writes the rebuilt
-  table and `comparison.json` to `results/reproduced/<family>-<org>/`, and exits non-zero,
-  naming repo and metric, when any metric differs from the card by more than 0.1.
+- After the last push, publish pins the repo list and every file's sha256 in
+  results/hub/FAMILY-ORG.json (zoo/pins.py), committed with the results; `zoo reproduce`
+  (zoo/reproduce.py) holds the served repos to it, so rewriting a repo does not rewrite its proof.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import subprocess
@@ -48,16 +41,15 @@ from pathlib import Path
 import pandas as pd
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from zoo import paths, provenance, results, sparse_storage
-from zoo.adapters import family_tasks, get_adapter
+from zoo import paths, pins, results, sparse_storage
+from zoo.adapters import get_adapter
 from zoo.errors import ZooError
-from zoo.io import folder_lock, sha256_file, write_json, write_text
-from zoo.record import CellLabels, Measured, Record, load_record
+from zoo.io import folder_lock, write_text
+from zoo.record import CellLabels, Record
 
 REPO_FILES = ("model.safetensors", "config.json", "tokenizer.json", "tokenizer_config.json", "recipe.yaml", "metrics.json")
 # a quantised cell's served model; speed measured by `zoo bench cells`; a sparse cell's bitmask-compressed weights
 OPTIONAL_FILES = ("model.int8.onnx", "bench.json", *(name for name, _ in sparse_storage.FORMS.values()))
-INDEX_REPO = "zoo-index-{family}"  # lists an org's repos of a family where the server cannot (olah has no /api/models listing)
 TRANSPLANT = "minilm-zh"
 LICENSE = "apache-2.0"
 
@@ -301,8 +293,9 @@ def push_hub(api, staged: Path, org: str, name: str, message: str) -> bool:
     return info.oid != head
 
 
-def publish(family: str, root: Path, org: str, to: Path | None = None, api=None) -> dict:
-    """Publish every cell under `root`, then the org's index repo. Returns {repo: committed?}."""
+def publish(family: str, root: Path, org: str, *, pins_file: Path, to: Path | None = None, api=None) -> dict:
+    """Publish every cell under `root`, then pin the repos and their files' sha256 in `pins_file`
+    (zoo/pins.py: commit it with the results). Returns {repo: committed?}."""
     check_org(org)
     cells = check_cells(root, org)
     df = results.table([r for _, r in cells])
@@ -314,187 +307,19 @@ def publish(family: str, root: Path, org: str, to: Path | None = None, api=None)
         api = HfApi()  # token from HF_TOKEN or the login cache; zoo never reads, prints or stores it
     # One publisher per cell folder and per local hub org: a second one waits its turn by failing fast.
     with folder_lock(root, "zoo process"), (folder_lock(Path(to) / "models" / org, "zoo publish") if to else nullcontext()):
-        outcome, files = {}, {}
+        outcome, pinned = {}, []
         for cell_dir, record in cells:
             name = record.cell.name
             message = f"zoo: {name} (recipe {recipe_hash(cell_dir)})"
             card = model_card(record, rows[name], table_md, org)
             with tempfile.TemporaryDirectory() as tmp:
                 staged = stage_repo(cell_dir, card, Path(tmp))
-                files[name] = {f.name: sha256_file(f) for f in sorted(staged.iterdir()) if f.name != "README.md"}
+                pinned.append(pins.pin_repo(name, record.task, record.cell.quant, staged))
                 outcome[name] = push_local(staged, to, org, name, message) if to else push_hub(api, staged, org, name, message)
         # Written last: a publish killed before this point is completed by running it again
-        # (unchanged repos make no commit), and `reproduce` checks every file against these hashes.
-        index = INDEX_REPO.format(family=family)
-        with tempfile.TemporaryDirectory() as tmp:
-            write_json(Path(tmp) / "index.json", {"repos": [{"name": n, "task": row["task"], "sha256": files[n]} for n, row in rows.items()]})
-            message = f"zoo: index of {len(rows)} {family} repos"
-            outcome[index] = push_local(Path(tmp), to, org, index, message) if to else push_hub(api, Path(tmp), org, index, message)
+        # (unchanged repos make no commit); `reproduce` holds every served file to these hashes.
+        pins.write(pins_file, family, org, pinned)
     return outcome
-
-
-HUB_CACHE = paths.RUNS / "hub-cache"
-
-
-def check_reachable(timeout_s: float = 5) -> None:
-    """Fail in one line when HF_ENDPOINT's server does not answer at all, before huggingface_hub
-    retries each request for half a minute. Skipped offline or behind a proxy (which connects for us)."""
-    import socket
-    from urllib.parse import urlsplit
-
-    if os.environ.get("HF_HUB_OFFLINE") or any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy")):
-        return
-    url = urlsplit(endpoint())
-    try:
-        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout=timeout_s).close()
-    except OSError as e:
-        raise ZooError(f"cannot reach {endpoint()} ({e.strerror or type(e).__name__}); is the server up (make hub-serve) "
-                       f"and HF_ENDPOINT set?") from e
-
-
-def list_repos(org: str, family: str) -> list[str]:
-    """The org's repos for the family's tasks: the Hub's listing API, else the org's index repo
-    of that family (a mirror such as olah serves repos but has no listing endpoint)."""
-    from huggingface_hub import HfApi
-
-    try:
-        names = [m.id.split("/", 1)[1] for m in HfApi().list_models(author=org)]
-        names = [n for n in names if any(f"-{task}-" in n for task in family_tasks(family))]
-        if names:
-            return sorted(names)
-    except Exception:  # no listing endpoint, or no server at all (the HTTP client's own errors): read_index says which
-        pass
-    return sorted(r["name"] for r in read_index(org, family)["repos"])
-
-
-def read_index(org: str, family: str) -> dict:
-    """The org's index repo of the family: its repos, each with the sha256 of every file."""
-    from huggingface_hub import hf_hub_download
-
-    try:
-        index_repo = f"{org}/{INDEX_REPO.format(family=family)}"
-        return json.loads(Path(hf_hub_download(index_repo, "index.json", cache_dir=HUB_CACHE, force_download=True)).read_text())
-    except Exception as e:
-        raise ZooError(f"cannot read the repos of '{org}' at {endpoint()} ({type(e).__name__}); is the server up and HF_ENDPOINT set?") from e
-
-
-def weight_claims(name: str, local: Path, original: Record, hashes: dict[str, str]) -> tuple[dict, list[str]]:
-    """What the downloaded weights are, and every way they differ from what the repo claims:
-    files against the index's hashes, measured sparsity/depth/width against metrics.json, and
-    (int8 repos) the ONNX model against the safetensors on a probe batch."""
-    from zoo import pipeline
-
-    problems = []
-    for file, digest in hashes.items():
-        if not (local / file).is_file() or sha256_file(local / file) != digest:
-            problems.append(f"{file}: sha256 differs from the index")
-    measured = pipeline.measure_checkpoint(local, pipeline.prune_targets(original.compression.recipe))
-    claimed = original.compression.measured.dump()
-    for key in ("sparsity", "num_hidden_layers", "attention_heads", "intermediate_size", "nonzero_params"):
-        if claimed.get(key) is not None and abs(measured[key] - claimed[key]) > (1e-4 if key == "sparsity" else 0):
-            problems.append(f"{key}: weights give {measured[key]}, metrics.json claims {claimed[key]}")
-    compressed = [(file, dtype) for file, dtype in sparse_storage.FORMS.values() if (local / file).is_file()]
-    state = sparse_storage.load_weights(local) if compressed and (local / sparse_storage.DENSE_FILE).is_file() else None
-    for file, values_dtype in compressed if state is not None else []:
-        try:
-            if not sparse_storage.reloads_to(local / file, state, values_dtype):
-                problems.append(f"{file} does not reload to the weights of model.safetensors")
-        except ZooError:  # truncated or not this format: one more claim that does not hold
-            problems.append(f"{file} is not a readable {sparse_storage.FORMAT} file")
-    if (local / "model.int8.onnx").is_file():
-        try:
-            agreement = int8_agreement(local)
-        except Exception as e:  # an unreadable file is one more claim that does not hold
-            problems.append(f"model.int8.onnx or model.safetensors cannot be run ({type(e).__name__}: {str(e).splitlines()[0][:120]})")
-            agreement = 1.0
-        if agreement < INT8_AGREEMENT:
-            problems.append(f"model.int8.onnx and model.safetensors disagree on a probe batch (logit cosine {agreement:.3f} < {INT8_AGREEMENT})")
-    return measured, [f"{name} {p}" for p in problems]
-
-
-INT8_AGREEMENT = 0.9  # int8 of the same weights measures > 0.99 here; unrelated weights ~0
-
-
-def int8_agreement(folder: Path) -> float:
-    """Cosine similarity between the int8 ONNX model's and the safetensors model's outputs on
-    a seeded batch of random token ids."""
-    import torch
-
-    from zoo.onnx_export import INT8_FILE, OrtModel
-    from zoo.speed import load_checkpoint
-
-    model = load_checkpoint(folder)
-    generator = torch.Generator().manual_seed(0)
-    batch = {"input_ids": torch.randint(1000, model.config.vocab_size, (4, 64), generator=generator),
-             "attention_mask": torch.ones(4, 64, dtype=torch.long), "token_type_ids": torch.zeros(4, 64, dtype=torch.long)}
-    with torch.no_grad():
-        reference = model(**batch)
-    quantised = OrtModel(folder / INT8_FILE)(**batch)
-    a = torch.cat([reference[n].flatten().float() for n in quantised])
-    b = torch.cat([quantised[n].flatten().float() for n in quantised])
-    return float(torch.nn.functional.cosine_similarity(a, b, dim=0))
-
-
-def reproduce(family: str, org: str, out_dir: Path, progress, data_dir: str | None = None, tolerance: float = 0.1) -> dict:
-    """Download every checkpoint of `org` for the family, re-evaluate it with its task adapter on
-    the same dev questions, rebuild the table in `out_dir`, and compare each metric with the
-    model card's model-index. Raises ZooError naming repo and metric past `tolerance`."""
-    from huggingface_hub import snapshot_download
-
-    from zoo import pipeline
-
-    check_reachable()
-    out_dir = Path(out_dir)
-    records, comparisons, weight_problems = [], [], []
-    hashes = {r["name"]: r.get("sha256", {}) for r in _index_or_empty(org, family)}
-    for name in list_repos(org, family):
-        try:
-            local = Path(snapshot_download(f"{org}/{name}", cache_dir=HUB_CACHE))
-        except Exception as e:
-            raise ZooError(f"cannot download {org}/{name} from {endpoint()} ({type(e).__name__}); is the server up and HF_ENDPOINT set?") from e
-        card = ModelCard.load(local / "README.md")
-        original = load_record(local)
-        measured, problems = weight_claims(name, local, original, hashes.get(name, {}))
-        weight_problems += problems
-        if problems:
-            continue  # weights that are not what the repo claims are not scored
-        run = pipeline.open_run(original.task, str(local), original.finetune_profile, data_dir)
-        scored = pipeline.evaluate(run, out_dir / "cells" / name, progress, original.eval.max_examples)
-        records.append(original.model_copy(update={
-            "metrics": scored.metrics, "timings_s": scored.timings_s,
-            "compression": original.compression.model_copy(update={"measured": Measured.model_validate(measured)})}))
-        for result in card.data.eval_results or []:
-            value = scored.metrics[result.metric_type]
-            comparisons.append({"repo": f"{org}/{name}", "metric": result.metric_type, "card": result.metric_value,
-                                "reproduced": round(value, 4), "abs_diff": round(abs(value - result.metric_value), 4)})
-    if not records:
-        raise ZooError(f"{len(weight_problems)} weight claim(s) do not hold: {'; '.join(weight_problems)}" if weight_problems
-                       else f"'{org}' has no {family} repos to reproduce")
-    df = results.table(records)
-    write_text(out_dir / f"{family}.csv", df.to_csv(index=False))
-    header = (f"{provenance.header('Re-derived by', [provenance.collect()])} Every row re-scored from the checkpoint downloaded "
-              f"from {org} (HF_ENDPOINT {endpoint()}); the trained rows came from `{records[0].provenance.command}`.")
-    write_text(out_dir / f"{family}.md", results.markdown(df, records, header))
-    worst = max(comparisons, key=lambda c: c["abs_diff"]) if comparisons else None
-    summary = {"org": org, "family": family, "repos": len(records), "metrics_compared": len(comparisons),
-               "tolerance": tolerance, "largest_difference": worst, "comparisons": comparisons,
-               "weights_checked": len(records), "weight_problems": weight_problems}
-    write_json(out_dir / "comparison.json", summary)
-    failures = [f"{c['repo']} {c['metric']}: card {c['card']} vs reproduced {c['reproduced']:.2f}" for c in comparisons if c["abs_diff"] > tolerance]
-    if failures or weight_problems:
-        raise ZooError("; ".join(
-            ([f"{len(failures)} metric(s) differ from the model cards by more than {tolerance}: {'; '.join(failures)}"] if failures else [])
-            + ([f"{len(weight_problems)} weight claim(s) do not hold: {'; '.join(weight_problems)}"] if weight_problems else [])))
-    return summary
-
-
-def _index_or_empty(org: str, family: str) -> list[dict]:
-    """The index's repos when the server has an index (zoo publishes one); a Hub org without one
-    is still reproduced, with no file hashes to check."""
-    try:
-        return read_index(org, family)["repos"]
-    except ZooError:
-        return []
 
 
 def olah_config(hub_dir: Path, port: int, path: Path) -> Path:
