@@ -8,11 +8,8 @@ same results row as the README table, so `reproduce` can hold every card to acco
 Every matrix cell becomes one model repo named like its folder holding `model.safetensors`,
 `config.json`, the tokenizer, `recipe.yaml`, `metrics.json` (provenance), `bench.json`,
 `model.int8.onnx` and the two compressed sparse files when the cell has them, and a model card
-(`huggingface_hub.ModelCard`): license, `base_model`, datasets, tags and a `model-index`
-built from the same results row as the README table, plus what was done (including how to
-load a width-pruned checkpoint or only a sparse cell's compressed file, and "vocabulary
-transplant" for `minilm-zh`), its measured speed, the sibling table with links, a `pipeline`
-snippet, the command that trained it and its limits.
+(zoo/cards.py: metadata true to what loads the scored model, a `model-index` from the same results
+row as the README table, what was done, how to load it, the sibling table, the training command).
 
 - The token comes from `HF_TOKEN` or the login cache, through `huggingface_hub`; zoo never
   reads, prints or stores it. The commit message names the recipe hash; re-publishing an
@@ -38,20 +35,16 @@ import tempfile
 from contextlib import nullcontext
 from pathlib import Path
 
-import pandas as pd
-from huggingface_hub import EvalResult, ModelCard, ModelCardData
+from huggingface_hub import ModelCard
 
-from zoo import paths, pins, results, sparse_storage
-from zoo.adapters import get_adapter
+from zoo import cards, paths, pins, results, sparse_storage
 from zoo.errors import ZooError
 from zoo.io import folder_lock, write_text
-from zoo.record import CellLabels, Record
+from zoo.record import Record
 
 REPO_FILES = ("model.safetensors", "config.json", "tokenizer.json", "tokenizer_config.json", "recipe.yaml", "metrics.json")
 # a quantised cell's served model; speed measured by `zoo bench cells`; a sparse cell's bitmask-compressed weights
 OPTIONAL_FILES = ("model.int8.onnx", "bench.json", *(name for name, _ in sparse_storage.FORMS.values()))
-TRANSPLANT = "minilm-zh"
-LICENSE = "apache-2.0"
 
 
 def endpoint() -> str:
@@ -75,124 +68,6 @@ def check_org(org: str) -> None:
 
 def recipe_hash(cell_dir: Path) -> str:
     return hashlib.sha256((cell_dir / "recipe.yaml").read_bytes()).hexdigest()[:12]
-
-
-def eval_results(row: dict, card: dict) -> list[EvalResult]:
-    return [
-        EvalResult(task_type=card["task_type"], dataset_type=card["dataset_type"], dataset_name=card["dataset_name"],
-                   dataset_config=card["dataset_config"], dataset_split=card["dataset_split"], metric_type=metric,
-                   metric_value=float(row[metric]))
-        for metric in card["metrics"]
-    ]
-
-
-def model_card(record: Record, row: dict, table_md: str, org: str) -> ModelCard:
-    """The card: metadata (license, base model, datasets, tags, model-index from `row`) and a
-    body saying what was done, the sibling table, how to load it, how to reproduce it, its limits."""
-    hub = get_adapter(record.task).hub_card(record.task)
-    cell, compression = record.cell, record.compression
-    name = cell.name
-    data = ModelCardData(
-        license=LICENSE, base_model=_hub_base(cell.base_model), datasets=[hub["dataset_type"]],
-        tags=["zoo", record.task, *kind_tags(cell)],
-        pipeline_tag=hub["pipeline_tag"], library_name="transformers", model_name=name, eval_results=eval_results(row, hub),
-    )
-    distill, width, measured = compression.distillation, compression.width, compression.measured
-    lines = [
-        f"# {name}", "",
-        f"A {record.task} model from the zoo matrix (profile `{cell.matrix_profile}`): {cell.base_model} "
-        f"({cell.base_layers} layers), "
-        f"{'started from the dense fine-tuned teacher' if cell.init == 'teacher' else 'fine-tuned from the base model'}, then compressed.",
-        "",
-        f"- measured sparsity over the pruned encoder weights: {100 * measured.sparsity:.2f}% (target {100 * cell.sparsity:.0f}%)",
-        f"- layers kept: {compression.layers_kept or 'all'} → {measured.num_hidden_layers} layers",
-        *([f"- width: {width['heads_kept']} of {width['heads_total']} attention heads and "
-           f"{width['neurons_kept']} of {width['neurons_total']} FFN neurons per layer, physically "
-           f"sliced; stock `from_pretrained` cannot express fewer heads at this hidden size, so load it with "
-           f"`zoo.width.from_pretrained(AutoModelFor..., path)` (config key `zoo_attention_heads`)"] if width else []),
-        *([f"- a width of a supernet: sliced, without further training, out of `{record.model}`, which trained the widths "
-           f"{width['supernet_widths']} together (DynaBERT); its own row has that training"] if width and "supernet_widths" in width else []),
-        *(["- int8: `model.int8.onnx`, ONNX Runtime dynamic quantisation of these weights (per-channel int8 MatMul weights); "
-           "the scores below are the int8 model's"] if compression.quantization else []),
-        *([f"- speed ({'ONNX Runtime int8' if row['quant'] != 'none' else 'PyTorch fp32'}, {record.bench.threads if record.bench else None} CPU thread(s)): "
-           f"{row['latency_b1_s128_ms']:.1f} ms at "
-           f"batch 1 x 128 tokens, {row['latency_b1_s384_ms']:.1f} ms at 1 x 384, {row['throughput_b32_s128']:.1f} sequences/s at "
-           f"32 x 128; {row['size_mb']:.1f} MB; {row['gflops_s128']:.2f} GFLOPs per 128-token sequence"]
-          if pd.notna(row.get("latency_b1_s128_ms")) else []),
-        f"- parameters: {measured.total_params:,} total, {measured.nonzero_params:,} non-zero",
-        *(["- smaller files: " + ", ".join(
-            f"`{f.file}` {f.bytes / 1e6:.1f} MB ({100 * f.ratio_to_dense:.1f}% of `model.safetensors`, {f.reload})"
-            for f in record.size_on_disk.forms.values()) + "; the pruned zeros are a bitmask (see Use)"] if record.size_on_disk else []),
-        "- distillation: " + (f"from `{distill['teacher']}`, KL at T={distill['temperature']} (alpha {distill['alpha']}), "
-                                f"hidden-state MSE x{distill['hidden_mse']} with layer map {distill['layer_map']}" if distill else "none"),
-        f"- {', '.join(f'{m}: {row[m]:.2f}' for m in hub['metrics'])} on {row['dev_examples']} {hub['dataset_name']} {hub['dataset_split']} examples",
-        *(["- base model: a vocabulary transplant of all-MiniLM-L6-v2 onto the bert-base-chinese vocabulary (zoo/transplant.py), "
-           "not a pretrained Chinese model"] if cell.base_model == TRANSPLANT else []), "",
-        "## Use", "", *usage(cell, bool(compression.quantization), hub["pipeline_tag"], f"{org}/{name}"), "",
-        *(sparse_usage(hub["pipeline_tag"], f"{org}/{name}") if record.size_on_disk else []),
-        "## Reproduce", "", "Trained by", "", f"```bash\n{record.provenance.command}\n```", "",
-        f"(zoo git {str(record.provenance.git.sha)[:10]}, recipe `recipe.yaml` in this repo), "
-        f"and re-scored from the Hub by `zoo reproduce --org {org} --family {get_adapter(record.task).family}`.", "",
-        "## Limits", "",
-        f"Profile `{cell.matrix_profile}`: trained on {record.train.examples} training examples for {record.train.steps} steps "
-        f"and scored on {row['dev_examples']} dev examples, as the table says; numbers from other profiles are not comparable.", "",
-        "## The matrix", "", table_md,
-    ]
-    return ModelCard(f"---\n{data.to_yaml()}\n---\n" + "\n".join(lines) + "\n")
-
-
-def kind_tags(cell: CellLabels) -> list[str]:
-    """What was done to the model, one tag each; 'dense' only when nothing was."""
-    tags = [tag for tag, done in (("sparse", cell.sparsity > 0), ("layer-dropped", cell.layers < cell.base_layers),
-                                  ("width-pruned", cell.width < 1), ("int8", cell.quant != "none"))
-            if done]
-    return (tags or ["dense"]) + (["distilled"] if cell.distill else [])
-
-
-AUTO_CLASS = {"question-answering": "AutoModelForQuestionAnswering", "text-classification": "AutoModelForSequenceClassification",
-              "token-classification": "AutoModelForTokenClassification"}
-
-
-def usage(cell: CellLabels, quantised: bool, pipeline_tag: str, repo: str) -> list[str]:
-    """A snippet that loads what the card's scores were measured on: the int8 ONNX file for a
-    quantised cell, zoo's width-aware loader for a width-pruned one, else a stock pipeline."""
-    if quantised:
-        return ["The scores are the int8 model's; run it with ONNX Runtime (inputs: the tokenizer's `input_ids`, "
-                "`attention_mask`, `token_type_ids` as int64):", "", "```python", "import onnxruntime as ort",
-                "from huggingface_hub import hf_hub_download", "from transformers import AutoTokenizer", "",
-                f'tokenizer = AutoTokenizer.from_pretrained("{repo}")',
-                f'session = ort.InferenceSession(hf_hub_download("{repo}", "model.int8.onnx"))',
-                'outputs = session.run(None, dict(tokenizer("Hello world", return_tensors="np")))', "```"]
-    if cell.width < 1:
-        return ["Fewer attention heads at this hidden size is not a stock BERT config: load it with zoo's loader "
-                "(`pip install` this project), which builds the sliced shapes and loads the safetensors strictly:", "", "```python",
-                "from huggingface_hub import snapshot_download", f"from transformers import {AUTO_CLASS[pipeline_tag]}",
-                "from zoo.width import from_pretrained", "",
-                f'model = from_pretrained({AUTO_CLASS[pipeline_tag]}, snapshot_download("{repo}"))', "```"]
-    return ["```python", "from transformers import pipeline", "", f'model = pipeline("{pipeline_tag}", model="{repo}")', "```"]
-
-
-def sparse_usage(pipeline_tag: str, repo: str) -> list[str]:
-    """How to download and load only a compressed file (zoo's bitmask format, zoo/sparse_storage.py)."""
-    fp16 = sparse_storage.FORMS["fp16"][0]
-    return [f"To download a smaller file instead of `model.safetensors`, take `{fp16}` (or the lossless `{sparse_storage.FORMS['fp32'][0]}`) "
-            "and load it with zoo's loader (`pip install` this project), which rebuilds the dense weights:", "", "```python",
-            "from huggingface_hub import snapshot_download", f"from transformers import {AUTO_CLASS[pipeline_tag]}",
-            "from zoo.width import from_pretrained", "",
-            f'path = snapshot_download("{repo}", allow_patterns=["*.json", "{fp16}"])',
-            f"model = from_pretrained({AUTO_CLASS[pipeline_tag]}, path)", "```", ""]
-
-
-def _hub_base(model: str) -> str | None:
-    """The card's base_model: a Hub id, never a path on the machine that trained it."""
-    if model in ("minilm", TRANSPLANT):
-        return "sentence-transformers/all-MiniLM-L6-v2"
-    return None if model.startswith((".", "/", "~")) or model.count("/") > 1 or Path(model).exists() else model
-
-
-def _linked_table(df, org: str, endpoint: str) -> str:
-    linked = df.assign(cell=[f"[{c}]({endpoint}/{org}/{c})" for c in df.cell])
-    return linked.drop(columns=["wall_time_s"]).to_markdown(index=False)
 
 
 def stage_repo(cell_dir: Path, card: ModelCard, into: Path) -> Path:
@@ -299,7 +174,7 @@ def publish(family: str, root: Path, org: str, *, pins_file: Path, to: Path | No
     check_org(org)
     cells = check_cells(root, org)
     df = results.table([r for _, r in cells])
-    table_md = _linked_table(df, org, endpoint())
+    table_md = cards.linked_table(df, org, endpoint())
     rows = {row["cell"]: row for row in df.to_dict("records")}
     if to is None and api is None:
         from huggingface_hub import HfApi
@@ -311,7 +186,7 @@ def publish(family: str, root: Path, org: str, *, pins_file: Path, to: Path | No
         for cell_dir, record in cells:
             name = record.cell.name
             message = f"zoo: {name} (recipe {recipe_hash(cell_dir)})"
-            card = model_card(record, rows[name], table_md, org)
+            card = cards.model_card(record, rows[name], table_md, org, set(rows), endpoint())
             with tempfile.TemporaryDirectory() as tmp:
                 staged = stage_repo(cell_dir, card, Path(tmp))
                 pinned.append(pins.pin_repo(name, record.task, record.cell.quant, staged))
