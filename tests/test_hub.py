@@ -13,6 +13,7 @@ import threading
 import time
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -122,6 +123,20 @@ def test_every_kind_of_cell_round_trips_and_tampering_is_caught(tiny_matrix, tmp
         assert comparison["metrics_compared"] == 12 and comparison["largest_difference"]["abs_diff"] <= 0.1
         assert comparison["weights_checked"] == 6 and comparison["weight_problems"] == []
         assert {c["engine"] for c in comparison["comparisons"] if c["repo"].endswith("-int8")} == {"onnxruntime int8"}
+
+        # `zoo pick`'s command, run as printed: downloads the best cell and scores it as the table did
+        table = original.assign(latency_b1_s128_ms=1.0, size_mb=1.0, retention=100.0)
+        table.to_csv(tmp_path / "picked.csv", index=False)
+        picked = subprocess.run([sys.executable, "-m", "zoo.cli", "pick", "squad", "--max-latency-ms", "5", "--org", "zoo-test",
+                                 "--csv", str(tmp_path / "picked.csv")], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+        command_line = picked.stdout.splitlines()[1]
+        best = command_line.split("--local-dir runs/pick/")[1].split()[0]
+        assert command_line.startswith(f"HF_ENDPOINT={env['HF_ENDPOINT']} hf download zoo-test/{best}")
+        shell_env = {**env, "PATH": f"{Path(sys.executable).parent}:{env['PATH']}", "ZOO_DATA_DIR": str(data)}
+        ran = subprocess.run(["bash", "-c", command_line], cwd=tmp_path, env=shell_env, capture_output=True, text=True, timeout=300)
+        assert ran.returncode == 0, ran.stderr[-2000:]
+        scored = json.loads((tmp_path / "runs" / "pick" / f"{best}-scored" / "metrics.json").read_text())
+        assert round(scored["metrics"]["f1"], 2) == table.set_index("cell").f1[best]
 
         repos = hub_dir / "models" / "zoo-test"
         dense, sparse, dropped = (next(n for n in names if n.endswith(s)) for s in ("-s0-l2", "-s50-l2", "-s0-l1"))

@@ -322,6 +322,21 @@ def cmd_reproduce(args: argparse.Namespace) -> None:
                     f"largest difference {worst['abs_diff']} ({worst['repo']} {worst['metric']}); tables in {out}")
 
 
+def cmd_pick(args: argparse.Namespace) -> None:
+    from zoo import pick, pins
+    from zoo.hub import endpoint
+
+    csv = Path(args.csv or paths.RESULTS / f"{args.family}.csv")
+    pinned = pins.default_path(args.family, args.org)
+    out = Console(soft_wrap=True, highlight=False)  # stdout, one line per fact: a command stays copyable
+    for best in pick.pick(csv, max_latency_ms=args.max_latency_ms, max_size_mb=args.max_size_mb, min_retention=args.min_retention):
+        out.print(f"{best['task']}: {best['cell']} — {best['metric']} {best[best['metric']]:.2f} ({best['retention']:.1f}% of the teacher), "
+                      f"{best['latency_b1_s128_ms']} ms at batch 1 x 128, {best['size_mb']} MB")
+        out.print(pick.run_command(best["task"], best["cell"], args.org, endpoint(), best["dev_examples"]))
+    if not pinned.is_file():
+        out.print(f"({pinned} is absent: '{args.org}' has not published {args.family} from this checkout; pass --org)")
+
+
 def cmd_hub_serve(args: argparse.Namespace) -> None:
     from zoo import hub
 
@@ -401,6 +416,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir")
     p.add_argument("--output", type=output_file, help="default results/bench/onnx-parity-NAME.json")
     p.set_defaults(func=cmd_export)
+    p = sub.add_parser("pick", help="the best cell per task of results/FAMILY.csv under a latency, size or retention bound, and how to run it")
+    p.add_argument("family", type=cli_args.family)
+    p.add_argument("--max-latency-ms", type=positive_float, help="at most this many ms at batch 1 x 128 tokens")
+    p.add_argument("--max-size-mb", type=positive_float, help="at most this many MB of served model file")
+    p.add_argument("--min-retention", type=positive_float, help="at least this % of the teacher's score")
+    p.add_argument("--org", default="zoo-local", help="the org the cells were published as (default zoo-local, `make publish-local`)")
+    p.add_argument("--csv", type=cli_args.existing_file, help="default results/FAMILY.csv")
+    p.set_defaults(func=cmd_pick)
     p = sub.add_parser("hub-serve", help="serve a local hub folder with olah on loopback")
     p.add_argument("--dir", type=cli_args.existing_folder, default=str(paths.HUB_DIR), help="the local hub folder `zoo publish --to` wrote")
     p.add_argument("--port", type=port, default=8090)
