@@ -124,6 +124,15 @@ def test_every_kind_of_cell_round_trips_and_tampering_is_caught(tiny_matrix, tmp
         assert comparison["weights_checked"] == 6 and comparison["weight_problems"] == []
         assert {c["engine"] for c in comparison["comparisons"] if c["repo"].endswith("-int8")} == {"onnxruntime int8"}
 
+        # Each card's snippet, run as a user without zoo would (zoo not importable), gives the scored model's outputs
+        for suffix in ("-s0-l2", "-s50-l2", "-s0-l1", "-s0-l2-int8", "-w50-kd-int8"):
+            name = next(n for n in names if n.endswith(suffix))
+            assert snippet_outputs(hub_dir / "models" / "zoo-test" / name, env) == scored_outputs(root / name), name
+        width_fp32 = next(n for n in names if n.endswith("-w50-kd"))
+        stock = run_without_zoo("from huggingface_hub import snapshot_download\nfrom transformers import AutoModelForQuestionAnswering\n"
+                                f"AutoModelForQuestionAnswering.from_pretrained(snapshot_download('zoo-test/{width_fp32}'))", env)
+        assert stock.returncode != 0 and "size mismatch" in stock.stderr, "stock loading of a width-pruned repo must refuse, not re-initialise"
+
         # `zoo pick`'s command, run as printed: downloads the best cell and scores it as the table did
         table = original.assign(latency_b1_s128_ms=1.0, size_mb=1.0, retention=100.0)
         table.to_csv(tmp_path / "picked.csv", index=False)
@@ -177,6 +186,45 @@ def test_every_kind_of_cell_round_trips_and_tampering_is_caught(tiny_matrix, tmp
     assert f"{sparse} sparsity: weights give" in error
     assert f"{sparse} model.sparse.safetensors does not reload to the weights of model.safetensors" in error
     assert f"{width_int8} model.int8.onnx and model.safetensors disagree on a probe batch" in error
+
+
+PROBE = ("Paris is the capital of France.", "What is the capital of France?")
+
+
+def run_without_zoo(code: str, env: dict) -> subprocess.CompletedProcess:
+    """`code` in a fresh python where zoo cannot be imported, as a downloader of the repo runs it."""
+    return subprocess.run([sys.executable, "-c", "import sys\nsys.modules['zoo'] = None\n" + code], env=env, capture_output=True,
+                          text=True, timeout=120)
+
+
+def snippet_outputs(repo, env) -> list:
+    """The card's first snippet run as written, then its model applied to PROBE: the first output, rounded."""
+    card = (repo / "README.md").read_text()
+    snippet = card.split("```python\n", 1)[1].split("```", 1)[0]
+    if "onnxruntime" in snippet:
+        probe = (f"encoded = tokenizer({PROBE[1]!r}, {PROBE[0]!r}, return_tensors='np')\n"
+                 "print([round(float(v), 3) for v in session.run(None, {k: v.astype('int64') for k, v in encoded.items()})[0].ravel()])")
+    else:
+        probe = (f"import torch\nencoded = tokenizer({PROBE[1]!r}, {PROBE[0]!r}, return_tensors='pt')\n"
+                 "print([round(float(v), 3) for v in model(**encoded)[0].detach().ravel()])")
+    done = run_without_zoo(snippet + "\n" + probe, env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def scored_outputs(cell) -> list:
+    """What the cell was scored with (zoo's own loading: its int8 ONNX model when it has one) on PROBE."""
+    import torch
+    from transformers import AutoModelForQuestionAnswering, AutoTokenizer
+
+    from zoo.onnx_export import INT8_FILE, OrtModel
+    from zoo.width import from_pretrained
+
+    encoded = AutoTokenizer.from_pretrained(cell)(PROBE[1], PROBE[0], return_tensors="pt")
+    if (cell / INT8_FILE).is_file():
+        return [round(float(v), 3) for v in OrtModel(cell / INT8_FILE)(**encoded)["start_logits"].ravel()]
+    with torch.no_grad():
+        return [round(float(v), 3) for v in from_pretrained(AutoModelForQuestionAnswering, str(cell))(**encoded)[0].ravel()]
 
 
 def test_publish_bad_input(two_cells, tmp_path):

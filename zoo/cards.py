@@ -9,6 +9,15 @@ loader); tags saying what was done; a `model-index` whose dataset args and metri
 how many of the split's examples the scores are. The body says what was done, how to load the
 scored model, the command that trained it and its limits, and links the sibling table to the
 configured endpoint. No path of the publishing machine reaches a card.
+
+Loading, as chosen here: every snippet downloads with `snapshot_download` and loads from the local
+folder (olah, `make hub-serve`, answers some of the tree/metadata requests `AutoTokenizer.from_pretrained(repo_id)`
+makes with 401; `snapshot_download` it serves); no snippet uses the question-answering `pipeline`,
+which transformers 5.x removed. Dense, sparse and layer-dropped cells load with stock
+`AutoModelFor*.from_pretrained`; int8 cells run their `model.int8.onnx` with ONNX Runtime (what
+their scores come from); width-pruned cells need zoo's loader: stock `from_pretrained` refuses their
+weights (size mismatch), though with `ignore_mismatched_sizes=True` it would re-initialise them.
+test_hub.py runs each kind's snippet without zoo importable against olah and compares its outputs.
 """
 
 from __future__ import annotations
