@@ -130,6 +130,9 @@ def test_pins_for_another_org_or_none_fail(served, tmp_path):
         pins.read(pins_file, "squad", "someone")
     with pytest.raises(ZooError, match=r"no pinned repo list at .*missing.json: `zoo publish squad --org zoo-test` writes it"):
         pins.read(tmp_path / "missing.json", "squad", ORG)
+    (tmp_path / "edited.json").write_text('{"family": "squad", "org": "zoo-test", "repos": [{"name": "m", "sha256": {"a": "b"}}]}')
+    with pytest.raises(ZooError, match=r"edited.json is not a pinned repo list .*KeyError"):
+        pins.read(tmp_path / "edited.json", "squad", ORG)
 
 
 def test_reproduce_never_writes_over_earlier_results(served, tmp_path):

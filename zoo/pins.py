@@ -45,8 +45,9 @@ def read(path: Path, family: str, org: str) -> dict:
     try:
         pins = json.loads(path.read_text(encoding="utf-8"))
         repos = {r["name"]: r for r in pins["repos"]}
-        if not all(isinstance(r["sha256"], dict) and r["sha256"] for r in repos.values()):
-            raise KeyError("sha256")
+        for repo in repos.values():
+            if not (isinstance(repo["sha256"], dict) and repo["sha256"] and isinstance(repo["task"], str) and "fp32_sibling" in repo):
+                raise KeyError(f"{repo['name']}: task, fp32_sibling or sha256")
     except (ValueError, KeyError, TypeError) as e:
         raise ZooError(f"{path} is not a pinned repo list (repos with name, task, fp32_sibling, sha256; {type(e).__name__}: {e}); "
                        f"publish again to rewrite it") from e
