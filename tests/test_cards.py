@@ -59,11 +59,11 @@ def test_no_local_path_reaches_a_card(squad_cards):
 @pytest.mark.parametrize("name, library, base, relation, tags", [
     ("minilm-l6-squad-s0-l6", "transformers", "sentence-transformers/all-MiniLM-L6-v2", "finetune", ["dense"]),
     ("minilm-l6-squad-s90-l6-kd", "transformers", "sentence-transformers/all-MiniLM-L6-v2", "finetune", ["sparse", "distilled"]),
-    ("minilm-l6-squad-s0-l6-w50-kd", None, "sentence-transformers/all-MiniLM-L6-v2", "finetune", ["width-pruned", "distilled"]),
+    ("minilm-l6-squad-s0-l6-w50-kd", "onnx", "sentence-transformers/all-MiniLM-L6-v2", "finetune", ["width-pruned", "distilled"]),
     ("minilm-l6-squad-s0-l6-w50-kd-int8", "onnx", f"{ORG}/minilm-l6-squad-s0-l6-w50-kd", "quantized", ["width-pruned", "int8", "distilled"]),
     ("minilm-l6-squad-s0-l6-int8", "onnx", f"{ORG}/minilm-l6-squad-s0-l6", "quantized", ["int8"]),
     ("minilm-l6-squad-s0-l6-kd-sn", "transformers", "sentence-transformers/all-MiniLM-L6-v2", "finetune", ["supernet", "distilled"]),
-    ("minilm-l6-squad-s0-l6-w50-kd-sn", None, f"{ORG}/minilm-l6-squad-s0-l6-kd-sn", None, ["width-pruned", "supernet", "distilled"]),
+    ("minilm-l6-squad-s0-l6-w50-kd-sn", "onnx", f"{ORG}/minilm-l6-squad-s0-l6-kd-sn", None, ["width-pruned", "supernet", "distilled"]),
 ])
 def test_metadata_is_true_to_what_loads_the_scored_model(squad_cards, name, library, base, relation, tags):
     card = squad_cards[name]
@@ -120,7 +120,8 @@ def test_card_for_a_classification_cell_names_width_int8_speed_and_transplant():
 @pytest.mark.parametrize("changes, snippet", [
     ({}, "AutoModelForQuestionAnswering.from_pretrained(path)"),
     ({"layers": 3}, "AutoModelForQuestionAnswering.from_pretrained(path)"),
-    ({"width": 0.5, "distilled": True}, "from_pretrained(AutoModelForQuestionAnswering, path)"),
+    ({"width": 0.5, "distilled": True}, 'ort.InferenceSession(f"{path}/model.onnx")'),
+    ({"width": 0.5}, "stock `from_pretrained` refuses these weights"),
     ({"quant": "int8"}, 'ort.InferenceSession(f"{path}/model.int8.onnx")'),
 ])
 def test_usage_loads_what_was_scored(changes, snippet):

@@ -3,10 +3,10 @@
 Metadata: license; `base_model` with `base_model_relation` (an int8 cell is `quantized` from its
 fp32 sibling's repo; a trained cell a `finetune` of the Hub base model; a width sliced out of a
 supernet names the supernet's repo, with no relation, as the Hub has no value for slicing);
-`library_name` only where that library loads what was scored (`transformers` for cells stock
-transformers loads, `onnx` for int8 cells, none for width-pruned fp32 cells, which need zoo's
-loader); tags saying what was done; a `model-index` whose dataset args and metric names say on
-how many of the split's examples the scores are. The body says what was done, how to load the
+`library_name` the library that loads what was scored (`transformers` where stock transformers
+loads it, `onnx` for int8 cells and for width-pruned ones, which ship an fp32 `model.onnx`); tags
+saying what was done; a `model-index` whose dataset args and metric names say on how many of the
+split's examples the scores are. The body says what was done, how to load the
 scored model, the command that trained it and its limits, and links the sibling table to the
 configured endpoint. No path of the publishing machine reaches a card.
 
@@ -15,8 +15,9 @@ folder (olah, `make hub-serve`, answers some of the tree/metadata requests `Auto
 makes with 401; `snapshot_download` it serves); no snippet uses the question-answering `pipeline`,
 which transformers 5.x removed. Dense, sparse and layer-dropped cells load with stock
 `AutoModelFor*.from_pretrained`; int8 cells run their `model.int8.onnx` with ONNX Runtime (what
-their scores come from); width-pruned cells need zoo's loader: stock `from_pretrained` refuses their
-weights (size mismatch), though with `ignore_mismatched_sizes=True` it would re-initialise them.
+their scores come from); width-pruned cells run their fp32 `model.onnx` (hub.export_onnx) or load with
+zoo's loader: stock `from_pretrained` refuses their weights (size mismatch), though with
+`ignore_mismatched_sizes=True` it would re-initialise them (not prevented: said on the card).
 test_hub.py runs each kind's snippet without zoo importable against olah and compares its outputs.
 """
 
@@ -61,11 +62,10 @@ def kind_tags(cell: CellLabels) -> list[str]:
     return (tags or ["dense"]) + (["distilled"] if cell.distill else [])
 
 
-def library(cell: CellLabels) -> str | None:
-    """The library that loads what the card's scores were measured on (None: only zoo's loader does)."""
-    if cell.quant != "none":
-        return "onnx"
-    return "transformers" if cell.width >= 1 else None
+def library(cell: CellLabels) -> str:
+    """The library a user loads the scored model with: ONNX Runtime for int8 cells (their scores are
+    the ONNX model's) and width-pruned ones (stock transformers cannot build the sliced shapes)."""
+    return "onnx" if cell.quant != "none" or cell.width < 1 else "transformers"
 
 
 def public(text: str) -> str:
@@ -180,25 +180,28 @@ ZOO_LOADER = ("zoo's loader (`zoo.width.from_pretrained`, from the source of the
               "the PyPI package named `zoo` is an unrelated project)")
 
 
+def onnx_usage(repo: str, file: str, what: str) -> list[str]:
+    return [f"{what}; run it with ONNX Runtime (inputs: the tokenizer's `input_ids`, `attention_mask`, `token_type_ids` as int64):", "",
+            "```python", "import onnxruntime as ort", "from huggingface_hub import snapshot_download", "from transformers import AutoTokenizer", "",
+            f'path = snapshot_download("{repo}", allow_patterns=["*.json", "{file}"])', "tokenizer = AutoTokenizer.from_pretrained(path)",
+            f'session = ort.InferenceSession(f"{{path}}/{file}")',
+            'outputs = session.run(None, dict(tokenizer("Hello world", return_tensors="np")))', "```"]
+
+
 def usage(cell: CellLabels, pipeline_tag: str, repo: str) -> list[str]:
     """A snippet that loads what the card's scores were measured on: the int8 ONNX file for a
-    quantised cell, zoo's width-aware loader for a width-pruned one, else stock transformers."""
-    download = f'path = snapshot_download("{repo}")'
+    quantised cell, the fp32 ONNX export for a width-pruned one, else stock transformers."""
     if cell.quant != "none":
-        return ["The scores are the int8 model's; run it with ONNX Runtime (inputs: the tokenizer's `input_ids`, "
-                "`attention_mask`, `token_type_ids` as int64):", "", "```python", "import onnxruntime as ort",
-                "from huggingface_hub import snapshot_download", "from transformers import AutoTokenizer", "",
-                f'path = snapshot_download("{repo}", allow_patterns=["*.json", "model.int8.onnx"])',
-                "tokenizer = AutoTokenizer.from_pretrained(path)",
-                'session = ort.InferenceSession(f"{path}/model.int8.onnx")',
-                'outputs = session.run(None, dict(tokenizer("Hello world", return_tensors="np")))', "```"]
+        return onnx_usage(repo, "model.int8.onnx", "The scores are the int8 model's")
     if cell.width < 1:
-        return [f"Fewer attention heads at this hidden size is not a stock BERT config: stock `from_pretrained` refuses these weights "
-                f"(size mismatch). Load it with {ZOO_LOADER}, which builds the sliced shapes and loads the safetensors strictly:", "",
-                "```python", "from huggingface_hub import snapshot_download", f"from transformers import {AUTO_CLASS[pipeline_tag]}",
-                "from zoo.width import from_pretrained", "", download, f"model = from_pretrained({AUTO_CLASS[pipeline_tag]}, path)", "```"]
+        return [*onnx_usage(repo, "model.onnx", "`model.onnx` is these weights exported to ONNX (the scores were measured in PyTorch; "
+                                                "`zoo reproduce` checks the export against the weights)"), "",
+                f"Fewer attention heads at this hidden size is not a stock BERT config: stock `from_pretrained` refuses these weights "
+                f"(size mismatch; with `ignore_mismatched_sizes=True` it would re-initialise them). In PyTorch, load them with {ZOO_LOADER}, "
+                f"which builds the sliced shapes and loads the safetensors strictly: `from_pretrained({AUTO_CLASS[pipeline_tag]}, path)`."]
     return ["```python", "from huggingface_hub import snapshot_download", f"from transformers import {AUTO_CLASS[pipeline_tag]}, AutoTokenizer", "",
-            download, "tokenizer = AutoTokenizer.from_pretrained(path)", f"model = {AUTO_CLASS[pipeline_tag]}.from_pretrained(path).eval()", "```"]
+            f'path = snapshot_download("{repo}")', "tokenizer = AutoTokenizer.from_pretrained(path)",
+            f"model = {AUTO_CLASS[pipeline_tag]}.from_pretrained(path).eval()", "```"]
 
 
 def sparse_usage(pipeline_tag: str, repo: str) -> list[str]:

@@ -43,8 +43,9 @@ from zoo.io import folder_lock, write_text
 from zoo.record import Record
 
 REPO_FILES = ("model.safetensors", "config.json", "tokenizer.json", "tokenizer_config.json", "recipe.yaml", "metrics.json")
-# a quantised cell's served model; speed measured by `zoo bench cells`; a sparse cell's bitmask-compressed weights
-OPTIONAL_FILES = ("model.int8.onnx", "bench.json", *(name for name, _ in sparse_storage.FORMS.values()))
+# a quantised cell's served model; an fp32 ONNX export (a width-pruned cell's stock-loadable form, see export_onnx);
+# speed measured by `zoo bench cells`; a sparse cell's bitmask-compressed weights
+OPTIONAL_FILES = ("model.int8.onnx", "model.onnx", "bench.json", *(name for name, _ in sparse_storage.FORMS.values()))
 
 
 def endpoint() -> str:
@@ -75,6 +76,19 @@ def stage_repo(cell_dir: Path, card: ModelCard, into: Path) -> Path:
         shutil.copy2(cell_dir / name, into / name)
     card.save(into / "README.md")
     return into
+
+
+def export_onnx(cell_dir: Path, record: Record) -> None:
+    """A width-pruned fp32 cell's weights as `model.onnx`, which stock ONNX Runtime runs where stock
+    transformers cannot build the sliced shapes. Written once into the cell folder (as `zoo export`
+    does), so re-publishing ships the same bytes and makes no new commit."""
+    from zoo import onnx_export
+
+    if record.cell.width >= 1 or record.cell.quant != "none" or (cell_dir / onnx_export.DEFAULT_FILE).is_file():
+        return
+    from zoo.speed import load_checkpoint
+
+    onnx_export.export(load_checkpoint(cell_dir), cell_dir)  # output names: the model class's (onnx_export.OUTPUT_NAMES)
 
 
 def check_cells(root: Path, org: str) -> list[tuple[Path, Record]]:
@@ -184,6 +198,7 @@ def publish(family: str, root: Path, org: str, *, pins_file: Path, to: Path | No
     with folder_lock(root, "zoo process"), (folder_lock(Path(to) / "models" / org, "zoo publish") if to else nullcontext()):
         outcome, pinned = {}, []
         for cell_dir, record in cells:
+            export_onnx(cell_dir, record)
             name = record.cell.name
             message = f"zoo: {name} (recipe {recipe_hash(cell_dir)})"
             card = cards.model_card(record, rows[name], table_md, org, set(rows), endpoint())

@@ -22,7 +22,7 @@ from zoo.adapters import get_adapter
 from zoo.errors import ZooError
 from zoo.hub import endpoint
 from zoo.io import sha256_file, write_json, write_text
-from zoo.onnx_export import INT8_FILE
+from zoo.onnx_export import DEFAULT_FILE, INT8_FILE
 from zoo.record import Measured, Record, load_record
 
 HUB_CACHE = paths.RUNS / "hub-cache"
@@ -101,7 +101,7 @@ def trust_problems(name: str, local: Path | None, pin: dict, pinned: dict[str, d
 def weight_claims(name: str, local: Path, original: Record) -> tuple[dict, list[str]]:
     """What the downloaded weights are, and every way they differ from what the repo claims:
     measured sparsity/depth/width against metrics.json, each compressed file against the weights,
-    and (int8 repos) the ONNX model against the safetensors on a probe batch."""
+    and each ONNX model (int8, or a width cell's fp32 export) against the safetensors on a probe batch."""
     from zoo import pipeline
 
     problems = []
@@ -118,23 +118,26 @@ def weight_claims(name: str, local: Path, original: Record) -> tuple[dict, list[
                 problems.append(f"{file} does not reload to the weights of model.safetensors")
         except ZooError:  # truncated or not this format: one more claim that does not hold
             problems.append(f"{file} is not a readable {sparse_storage.FORMAT} file")
-    if (local / INT8_FILE).is_file():
+    for file, threshold in ((INT8_FILE, INT8_AGREEMENT), (DEFAULT_FILE, FP32_AGREEMENT)):
+        if not (local / file).is_file():
+            continue
         try:
-            agreement = int8_agreement(local)
+            agreement = onnx_agreement(local, file)
         except Exception as e:  # an unreadable file is one more claim that does not hold
-            problems.append(f"{INT8_FILE} or model.safetensors cannot be run ({type(e).__name__}: {str(e).splitlines()[0][:120]})")
-            agreement = 1.0
-        if agreement < INT8_AGREEMENT:
-            problems.append(f"{INT8_FILE} and model.safetensors disagree on a probe batch (logit cosine {agreement:.3f} < {INT8_AGREEMENT})")
+            problems.append(f"{file} or model.safetensors cannot be run ({type(e).__name__}: {str(e).splitlines()[0][:120]})")
+            continue
+        if agreement < threshold:
+            problems.append(f"{file} and model.safetensors disagree on a probe batch (logit cosine {agreement:.3f} < {threshold})")
     return measured, [f"{name} {p}" for p in problems]
 
 
 INT8_AGREEMENT = 0.9  # int8 of the same weights measures > 0.99 here; unrelated weights ~0
+FP32_AGREEMENT = 0.9999  # an fp32 export of the same weights matches to ~1e-7
 
 
-def int8_agreement(folder: Path) -> float:
-    """Cosine similarity between the int8 ONNX model's and the safetensors model's outputs on
-    a seeded batch of random token ids."""
+def onnx_agreement(folder: Path, file: str) -> float:
+    """Cosine similarity between the ONNX model's and the safetensors model's outputs on a seeded
+    batch of random token ids."""
     import torch
 
     from zoo.onnx_export import OrtModel
@@ -146,9 +149,9 @@ def int8_agreement(folder: Path) -> float:
              "attention_mask": torch.ones(4, 64, dtype=torch.long), "token_type_ids": torch.zeros(4, 64, dtype=torch.long)}
     with torch.no_grad():
         reference = model(**batch)
-    quantised = OrtModel(folder / INT8_FILE)(**batch)
-    a = torch.cat([reference[n].flatten().float() for n in quantised])
-    b = torch.cat([quantised[n].flatten().float() for n in quantised])
+    exported = OrtModel(folder / file)(**batch)
+    a = torch.cat([reference[n].flatten().float() for n in exported])
+    b = torch.cat([exported[n].flatten().float() for n in exported])
     return float(torch.nn.functional.cosine_similarity(a, b, dim=0))
 
 
