@@ -330,8 +330,9 @@ def cmd_pick(args: argparse.Namespace) -> None:
     pinned = pins.default_path(args.family, args.org)
     out = Console(soft_wrap=True, highlight=False)  # stdout, one line per fact: a command stays copyable
     for best in pick.pick(csv, max_latency_ms=args.max_latency_ms, max_size_mb=args.max_size_mb, min_retention=args.min_retention):
-        out.print(f"{best['task']}: {best['cell']} — {best['metric']} {best[best['metric']]:.2f} ({best['retention']:.1f}% of the teacher), "
-                      f"{best['latency_b1_s128_ms']} ms at batch 1 x 128, {best['size_mb']} MB")
+        retention = f" ({best['retention']:.1f}% of the teacher)" if best["retention"] == best["retention"] else ""  # NaN: teacher scored 0
+        out.print(f"{best['task']}: {best['cell']} — {best['metric']} {best[best['metric']]:.2f}{retention}, "
+                  f"{best['latency_b1_s128_ms']} ms at batch 1 x 128, {best['size_mb']} MB")
         out.print(pick.run_command(best["task"], best["cell"], args.org, endpoint(), best["dev_examples"]))
     if not pinned.is_file():
         out.print(f"({pinned} is absent: '{args.org}' has not published {args.family} from this checkout; pass --org)")

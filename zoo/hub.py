@@ -7,7 +7,8 @@ same results row as the README table, so `reproduce` can hold every card to acco
 
 Every matrix cell becomes one model repo named like its folder holding `model.safetensors`,
 `config.json`, the tokenizer, `recipe.yaml`, `metrics.json` (provenance), `bench.json`,
-`model.int8.onnx` and the two compressed sparse files when the cell has them, and a model card
+`model.int8.onnx`, an fp32 `model.onnx` (width-pruned cells: see export_onnx) and the two
+compressed sparse files when the cell has them, and a model card
 (zoo/cards.py: metadata true to what loads the scored model, a `model-index` from the same results
 row as the README table, what was done, how to load it, the sibling table, the training command).
 
