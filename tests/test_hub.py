@@ -65,7 +65,8 @@ def served(hub_dir, tmp_path):
     """olah serving `hub_dir` on a free loopback port; yields the environment for zoo to reach it."""
     port = free_port()
     config = hub.olah_config(hub_dir, port, tmp_path / "olah.toml")
-    server = subprocess.Popen([sys.executable, "-m", "olah.server", "-c", str(config)], cwd=tmp_path,
+    server = subprocess.Popen([sys.executable, "-m", "zoo.olah_serve", "-c", str(config)], cwd=tmp_path,
+                              env={**os.environ, "ZOO_HUB_DIR": str(hub_dir.resolve())},
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 60
@@ -129,6 +130,8 @@ def test_every_kind_of_cell_round_trips_and_tampering_is_caught(tiny_matrix, tmp
             name = next(n for n in names if n.endswith(suffix))
             ran, scored = snippet_outputs(hub_dir / "models" / "zoo-test" / name, env), scored_outputs(root / name)
             assert len(ran) == len(scored) and max(abs(a - b) for a, b in zip(ran, scored)) <= 2e-3, name  # outputs rounded to 3 places
+        online = run_without_zoo(f"from transformers import AutoTokenizer\nAutoTokenizer.from_pretrained('zoo-test/{names[0]}')", env)
+        assert online.returncode == 0, online.stderr[-2000:]  # the local hub answers absent paths as the Hub does (zoo/olah_serve.py)
         width_fp32 = next(n for n in names if n.endswith("-w50-kd"))
         stock = run_without_zoo("from huggingface_hub import snapshot_download\nfrom transformers import AutoModelForQuestionAnswering\n"
                                 f"AutoModelForQuestionAnswering.from_pretrained(snapshot_download('zoo-test/{width_fp32}'))", env)

@@ -11,9 +11,9 @@ scored model, the command that trained it and its limits, and links the sibling 
 configured endpoint. No path of the publishing machine reaches a card.
 
 Loading, as chosen here: every snippet downloads with `snapshot_download` and loads from the local
-folder (olah, `make hub-serve`, answers the tree request `AutoTokenizer.from_pretrained(repo_id)` makes for
-the absent `additional_chat_templates/` folder with 401 where the Hub answers 404, so that call fails on
-a local hub; `snapshot_download` works on both); no snippet uses the question-answering `pipeline`,
+folder, which works on the Hub and on a local hub alike (`make hub-serve` runs olah with the Hub's 404
+for a repo's absent paths, zoo/olah_serve.py, so `from_pretrained(repo_id)` works there too); no
+snippet uses the question-answering `pipeline`,
 which transformers 5.x removed. Dense, sparse and layer-dropped cells load with stock
 `AutoModelFor*.from_pretrained`; int8 cells run their `model.int8.onnx` with ONNX Runtime (what
 their scores come from); width-pruned cells run their fp32 `model.onnx` (hub.export_onnx) or load with

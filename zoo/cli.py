@@ -343,7 +343,8 @@ def cmd_hub_serve(args: argparse.Namespace) -> None:
 
     config = hub.olah_config(Path(args.dir), args.port, paths.RUNS / "olah.toml")
     console.print(f"serving {Path(args.dir).resolve()} — use: export HF_ENDPOINT=http://127.0.0.1:{args.port}")
-    os.execv(sys.executable, [sys.executable, "-m", "olah.server", "-c", str(config)])  # the server keeps this pid
+    # olah with the Hub's 404 for a repo's absent paths (zoo/olah_serve.py); the server keeps this pid
+    os.execve(sys.executable, [sys.executable, "-m", "zoo.olah_serve", "-c", str(config)], {**os.environ, "ZOO_HUB_DIR": str(Path(args.dir).resolve())})
 
 
 def build_parser() -> argparse.ArgumentParser:
