@@ -135,3 +135,5 @@ def test_a_path_keeps_only_its_last_part_and_a_hub_id_stays():
     assert cards.public("bert-base-uncased") == "bert-base-uncased" and cards.public("org/name") == "org/name"
     assert cards.public_command("zoo finetune squad --model ./m --output=/tmp/x") == "zoo finetune squad --model m --output=x"
     assert Path(cards.public("~/m")).name == "m"
+    unbalanced = cards.public_command("zoo matrix squad --root /a/b 'unbalanced")
+    assert unbalanced.startswith("zoo matrix squad --root b ") and "/a/b" not in unbalanced

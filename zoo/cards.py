@@ -81,7 +81,11 @@ def public_command(command: str) -> str:
         flag, eq, value = token.partition("=") if token.startswith("--") else ("", "", token)
         return f"{flag}{eq}{public(value)}" if eq else public(token)
 
-    return shlex.join(arg(t) for t in shlex.split(command))
+    try:
+        tokens = shlex.split(command)
+    except ValueError:  # unbalanced quotes in a hand-launched command: its words as they stand
+        tokens = command.split()
+    return shlex.join(arg(t) for t in tokens)
 
 
 def _hub_base(model: str) -> str | None:
