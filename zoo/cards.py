@@ -185,28 +185,67 @@ ZOO_LOADER = ("zoo's loader (`zoo.width.from_pretrained`, from the source of the
               "the PyPI package named `zoo` is an unrelated project)")
 
 
-def onnx_usage(repo: str, file: str, what: str) -> list[str]:
-    return [f"{what}; run it with ONNX Runtime (inputs: the tokenizer's `input_ids`, `attention_mask`, `token_type_ids` as int64):", "",
-            "```python", "import onnxruntime as ort", "from huggingface_hub import snapshot_download", "from transformers import AutoTokenizer", "",
+# SQuAD: the post-processing the card's scores came from (tasks/squad.py best_answers), for one question:
+# 384-token windows with 128 of overlap, the best start+end logit sum over the 20 top starts and ends
+# of each window, inside the context and at most 30 tokens long (zoo also cuts questions at 64 tokens).
+QA_ANSWER = [
+    "", "def answer(question, context):",
+    '    enc = tokenizer(question.lstrip(), context, truncation="only_second", max_length=384, stride=128,',
+    "                    return_overflowing_tokens=True, return_offsets_mapping=True)",
+    "    best, span = -np.inf, (0, 0)",
+    '    for i, ids in enumerate(enc["input_ids"]):',
+    '        starts, ends = logits(ids, enc["token_type_ids"][i])',
+    "        inside = [sid == 1 for sid in enc.sequence_ids(i)]",
+    "        for s in np.argsort(starts)[::-1][:20]:",
+    "            for e in np.argsort(ends)[::-1][:20]:",
+    "                if inside[s] and inside[e] and s <= e < s + 30 and starts[s] + ends[e] > best:",
+    '                    best, span = starts[s] + ends[e], (enc["offset_mapping"][i][s][0], enc["offset_mapping"][i][e][1])',
+    "    return context[span[0]:span[1]]", "",
+    'print(answer("What is the capital of France?", "Paris is the capital of France."))',
+]
+QA_LOGITS = {
+    "onnx": ["def logits(ids, types):",
+             '    feed = {"input_ids": np.array([ids]), "attention_mask": np.ones((1, len(ids)), dtype=np.int64), "token_type_ids": np.array([types])}',
+             "    start, end = session.run(None, feed)[:2]", "    return start[0], end[0]"],
+    "transformers": ["def logits(ids, types):", "    with torch.no_grad():",
+                     "        out = model(input_ids=torch.tensor([ids]), token_type_ids=torch.tensor([types]))",
+                     "    return out.start_logits[0].numpy(), out.end_logits[0].numpy()"],
+}
+
+
+def task_lines(pipeline_tag: str, runtime: str) -> list[str]:
+    """After loading: for question answering, the answer with the scored post-processing; else one forward."""
+    if pipeline_tag == "question-answering":
+        return ["", *QA_LOGITS[runtime], *QA_ANSWER]
+    if runtime == "onnx":
+        return ['outputs = session.run(None, {k: v.astype("int64") for k, v in tokenizer("Hello world", return_tensors="np").items()})']
+    return ['outputs = model(**tokenizer("Hello world", return_tensors="pt"))']
+
+
+def onnx_usage(repo: str, file: str, what: str, pipeline_tag: str) -> list[str]:
+    return [f"{what}; run it with ONNX Runtime:", "", "```python", "import numpy as np", "import onnxruntime as ort",
+            "from huggingface_hub import snapshot_download", "from transformers import AutoTokenizer", "",
             f'path = snapshot_download("{repo}", allow_patterns=["*.json", "{file}"])', "tokenizer = AutoTokenizer.from_pretrained(path)",
-            f'session = ort.InferenceSession(f"{{path}}/{file}")',
-            'outputs = session.run(None, dict(tokenizer("Hello world", return_tensors="np")))', "```"]
+            f'session = ort.InferenceSession(f"{{path}}/{file}")', *task_lines(pipeline_tag, "onnx"), "```"]
 
 
 def usage(cell: CellLabels, pipeline_tag: str, repo: str) -> list[str]:
-    """A snippet that loads what the card's scores were measured on: the int8 ONNX file for a
-    quantised cell, the fp32 ONNX export for a width-pruned one, else stock transformers."""
+    """A snippet that loads what the card's scores were measured on (the int8 ONNX file for a
+    quantised cell, the fp32 ONNX export for a width-pruned one, else stock transformers) and,
+    for question answering, answers with the post-processing the scores came from."""
     if cell.quant != "none":
-        return onnx_usage(repo, "model.int8.onnx", "The scores are the int8 model's")
+        return onnx_usage(repo, "model.int8.onnx", "The scores are the int8 model's, scored in batches: dynamic int8 quantises "
+                          "activations per batch, so one input alone can differ slightly (an answer on a near-tie)", pipeline_tag)
     if cell.width < 1:
         return [*onnx_usage(repo, "model.onnx", "`model.onnx` is these weights exported to ONNX (the scores were measured in PyTorch; "
-                                                "`zoo reproduce` checks the export against the weights)"), "",
+                                                "`zoo reproduce` checks the export against the weights)", pipeline_tag), "",
                 f"Fewer attention heads at this hidden size is not a stock BERT config: stock `from_pretrained` refuses these weights "
                 f"(size mismatch; with `ignore_mismatched_sizes=True` it would re-initialise them). In PyTorch, load them with {ZOO_LOADER}, "
                 f"which builds the sliced shapes and loads the safetensors strictly: `from_pretrained({AUTO_CLASS[pipeline_tag]}, path)`."]
-    return ["```python", "from huggingface_hub import snapshot_download", f"from transformers import {AUTO_CLASS[pipeline_tag]}, AutoTokenizer", "",
+    return ["```python", "import numpy as np", "import torch", "from huggingface_hub import snapshot_download",
+            f"from transformers import {AUTO_CLASS[pipeline_tag]}, AutoTokenizer", "",
             f'path = snapshot_download("{repo}")', "tokenizer = AutoTokenizer.from_pretrained(path)",
-            f"model = {AUTO_CLASS[pipeline_tag]}.from_pretrained(path).eval()", "```"]
+            f"model = {AUTO_CLASS[pipeline_tag]}.from_pretrained(path).eval()", *task_lines(pipeline_tag, "transformers"), "```"]
 
 
 def sparse_usage(pipeline_tag: str, repo: str) -> list[str]:
