@@ -23,9 +23,9 @@ help:
 	@echo "make clue-matrix    the CLUE matrix (cpu: TNEWS on the minilm-zh transplant), then the tables"
 	@echo "make ner-matrix     the NER matrix (cpu: CoNLL-2003; MSRA NER on minilm-zh), then the tables"
 	@echo "make tables         results/FAMILY.{csv,md,png}, results/README.md + README table from the matrix cells (FAMILY=$(FAMILY))"
-	@echo "make publish-local  publish FAMILY's matrix cells to the local hub folder $(HUB_DIR)/ as ORG=$(ORG)"
+	@echo "make publish-local  publish FAMILY's matrix cells to the local hub folder $(HUB_DIR)/ as ORG=$(ORG); pins them in results/hub/"
 	@echo "make hub-serve      serve $(HUB_DIR)/ over the Hub protocol (olah) on 127.0.0.1:$(HUB_PORT)"
-	@echo "make reproduce      (with hub-serve running) re-derive the tables from the served checkpoints"
+	@echo "make reproduce      (with hub-serve running) check the served repos against results/hub/FAMILY-ORG.json, re-score them into a new runs/reproduced/ folder"
 	@echo "make bench-train    training throughput vs pad-to-max baseline -> results/bench/"
 	@echo "make bench-compression  pruning+KD step (cached/live teacher) vs plain step -> results/bench/"
 	@echo "make gpu-check      first thing on a GPU machine: device test, full-profile shapes vs the plan -> results/bench/"
@@ -66,8 +66,9 @@ squad-matrix glue-matrix clue-matrix ner-matrix: %-matrix: setup
 tables: setup
 	$(ZOO) tables $(FAMILY) --profile $(PROFILE)
 
+# HF_ENDPOINT: the cards' links and snippets name the server `make hub-serve` starts.
 publish-local: setup
-	$(ZOO) publish $(FAMILY) --org $(ORG) --to $(HUB_DIR) --profile $(PROFILE)
+	HF_ENDPOINT=http://127.0.0.1:$(HUB_PORT) $(ZOO) publish $(FAMILY) --org $(ORG) --to $(HUB_DIR) --profile $(PROFILE)
 
 hub-serve: setup
 	$(ZOO) hub-serve --dir $(HUB_DIR) --port $(HUB_PORT)

@@ -5,6 +5,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -12,17 +13,17 @@ import threading
 import time
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pandas as pd
 import pytest
 from huggingface_hub import HfApi, ModelCard
 from huggingface_hub.repocard_data import model_index_to_eval_results
 
-from tests.conftest import committed_record, run_matrix
-from zoo import hub, results
+from tests.conftest import run_matrix
+from zoo import hub, pins, results
 from zoo.errors import ZooError
 from zoo.io import run_folders
-from zoo.record import CellLabels
 
 pytestmark = pytest.mark.slow  # every test here exports, serves or trains
 
@@ -45,7 +46,7 @@ def free_port() -> int:
 
 def test_cards_round_trip_to_the_results_row(two_cells, tmp_path):
     root, _ = two_cells
-    hub.publish("squad", root, "zoo-test", to=tmp_path / "hub")
+    hub.publish("squad", root, "zoo-test", pins_file=tmp_path / "pins.json", to=tmp_path / "hub")
     rows = {r["cell"]: r for r in results.table(results.load_records(root)).to_dict("records")}
     for name, row in rows.items():
         card = ModelCard.load(tmp_path / "hub" / "models" / "zoo-test" / name / "README.md")
@@ -55,7 +56,7 @@ def test_cards_round_trip_to_the_results_row(two_cells, tmp_path):
         assert all(e.dataset_type == "rajpurkar/squad" and e.dataset_split == "validation" for e in evals)
         assert card.data.license == "apache-2.0" and "zoo" in card.data.tags and "sparse" in card.data.tags
         assert card.data.base_model is None  # the tiny base is a local folder: never written into a card
-        assert "pipeline(" in card.text and "zoo reproduce --org zoo-test" in card.text
+        assert "from_pretrained(path)" in card.text and "zoo reproduce --org zoo-test" in card.text
         assert all(f"zoo-test/{sibling}" in card.text for sibling in rows)
 
 
@@ -64,7 +65,8 @@ def served(hub_dir, tmp_path):
     """olah serving `hub_dir` on a free loopback port; yields the environment for zoo to reach it."""
     port = free_port()
     config = hub.olah_config(hub_dir, port, tmp_path / "olah.toml")
-    server = subprocess.Popen([sys.executable, "-m", "olah.server", "-c", str(config)], cwd=tmp_path,
+    server = subprocess.Popen([sys.executable, "-m", "zoo.olah_serve", "-c", str(config)], cwd=tmp_path,
+                              env={**os.environ, "ZOO_HUB_DIR": str(hub_dir.resolve())},
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 60
@@ -90,7 +92,7 @@ def commit(repo, message):
 
 def test_every_kind_of_cell_round_trips_and_tampering_is_caught(tiny_matrix, tmp_path):
     """Dense, sparse, layer-dropped, width-pruned and int8 cells: published, served by olah,
-    reproduced; then a card's score, a sparse repo's weights (zeros un-pruned), an int8 repo's
+    reproduced, each card's snippet run without zoo, `zoo pick`'s command run; then a card's score, a sparse repo's weights (zeros un-pruned), an int8 repo's
     safetensors (noise) and another int8 repo's ONNX (swapped) are altered, and reproduce names each."""
     import torch
     import yaml
@@ -106,12 +108,12 @@ def test_every_kind_of_cell_round_trips_and_tampering_is_caught(tiny_matrix, tmp
     names = sorted(p.name for p in run_folders(root))
     assert len(names) == 6
     hub_dir = tmp_path / "hub"
-    first = hub.publish("squad", root, "zoo-test", to=hub_dir)
-    assert all(first.values()) and len(first) == 7  # six cells + the index repo
-    assert not any(hub.publish("squad", root, "zoo-test", to=hub_dir).values()), "unchanged cells must make no commit"
+    first = hub.publish("squad", root, "zoo-test", pins_file=tmp_path / "pins.json", to=hub_dir)
+    assert all(first.values()) and len(first) == 6
+    assert not any(hub.publish("squad", root, "zoo-test", pins_file=tmp_path / "pins.json", to=hub_dir).values()), "unchanged cells must make no commit"
 
     with served(hub_dir, tmp_path) as env:
-        command = [sys.executable, "-m", "zoo.cli", "reproduce", "--org", "zoo-test", "--family", "squad",
+        command = [sys.executable, "-m", "zoo.cli", "reproduce", "--org", "zoo-test", "--family", "squad", "--pins", str(tmp_path / "pins.json"),
                    "--data-dir", str(data), "--out", str(tmp_path / "reproduced")]
         ok = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
         assert ok.returncode == 0, ok.stderr
@@ -121,9 +123,52 @@ def test_every_kind_of_cell_round_trips_and_tampering_is_caught(tiny_matrix, tmp
         comparison = json.loads((tmp_path / "reproduced" / "comparison.json").read_text())
         assert comparison["metrics_compared"] == 12 and comparison["largest_difference"]["abs_diff"] <= 0.1
         assert comparison["weights_checked"] == 6 and comparison["weight_problems"] == []
+        assert {c["engine"] for c in comparison["comparisons"] if c["repo"].endswith("-int8")} == {"onnxruntime int8"}
+
+        # Each card's snippet, run as a user without zoo would (zoo not importable), gives the scored model's outputs
+        for suffix in ("-s0-l2", "-s50-l2", "-s0-l1", "-w50-kd", "-s0-l2-int8", "-w50-kd-int8"):
+            name = next(n for n in names if n.endswith(suffix))
+            ran, scored = snippet_outputs(hub_dir / "models" / "zoo-test" / name, env), scored_outputs(root / name)
+            assert len(ran) == len(scored) and max(abs(a - b) for a, b in zip(ran, scored)) <= 2e-3, name  # outputs rounded to 3 places
+        # ... and, run on the dev questions the cell was scored on, its `answer` gives the cell's own predictions
+        questions = {qa["id"]: (qa["question"], paragraph["context"]) for article in json.loads((data / "squad" / "dev-v1.1.json").read_text())["data"]
+                     for paragraph in article["paragraphs"] for qa in paragraph["qas"]}
+        for suffix in ("-s0-l2", "-w50-kd", "-s0-l2-int8"):
+            name = next(n for n in names if n.endswith(suffix))
+            predicted = json.loads((root / name / "predictions.json").read_text())
+            assert len(predicted) == 8
+            asked = {qid: questions[qid] for qid in predicted}
+            card = (hub_dir / "models" / "zoo-test" / name / "README.md").read_text()
+            code = card.split("```python\n", 1)[1].split("```", 1)[0] + f"\nimport json\nprint(json.dumps({{q: answer(*a) for q, a in {asked!r}.items()}}))"
+            done = run_without_zoo(code, env)
+            assert done.returncode == 0, done.stderr[-2000:]
+            answers = json.loads(done.stdout.strip().splitlines()[-1])
+            same = sum(answers[q] == predicted[q] for q in predicted)
+            # dynamic int8 quantises activations per batch: one question alone can move a near-tie (the card says so)
+            assert same == 8 if suffix != "-s0-l2-int8" else same >= 6, (name, same)
+        online = run_without_zoo(f"from transformers import AutoTokenizer\nAutoTokenizer.from_pretrained('zoo-test/{names[0]}')", env)
+        assert online.returncode == 0, online.stderr[-2000:]  # the local hub answers absent paths as the Hub does (zoo/olah_serve.py)
+        width_fp32 = next(n for n in names if n.endswith("-w50-kd"))
+        stock = run_without_zoo("from huggingface_hub import snapshot_download\nfrom transformers import AutoModelForQuestionAnswering\n"
+                                f"AutoModelForQuestionAnswering.from_pretrained(snapshot_download('zoo-test/{width_fp32}'))", env)
+        assert stock.returncode != 0 and "size mismatch" in stock.stderr, "stock loading of a width-pruned repo must refuse, not re-initialise"
+
+        # `zoo pick`'s command, run as printed: downloads the best cell and scores it as the table did
+        table = original.assign(latency_b1_s128_ms=1.0, size_mb=1.0, retention=100.0)
+        table.to_csv(tmp_path / "picked.csv", index=False)
+        picked = subprocess.run([sys.executable, "-m", "zoo.cli", "pick", "squad", "--max-latency-ms", "5", "--org", "zoo-test",
+                                 "--csv", str(tmp_path / "picked.csv")], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+        command_line = picked.stdout.splitlines()[1]
+        best = command_line.split("--local-dir runs/pick/")[1].split()[0]
+        assert command_line.startswith(f"HF_ENDPOINT={env['HF_ENDPOINT']} hf download zoo-test/{best}")
+        shell_env = {**env, "PATH": f"{Path(sys.executable).parent}:{env['PATH']}", "ZOO_DATA_DIR": str(data)}
+        ran = subprocess.run(["bash", "-c", command_line], cwd=tmp_path, env=shell_env, capture_output=True, text=True, timeout=300)
+        assert ran.returncode == 0, ran.stderr[-2000:]
+        scored = json.loads((tmp_path / "runs" / "pick" / f"{best}-scored" / "metrics.json").read_text())
+        assert round(scored["metrics"]["f1"], 2) == table.set_index("cell").f1[best]
 
         repos = hub_dir / "models" / "zoo-test"
-        dense, sparse = (next(n for n in names if n.endswith(s)) for s in ("-s0-l2", "-s50-l2"))
+        dense, sparse, dropped = (next(n for n in names if n.endswith(s)) for s in ("-s0-l2", "-s50-l2", "-s0-l1"))
         width_int8, dense_int8 = (next(n for n in names if n.endswith(s)) for s in ("-w50-kd-int8", "-s0-l2-int8"))
         card = ModelCard.load(repos / dense / "README.md")
         next(r for r in card.data.eval_results if r.metric_type == "f1").metric_value += 5.0
@@ -137,26 +182,80 @@ def test_every_kind_of_cell_round_trips_and_tampering_is_caught(tiny_matrix, tmp
         commit(repos / width_int8, "tamper: noise weights")
         (repos / dense_int8 / "model.int8.onnx").write_bytes((repos / width_int8 / "model.int8.onnx").read_bytes())
         commit(repos / dense_int8, "tamper: another model's onnx")
+        shutil.rmtree(repos / dropped)
 
-        bad = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+        bad = subprocess.run([*command[:-1], str(tmp_path / "reproduced-1")], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+        assert bad.returncode == 2 and "Traceback" not in bad.stderr
+        error = bad.stderr.strip().splitlines()[-1]
+        assert "nothing was scored" in error and f"{dropped} is pinned but" in error
+        assert all(f"{name} {file}: sha256 differs from the pinned one" in error
+                   for name, file in ((dense, "README.md"), (sparse, "model.safetensors"), (dense_int8, "model.int8.onnx")))
+        assert f"{width_int8} model.safetensors is not byte for byte its fp32 sibling" in error
+
+        # A publisher whose pins agree with wrong files (the width pair both carrying the noise weights):
+        # the claims the weights make, and the scores, are checked too.
+        width = width_int8.removesuffix("-int8")
+        (repos / width / "model.safetensors").write_bytes((repos / width_int8 / "model.safetensors").read_bytes())
+        commit(repos / width, "tamper: the same noise weights")
+        pins.write(tmp_path / "pins.json", "squad", "zoo-test", [pins.pin_repo(n, "squad", "int8" if n.endswith("-int8") else "none", repos / n)
+                                                                 for n in (dense, sparse, dense_int8, width, width_int8)])
+        bad = subprocess.run([*command[:-1], str(tmp_path / "reproduced-2")], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     error = bad.stderr.strip().splitlines()[-1]
-    assert f"zoo-test/{dense} f1: card" in error
-    assert f"{sparse} model.safetensors: sha256 differs from the index" in error and f"{sparse} sparsity: weights give" in error
+    assert f"zoo-test/{dense} f1: card" in error and f"zoo-test/{dense_int8} f1: card" in error  # the swapped ONNX scores differently
+    assert f"{sparse} sparsity: weights give" in error
     assert f"{sparse} model.sparse.safetensors does not reload to the weights of model.safetensors" in error
     assert f"{width_int8} model.int8.onnx and model.safetensors disagree on a probe batch" in error
-    assert f"{dense_int8} model.int8.onnx: sha256 differs from the index" in error
+
+
+PROBE = ("Paris is the capital of France.", "What is the capital of France?")
+
+
+def run_without_zoo(code: str, env: dict) -> subprocess.CompletedProcess:
+    """`code` in a fresh python where zoo cannot be imported, as a downloader of the repo runs it."""
+    return subprocess.run([sys.executable, "-c", "import sys\nsys.modules['zoo'] = None\n" + code], env=env, capture_output=True,
+                          text=True, timeout=120)
+
+
+def snippet_outputs(repo, env) -> list:
+    """The card's first snippet run as written, then its model applied to PROBE: the first output, rounded."""
+    card = (repo / "README.md").read_text()
+    snippet = card.split("```python\n", 1)[1].split("```", 1)[0]
+    if "onnxruntime" in snippet:
+        probe = (f"encoded = tokenizer({PROBE[1]!r}, {PROBE[0]!r}, return_tensors='np')\n"
+                 "print([round(float(v), 3) for v in session.run(None, {k: v.astype('int64') for k, v in encoded.items()})[0].ravel()])")
+    else:
+        probe = (f"import torch\nencoded = tokenizer({PROBE[1]!r}, {PROBE[0]!r}, return_tensors='pt')\n"
+                 "print([round(float(v), 3) for v in model(**encoded)[0].detach().ravel()])")
+    done = run_without_zoo(snippet + "\n" + probe, env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def scored_outputs(cell) -> list:
+    """What the cell was scored with (zoo's own loading: its int8 ONNX model when it has one) on PROBE."""
+    import torch
+    from transformers import AutoModelForQuestionAnswering, AutoTokenizer
+
+    from zoo.onnx_export import INT8_FILE, OrtModel
+    from zoo.width import from_pretrained
+
+    encoded = AutoTokenizer.from_pretrained(cell)(PROBE[1], PROBE[0], return_tensors="pt")
+    if (cell / INT8_FILE).is_file():
+        return [round(float(v), 3) for v in OrtModel(cell / INT8_FILE)(**encoded)["start_logits"].ravel()]
+    with torch.no_grad():
+        return [round(float(v), 3) for v in from_pretrained(AutoModelForQuestionAnswering, str(cell))(**encoded)[0].ravel()]
 
 
 def test_publish_bad_input(two_cells, tmp_path):
     root, _ = two_cells
     with pytest.raises(ZooError, match="not a valid Hub namespace"):
-        hub.publish("squad", root, "bad org!", to=tmp_path / "hub")
+        hub.publish("squad", root, "bad org!", pins_file=tmp_path / "pins.json", to=tmp_path / "hub")
     with pytest.raises(ZooError, match="no cell results"):
-        hub.publish("squad", tmp_path / "empty", "zoo-test", to=tmp_path / "hub")
+        hub.publish("squad", tmp_path / "empty", "zoo-test", pins_file=tmp_path / "pins.json", to=tmp_path / "hub")
     (root / "tiny-bert0-l2-squad-s50-l2" / "model.safetensors").unlink()
     with pytest.raises(ZooError, match="lacks model.safetensors"):
-        hub.publish("squad", root, "zoo-test", to=tmp_path / "hub")
+        hub.publish("squad", root, "zoo-test", pins_file=tmp_path / "pins.json", to=tmp_path / "hub")
     assert not (tmp_path / "hub").exists(), "nothing may be published when one cell is incomplete"
 
 
@@ -227,19 +326,19 @@ def commits(requests):
     return out
 
 
-def test_real_hub_contract(two_cells, fake_hub, caplog, capsys):
+def test_real_hub_contract(two_cells, fake_hub, caplog, capsys, tmp_path):
     root, _ = two_cells
     token = "hf_zooTESTtoken1234567890"
     caplog.set_level(logging.DEBUG)
     api = HfApi(endpoint=fake_hub, token=token)
-    outcome = hub.publish("squad", root, "zoo-org", api=api)
-    assert set(outcome) == {"tiny-bert0-l2-squad-s50-l2", "tiny-bert0-l2-squad-s50-l1-kd", "zoo-index-squad"}
+    outcome = hub.publish("squad", root, "zoo-org", pins_file=tmp_path / "pins.json", api=api)
+    assert set(outcome) == {"tiny-bert0-l2-squad-s50-l2", "tiny-bert0-l2-squad-s50-l1-kd"}
 
     creates = [json.loads(b) for m, p, _, b in FakeHub.requests if p == "/api/repos/create"]
     assert sorted(c["name"] for c in creates) == sorted(outcome)
     assert all(c.get("organization") == "zoo-org" for c in creates)
     by_repo = commits(FakeHub.requests)
-    assert len(by_repo) == 3, "exactly one commit per repo"
+    assert len(by_repo) == 2, "exactly one commit per repo"
     for name in ("tiny-bert0-l2-squad-s50-l2", "tiny-bert0-l2-squad-s50-l1-kd"):
         summary, files = by_repo[f"zoo-org/{name}"]
         assert set(files) == set(hub.REPO_FILES) | {"README.md", "model.sparse.safetensors", "model.sparse-fp16.safetensors"}  # sparse cells
@@ -256,51 +355,11 @@ def test_real_hub_contract(two_cells, fake_hub, caplog, capsys):
     assert token not in logged
 
 
-def test_refused_upload_is_one_clear_error(two_cells, fake_hub):
+def test_refused_upload_is_one_clear_error(two_cells, fake_hub, tmp_path):
     root, _ = two_cells
     FakeHub.refuse_commits = True
     with pytest.raises(ZooError, match=r"the Hub refused zoo-org/\S+ \(HTTP 403\); nothing of it was committed"):
-        hub.publish("squad", root, "zoo-org", api=HfApi(endpoint=fake_hub, token="hf_x"))
-
-
-def test_card_for_a_classification_cell_names_width_int8_speed_and_transplant():
-    """Cards come from adapter facts, not SQuAD assumptions: the model-index carries the task's
-    metrics, and the body says how to load a width-pruned checkpoint, that the model is int8,
-    how fast it measured, and that minilm-zh is a vocabulary transplant."""
-    cell = {"name": "minilm-zh-l6-tnews-s0-l6-w50-kd-int8", "matrix_profile": "cpu", "base_model": "minilm-zh", "base_layers": 6,
-            "target_sparsity": 0.0, "layers": 6, "width": 0.5, "distilled": True, "quant": "int8", "init": "teacher"}
-    record = committed_record(
-        "clue/matrix-cpu/minilm-zh-l6-tnews-s0-l3-kd", cell=cell, metrics={"accuracy": 41.234, "examples": 2000},
-        eval={"examples": 2000}, train={"examples": 2000, "steps": 63}, timings_s={"total": 80.0},
-        compression={"measured": {"sparsity": 0.0, "num_hidden_layers": 6, "total_params": 9, "nonzero_params": 9},
-                     "width": {"heads_kept": 6, "heads_total": 12, "neurons_kept": 768, "neurons_total": 1536},
-                     "quantization": {"scheme": "int8_dynamic"}},
-        bench={"threads": 1, "runs": {"latency_b1_s128": {"median_ms": 12.5}, "latency_b1_s384": {"median_ms": 40.0},
-                                      "throughput_b32_s128": {"sequences_per_second": 80.0}},
-               "size_bytes": 23_000_000, "flops": {"b1_s128": 1_500_000_000}},
-    )
-    row = results.row_of(record)
-    card = hub.model_card(record, row, "(table)", "zoo-test")
-    assert [(r.metric_type, r.metric_value, r.dataset_type) for r in card.data.eval_results] == [("accuracy", 41.23, "clue/clue")]
-    assert card.data.base_model == "sentence-transformers/all-MiniLM-L6-v2" and card.data.pipeline_tag == "text-classification"
-    text = str(card)
-    assert "vocabulary transplant" in text and "zoo.width.from_pretrained" in text and "model.int8.onnx" in text
-    assert "ONNX Runtime int8, 1 CPU thread(s)): 12.5 ms at batch 1 x 128 tokens" in text
-    assert card.data.tags == ["zoo", "tnews", "width-pruned", "int8", "distilled"]
-    assert 'ort.InferenceSession(hf_hub_download("zoo-test/minilm-zh-l6-tnews-s0-l6-w50-kd-int8", "model.int8.onnx"))' in text
-
-
-@pytest.mark.parametrize("changes, tags, snippet", [
-    ({}, ["dense"], 'pipeline("question-answering"'),
-    ({"layers": 3}, ["layer-dropped"], 'pipeline("question-answering"'),
-    ({"width": 0.5, "distilled": True}, ["width-pruned", "distilled"], "from_pretrained(AutoModelForQuestionAnswering, snapshot_download("),
-    ({"target_sparsity": 0.8}, ["sparse"], 'pipeline("question-answering"'),
-])
-def test_tags_and_usage_say_what_each_kind_of_cell_is(changes, tags, snippet):
-    cell = CellLabels.model_validate({"name": "x", "matrix_profile": "cpu", "base_model": "minilm", "init": "teacher", "target_sparsity": 0.0,
-                                      "layers": 6, "base_layers": 6, "width": 1.0, "quant": "none", "distilled": False, **changes})
-    assert hub.kind_tags(cell) == tags
-    assert snippet in "\n".join(hub.usage(cell, False, "question-answering", "org/x"))
+        hub.publish("squad", root, "zoo-org", pins_file=tmp_path / "pins.json", api=HfApi(endpoint=fake_hub, token="hf_x"))
 
 
 def test_credentials_in_the_endpoint_never_reach_a_card(monkeypatch):
@@ -309,22 +368,20 @@ def test_credentials_in_the_endpoint_never_reach_a_card(monkeypatch):
 
 
 def test_publish_after_a_killed_publish_completes(two_cells, tmp_path):
-    """A publish killed mid-way leaves a git index.lock in a repo and no index commit; the next
-    publish clears the lock, commits what changed and writes the index."""
-    import shutil
-
+    """A publish killed mid-way leaves a git index.lock in a repo and no pin file; the next
+    publish clears the lock, commits what changed and pins every repo's files."""
     root, _ = two_cells
-    hub_dir = tmp_path / "hub"
-    hub.publish("squad", root, "zoo-test", to=hub_dir)
+    hub_dir, pins_file = tmp_path / "hub", tmp_path / "pins.json"
+    hub.publish("squad", root, "zoo-test", pins_file=pins_file, to=hub_dir)
     repos = hub_dir / "models" / "zoo-test"
-    cells = {p.name for p in repos.iterdir() if p.is_dir() and p.name != "zoo-index-squad"}
+    cells = {p.name for p in repos.iterdir() if p.is_dir()}
     cell = repos / sorted(cells)[0]
     (cell / ".git" / "index.lock").write_text("")  # what a killed `git commit` leaves
-    shutil.rmtree(repos / "zoo-index-squad")  # killed before the index was written
+    pins_file.unlink()  # killed before the pins were written
     (cell / "README.md").write_text("stale card")  # and mid-way through this repo's files
-    outcome = hub.publish("squad", root, "zoo-test", to=hub_dir)
-    assert outcome["zoo-index-squad"] and sum(outcome.values()) == 1  # the cells' commits were already in
+    outcome = hub.publish("squad", root, "zoo-test", pins_file=pins_file, to=hub_dir)
+    assert not any(outcome.values())  # every repo's commit was already in; only the pins were missing
     assert (cell / "README.md").read_text().startswith("---")  # the half-written file is replaced
-    index = json.loads((repos / "zoo-index-squad" / "index.json").read_text())
-    assert {r["name"] for r in index["repos"]} == cells
-    assert all(set(r["sha256"]) >= {"model.safetensors", "config.json", "metrics.json"} for r in index["repos"])
+    pinned = pins.read(pins_file, "squad", "zoo-test")
+    assert set(pinned) == cells
+    assert all(r["sha256"] == pins.repo_files(repos / name) for name, r in pinned.items())

@@ -35,7 +35,7 @@ def test_cell_names_are_hub_repo_names():
 def test_publish_refuses_a_name_the_hub_rejects(tmp_path):
     cell_folder(tmp_path / "cells", "my model-l6-squad-s90-l6")
     with pytest.raises(ZooError, match=r"'my model-l6-squad-s90-l6' is no Hub repo name.*nothing was published"):
-        hub.publish("squad", tmp_path / "cells", "zoo-test", to=tmp_path / "hub")
+        hub.publish("squad", tmp_path / "cells", "zoo-test", pins_file=tmp_path / "pins.json", to=tmp_path / "hub")
     assert not (tmp_path / "hub").exists()
 
 
@@ -45,7 +45,7 @@ def test_publish_refuses_a_truncated_compressed_file(tmp_path):
     fp16 = folder / "model.sparse-fp16.safetensors"
     fp16.write_bytes(fp16.read_bytes()[:-500])
     with pytest.raises(ZooError, match=r"model.sparse-fp16.safetensors is not a readable .*zoo compress"):
-        hub.publish("squad", tmp_path / "cells", "zoo-test", to=tmp_path / "hub")
+        hub.publish("squad", tmp_path / "cells", "zoo-test", pins_file=tmp_path / "pins.json", to=tmp_path / "hub")
     assert not (tmp_path / "hub").exists()
 
 

@@ -42,7 +42,10 @@ def test_tables_rebuild_the_committed_files(tmp_path, family):
     shutil.copytree(REPO / "results" / "notes", out / "notes")
     shutil.copytree(REPO / "results" / "bench", out / "bench")
     for other in FAMILIES:
-        shutil.copy2(REPO / "results" / f"{other}.md", out / f"{other}.md")
+        for name in (f"{other}.md", f"{other}.png"):
+            shutil.copy2(REPO / "results" / name, out / name)
+        for archive in (REPO / "results" / other).glob("matrix-*"):  # the records results/README.md's header is made from
+            shutil.copytree(archive, out / other / archive.name, ignore=shutil.ignore_patterns("predictions.json"))
     shutil.copy2(REPO / "README.md", tmp_path / "README.md")
     results.build(family, REPO / "results" / family / "matrix-cpu", out, tmp_path / "README.md", None)
     for name in ("README.md", f"{family}.csv", f"{family}.md"):

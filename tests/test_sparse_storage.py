@@ -11,7 +11,7 @@ from rich.progress import Progress
 from safetensors.torch import load_file, save_file
 from transformers import BertConfig, BertForQuestionAnswering
 
-from zoo import hub, pipeline, results, sparse_storage, width
+from zoo import cards, hub, pipeline, results, sparse_storage, width
 from zoo.cli import main
 from zoo.errors import ZooError
 from zoo.models import check_weights
@@ -151,7 +151,7 @@ def test_compress_command_and_table_columns(tmp_path, capsys):
 
 def test_card_names_the_smaller_files_and_how_to_load_one():
     record = load_record(REPO / "results/squad/matrix-cpu/minilm-l6-squad-s90-l6")
-    text = str(hub.model_card(record, results.row_of(record), "(table)", "zoo-test"))
+    text = str(cards.model_card(record, results.row_of(record), "(table)", "zoo-test"))
     assert "- smaller files: `model.sparse.safetensors` 53.4 MB (59.2% of `model.safetensors`, exact)" in text
     assert "`model.sparse-fp16.safetensors` 27.4 MB (30.3% of `model.safetensors`, exact to the fp16-rounded weights)" in text
     assert 'snapshot_download("zoo-test/minilm-l6-squad-s90-l6", allow_patterns=["*.json", "model.sparse-fp16.safetensors"])' in text

@@ -296,27 +296,46 @@ def cmd_bench_int8(args: argparse.Namespace) -> None:
 
 
 def cmd_publish(args: argparse.Namespace) -> None:
-    from zoo import hub
+    from zoo import hub, pins
 
     root = Path(args.root) if args.root else paths.matrix_root(args.family, args.profile)
-    outcome = hub.publish(args.family, root, args.org, Path(args.to) if args.to else None)
+    pins_file = Path(args.pins or pins.default_path(args.family, args.org))
+    outcome = hub.publish(args.family, root, args.org, pins_file=pins_file, to=Path(args.to) if args.to else None)
     table = Table(title=f"published to {args.to or 'the Hub'} as {args.org}/...")
     table.add_column("repo")
     table.add_column("commit")
     for name, committed in outcome.items():
         table.add_row(f"{args.org}/{name}", "new commit" if committed else "unchanged, no commit")
+    table.caption = f"repos and file hashes pinned in {pins_file}: commit it with the results"
     Console(width=max(Console().width, 100)).print(table)
 
 
 def cmd_reproduce(args: argparse.Namespace) -> None:
-    from zoo import hub
+    from zoo import pins, reproduce
 
-    out = Path(args.out or paths.RESULTS / "reproduced" / f"{args.family}-{args.org}")
+    out = Path(args.out or reproduce.default_out(args.family, args.org))
+    pins_file = Path(args.pins or pins.default_path(args.family, args.org))
     with _progress() as progress:
-        summary = hub.reproduce(args.family, args.org, out, progress, args.data_dir, args.tolerance)
+        summary = reproduce.reproduce(args.family, args.org, out, progress, pins_file, args.data_dir, args.tolerance)
     worst = summary["largest_difference"]
-    Console().print(f"{summary['repos']} repos, {summary['metrics_compared']} metrics within {args.tolerance} of their cards; "
+    Console().print(f"{summary['repos']} repos match {pins_file}; {summary['metrics_compared']} metrics within {args.tolerance} of their cards; "
                     f"largest difference {worst['abs_diff']} ({worst['repo']} {worst['metric']}); tables in {out}")
+
+
+def cmd_pick(args: argparse.Namespace) -> None:
+    from zoo import pick, pins
+    from zoo.hub import endpoint
+
+    csv = Path(args.csv or paths.RESULTS / f"{args.family}.csv")
+    pinned = pins.default_path(args.family, args.org)
+    out = Console(soft_wrap=True, highlight=False)  # stdout, one line per fact: a command stays copyable
+    for best in pick.pick(csv, max_latency_ms=args.max_latency_ms, max_size_mb=args.max_size_mb, min_retention=args.min_retention):
+        retention = f" ({best['retention']:.1f}% of the teacher)" if best["retention"] == best["retention"] else ""  # NaN: teacher scored 0
+        out.print(f"{best['task']}: {best['cell']} — {best['metric']} {best[best['metric']]:.2f}{retention}, "
+                  f"{best['latency_b1_s128_ms']} ms at batch 1 x 128, {best['size_mb']} MB")
+        out.print(pick.run_command(best["task"], best["cell"], args.org, endpoint(), best["dev_examples"]))
+    if not pinned.is_file():
+        out.print(f"({pinned} is absent: '{args.org}' has not published {args.family} from this checkout; pass --org)")
 
 
 def cmd_hub_serve(args: argparse.Namespace) -> None:
@@ -324,7 +343,8 @@ def cmd_hub_serve(args: argparse.Namespace) -> None:
 
     config = hub.olah_config(Path(args.dir), args.port, paths.RUNS / "olah.toml")
     console.print(f"serving {Path(args.dir).resolve()} — use: export HF_ENDPOINT=http://127.0.0.1:{args.port}")
-    os.execv(sys.executable, [sys.executable, "-m", "olah.server", "-c", str(config)])  # the server keeps this pid
+    # olah with the Hub's 404 for a repo's absent paths (zoo/olah_serve.py); the server keeps this pid
+    os.execve(sys.executable, [sys.executable, "-m", "zoo.olah_serve", "-c", str(config)], {**os.environ, "ZOO_HUB_DIR": str(Path(args.dir).resolve())})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -376,11 +396,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--to", type=output_folder, help="a local hub folder (models/ORG/NAME git repos) instead of the Hub")
     p.add_argument("--profile", default="cpu")
     p.add_argument("--root", help="folder of cell folders (default runs/FAMILY-matrix/PROFILE)")
+    p.add_argument("--pins", type=output_file, help="where the repo list and file hashes are pinned (default results/hub/FAMILY-ORG.json)")
     p.set_defaults(func=cmd_publish)
     p = sub.add_parser("reproduce", help="download ORG's checkpoints, re-evaluate, rebuild the tables, check the cards")
     p.add_argument("--org", required=True)
     p.add_argument("--family", type=cli_args.family, required=True, help="squad, glue, clue or ner")
-    p.add_argument("--out", type=output_folder, help="folder for the rebuilt tables (default results/reproduced/FAMILY-ORG)")
+    p.add_argument("--out", type=output_folder, help="a new folder for the rebuilt tables (default runs/reproduced/FAMILY-ORG-UTCTIME)")
+    p.add_argument("--pins", type=cli_args.existing_file, help="the pinned repos and hashes (default results/hub/FAMILY-ORG.json)")
     p.add_argument("--data-dir")
     p.add_argument("--tolerance", type=positive_float, default=0.1, help="largest allowed |card - reproduced| per metric")
     p.set_defaults(func=cmd_reproduce)
@@ -396,6 +418,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir")
     p.add_argument("--output", type=output_file, help="default results/bench/onnx-parity-NAME.json")
     p.set_defaults(func=cmd_export)
+    p = sub.add_parser("pick", help="the best cell per task of results/FAMILY.csv under a latency, size or retention bound, and how to run it")
+    p.add_argument("family", type=cli_args.family)
+    p.add_argument("--max-latency-ms", type=positive_float, help="at most this many ms at batch 1 x 128 tokens")
+    p.add_argument("--max-size-mb", type=positive_float, help="at most this many MB of served model file")
+    p.add_argument("--min-retention", type=positive_float, help="at least this % of the teacher's score")
+    p.add_argument("--org", default="zoo-local", help="the org the cells were published as (default zoo-local, `make publish-local`)")
+    p.add_argument("--csv", type=cli_args.existing_file, help="default results/FAMILY.csv")
+    p.set_defaults(func=cmd_pick)
     p = sub.add_parser("hub-serve", help="serve a local hub folder with olah on loopback")
     p.add_argument("--dir", type=cli_args.existing_folder, default=str(paths.HUB_DIR), help="the local hub folder `zoo publish --to` wrote")
     p.add_argument("--port", type=port, default=8090)

@@ -7,12 +7,10 @@ same results row as the README table, so `reproduce` can hold every card to acco
 
 Every matrix cell becomes one model repo named like its folder holding `model.safetensors`,
 `config.json`, the tokenizer, `recipe.yaml`, `metrics.json` (provenance), `bench.json`,
-`model.int8.onnx` and the two compressed sparse files when the cell has them, and a model card
-(`huggingface_hub.ModelCard`): license, `base_model`, datasets, tags and a `model-index`
-built from the same results row as the README table, plus what was done (including how to
-load a width-pruned checkpoint or only a sparse cell's compressed file, and "vocabulary
-transplant" for `minilm-zh`), its measured speed, the sibling table with links, a `pipeline`
-snippet, the command that trained it and its limits.
+`model.int8.onnx`, an fp32 `model.onnx` (width-pruned cells: see export_onnx) and the two
+compressed sparse files when the cell has them, and a model card
+(zoo/cards.py: metadata true to what loads the scored model, a `model-index` from the same results
+row as the README table, what was done, how to load it, the sibling table, the training command).
 
 - The token comes from `HF_TOKEN` or the login cache, through `huggingface_hub`; zoo never
   reads, prints or stores it. The commit message names the recipe hash; re-publishing an
@@ -23,21 +21,14 @@ snippet, the command that trained it and its limits.
   one line and leaves that repo without a partial commit.
 - A local hub repo is only ever written if zoo made it (its committer is zoo's); the lock files a
   killed git leaves in it are cleared, as publish holds the org's folder lock.
-- olah serves repos but has no model-listing endpoint, so publishing also writes an index
-  repo per family, `ORG/zoo-index-<family>`; `reproduce` uses the Hub's listing where there
-  is one and the index otherwise.
-- `zoo reproduce` downloads each repo with `snapshot_download` (honours `HF_ENDPOINT`),
-  loads it with stock transformers (safetensors only), re-scores it with the same adapter on
-  the same dev questions, re-measures sparsity from the downloaded weights (and checks each
-  compressed file reloads to them), writes the rebuilt
-  table and `comparison.json` to `results/reproduced/<family>-<org>/`, and exits non-zero,
-  naming repo and metric, when any metric differs from the card by more than 0.1.
+- After the last push, publish pins the repo list and every file's sha256 in
+  results/hub/FAMILY-ORG.json (zoo/pins.py), committed with the results; `zoo reproduce`
+  (zoo/reproduce.py) holds the served repos to it, so rewriting a repo does not rewrite its proof.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import subprocess
@@ -45,21 +36,17 @@ import tempfile
 from contextlib import nullcontext
 from pathlib import Path
 
-import pandas as pd
-from huggingface_hub import EvalResult, ModelCard, ModelCardData
+from huggingface_hub import ModelCard
 
-from zoo import paths, provenance, results, sparse_storage
-from zoo.adapters import family_tasks, get_adapter
+from zoo import cards, paths, pins, results, sparse_storage
 from zoo.errors import ZooError
-from zoo.io import folder_lock, sha256_file, write_json, write_text
-from zoo.record import CellLabels, Measured, Record, load_record
+from zoo.io import folder_lock, write_text
+from zoo.record import Record
 
 REPO_FILES = ("model.safetensors", "config.json", "tokenizer.json", "tokenizer_config.json", "recipe.yaml", "metrics.json")
-# a quantised cell's served model; speed measured by `zoo bench cells`; a sparse cell's bitmask-compressed weights
-OPTIONAL_FILES = ("model.int8.onnx", "bench.json", *(name for name, _ in sparse_storage.FORMS.values()))
-INDEX_REPO = "zoo-index-{family}"  # lists an org's repos of a family where the server cannot (olah has no /api/models listing)
-TRANSPLANT = "minilm-zh"
-LICENSE = "apache-2.0"
+# a quantised cell's served model; an fp32 ONNX export (a width-pruned cell's stock-loadable form, see export_onnx);
+# speed measured by `zoo bench cells`; a sparse cell's bitmask-compressed weights
+OPTIONAL_FILES = ("model.int8.onnx", "model.onnx", "bench.json", *(name for name, _ in sparse_storage.FORMS.values()))
 
 
 def endpoint() -> str:
@@ -85,129 +72,24 @@ def recipe_hash(cell_dir: Path) -> str:
     return hashlib.sha256((cell_dir / "recipe.yaml").read_bytes()).hexdigest()[:12]
 
 
-def eval_results(row: dict, card: dict) -> list[EvalResult]:
-    return [
-        EvalResult(task_type=card["task_type"], dataset_type=card["dataset_type"], dataset_name=card["dataset_name"],
-                   dataset_config=card["dataset_config"], dataset_split=card["dataset_split"], metric_type=metric,
-                   metric_value=float(row[metric]))
-        for metric in card["metrics"]
-    ]
-
-
-def model_card(record: Record, row: dict, table_md: str, org: str) -> ModelCard:
-    """The card: metadata (license, base model, datasets, tags, model-index from `row`) and a
-    body saying what was done, the sibling table, how to load it, how to reproduce it, its limits."""
-    hub = get_adapter(record.task).hub_card(record.task)
-    cell, compression = record.cell, record.compression
-    name = cell.name
-    data = ModelCardData(
-        license=LICENSE, base_model=_hub_base(cell.base_model), datasets=[hub["dataset_type"]],
-        tags=["zoo", record.task, *kind_tags(cell)],
-        pipeline_tag=hub["pipeline_tag"], library_name="transformers", model_name=name, eval_results=eval_results(row, hub),
-    )
-    distill, width, measured = compression.distillation, compression.width, compression.measured
-    lines = [
-        f"# {name}", "",
-        f"A {record.task} model from the zoo matrix (profile `{cell.matrix_profile}`): {cell.base_model} "
-        f"({cell.base_layers} layers), "
-        f"{'started from the dense fine-tuned teacher' if cell.init == 'teacher' else 'fine-tuned from the base model'}, then compressed.",
-        "",
-        f"- measured sparsity over the pruned encoder weights: {100 * measured.sparsity:.2f}% (target {100 * cell.sparsity:.0f}%)",
-        f"- layers kept: {compression.layers_kept or 'all'} → {measured.num_hidden_layers} layers",
-        *([f"- width: {width['heads_kept']} of {width['heads_total']} attention heads and "
-           f"{width['neurons_kept']} of {width['neurons_total']} FFN neurons per layer, physically "
-           f"sliced; stock `from_pretrained` cannot express fewer heads at this hidden size, so load it with "
-           f"`zoo.width.from_pretrained(AutoModelFor..., path)` (config key `zoo_attention_heads`)"] if width else []),
-        *([f"- a width of a supernet: sliced, without further training, out of `{record.model}`, which trained the widths "
-           f"{width['supernet_widths']} together (DynaBERT); its own row has that training"] if width and "supernet_widths" in width else []),
-        *(["- int8: `model.int8.onnx`, ONNX Runtime dynamic quantisation of these weights (per-channel int8 MatMul weights); "
-           "the scores below are the int8 model's"] if compression.quantization else []),
-        *([f"- speed ({'ONNX Runtime int8' if row['quant'] != 'none' else 'PyTorch fp32'}, {record.bench.threads if record.bench else None} CPU thread(s)): "
-           f"{row['latency_b1_s128_ms']:.1f} ms at "
-           f"batch 1 x 128 tokens, {row['latency_b1_s384_ms']:.1f} ms at 1 x 384, {row['throughput_b32_s128']:.1f} sequences/s at "
-           f"32 x 128; {row['size_mb']:.1f} MB; {row['gflops_s128']:.2f} GFLOPs per 128-token sequence"]
-          if pd.notna(row.get("latency_b1_s128_ms")) else []),
-        f"- parameters: {measured.total_params:,} total, {measured.nonzero_params:,} non-zero",
-        *(["- smaller files: " + ", ".join(
-            f"`{f.file}` {f.bytes / 1e6:.1f} MB ({100 * f.ratio_to_dense:.1f}% of `model.safetensors`, {f.reload})"
-            for f in record.size_on_disk.forms.values()) + "; the pruned zeros are a bitmask (see Use)"] if record.size_on_disk else []),
-        "- distillation: " + (f"from `{distill['teacher']}`, KL at T={distill['temperature']} (alpha {distill['alpha']}), "
-                                f"hidden-state MSE x{distill['hidden_mse']} with layer map {distill['layer_map']}" if distill else "none"),
-        f"- {', '.join(f'{m}: {row[m]:.2f}' for m in hub['metrics'])} on {row['dev_examples']} {hub['dataset_name']} {hub['dataset_split']} examples",
-        *(["- base model: a vocabulary transplant of all-MiniLM-L6-v2 onto the bert-base-chinese vocabulary (zoo/transplant.py), "
-           "not a pretrained Chinese model"] if cell.base_model == TRANSPLANT else []), "",
-        "## Use", "", *usage(cell, bool(compression.quantization), hub["pipeline_tag"], f"{org}/{name}"), "",
-        *(sparse_usage(hub["pipeline_tag"], f"{org}/{name}") if record.size_on_disk else []),
-        "## Reproduce", "", "Trained by", "", f"```bash\n{record.provenance.command}\n```", "",
-        f"(zoo git {str(record.provenance.git.sha)[:10]}, recipe `recipe.yaml` in this repo), "
-        f"and re-scored from the Hub by `zoo reproduce --org {org} --family {get_adapter(record.task).family}`.", "",
-        "## Limits", "",
-        f"Profile `{cell.matrix_profile}`: trained on {record.train.examples} training examples for {record.train.steps} steps "
-        f"and scored on {row['dev_examples']} dev examples, as the table says; numbers from other profiles are not comparable.", "",
-        "## The matrix", "", table_md,
-    ]
-    return ModelCard(f"---\n{data.to_yaml()}\n---\n" + "\n".join(lines) + "\n")
-
-
-def kind_tags(cell: CellLabels) -> list[str]:
-    """What was done to the model, one tag each; 'dense' only when nothing was."""
-    tags = [tag for tag, done in (("sparse", cell.sparsity > 0), ("layer-dropped", cell.layers < cell.base_layers),
-                                  ("width-pruned", cell.width < 1), ("int8", cell.quant != "none"))
-            if done]
-    return (tags or ["dense"]) + (["distilled"] if cell.distill else [])
-
-
-AUTO_CLASS = {"question-answering": "AutoModelForQuestionAnswering", "text-classification": "AutoModelForSequenceClassification",
-              "token-classification": "AutoModelForTokenClassification"}
-
-
-def usage(cell: CellLabels, quantised: bool, pipeline_tag: str, repo: str) -> list[str]:
-    """A snippet that loads what the card's scores were measured on: the int8 ONNX file for a
-    quantised cell, zoo's width-aware loader for a width-pruned one, else a stock pipeline."""
-    if quantised:
-        return ["The scores are the int8 model's; run it with ONNX Runtime (inputs: the tokenizer's `input_ids`, "
-                "`attention_mask`, `token_type_ids` as int64):", "", "```python", "import onnxruntime as ort",
-                "from huggingface_hub import hf_hub_download", "from transformers import AutoTokenizer", "",
-                f'tokenizer = AutoTokenizer.from_pretrained("{repo}")',
-                f'session = ort.InferenceSession(hf_hub_download("{repo}", "model.int8.onnx"))',
-                'outputs = session.run(None, dict(tokenizer("Hello world", return_tensors="np")))', "```"]
-    if cell.width < 1:
-        return ["Fewer attention heads at this hidden size is not a stock BERT config: load it with zoo's loader "
-                "(`pip install` this project), which builds the sliced shapes and loads the safetensors strictly:", "", "```python",
-                "from huggingface_hub import snapshot_download", f"from transformers import {AUTO_CLASS[pipeline_tag]}",
-                "from zoo.width import from_pretrained", "",
-                f'model = from_pretrained({AUTO_CLASS[pipeline_tag]}, snapshot_download("{repo}"))', "```"]
-    return ["```python", "from transformers import pipeline", "", f'model = pipeline("{pipeline_tag}", model="{repo}")', "```"]
-
-
-def sparse_usage(pipeline_tag: str, repo: str) -> list[str]:
-    """How to download and load only a compressed file (zoo's bitmask format, zoo/sparse_storage.py)."""
-    fp16 = sparse_storage.FORMS["fp16"][0]
-    return [f"To download a smaller file instead of `model.safetensors`, take `{fp16}` (or the lossless `{sparse_storage.FORMS['fp32'][0]}`) "
-            "and load it with zoo's loader (`pip install` this project), which rebuilds the dense weights:", "", "```python",
-            "from huggingface_hub import snapshot_download", f"from transformers import {AUTO_CLASS[pipeline_tag]}",
-            "from zoo.width import from_pretrained", "",
-            f'path = snapshot_download("{repo}", allow_patterns=["*.json", "{fp16}"])',
-            f"model = from_pretrained({AUTO_CLASS[pipeline_tag]}, path)", "```", ""]
-
-
-def _hub_base(model: str) -> str | None:
-    """The card's base_model: a Hub id, never a path on the machine that trained it."""
-    if model in ("minilm", TRANSPLANT):
-        return "sentence-transformers/all-MiniLM-L6-v2"
-    return None if model.startswith((".", "/", "~")) or model.count("/") > 1 or Path(model).exists() else model
-
-
-def _linked_table(df, org: str, endpoint: str) -> str:
-    linked = df.assign(cell=[f"[{c}]({endpoint}/{org}/{c})" for c in df.cell])
-    return linked.drop(columns=["wall_time_s"]).to_markdown(index=False)
-
-
 def stage_repo(cell_dir: Path, card: ModelCard, into: Path) -> Path:
     for name in REPO_FILES + tuple(n for n in OPTIONAL_FILES if (cell_dir / n).is_file()):
         shutil.copy2(cell_dir / name, into / name)
     card.save(into / "README.md")
     return into
+
+
+def export_onnx(cell_dir: Path, record: Record) -> None:
+    """A width-pruned fp32 cell's weights as `model.onnx`, which stock ONNX Runtime runs where stock
+    transformers cannot build the sliced shapes. Written once into the cell folder (as `zoo export`
+    does), so re-publishing ships the same bytes and makes no new commit."""
+    from zoo import onnx_export
+
+    if record.cell.width >= 1 or record.cell.quant != "none" or (cell_dir / onnx_export.DEFAULT_FILE).is_file():
+        return
+    from zoo.speed import load_checkpoint
+
+    onnx_export.export(load_checkpoint(cell_dir), cell_dir)  # output names: the model class's (onnx_export.OUTPUT_NAMES)
 
 
 def check_cells(root: Path, org: str) -> list[tuple[Path, Record]]:
@@ -301,12 +183,13 @@ def push_hub(api, staged: Path, org: str, name: str, message: str) -> bool:
     return info.oid != head
 
 
-def publish(family: str, root: Path, org: str, to: Path | None = None, api=None) -> dict:
-    """Publish every cell under `root`, then the org's index repo. Returns {repo: committed?}."""
+def publish(family: str, root: Path, org: str, *, pins_file: Path, to: Path | None = None, api=None) -> dict:
+    """Publish every cell under `root`, then pin the repos and their files' sha256 in `pins_file`
+    (zoo/pins.py: commit it with the results). Returns {repo: committed?}."""
     check_org(org)
     cells = check_cells(root, org)
     df = results.table([r for _, r in cells])
-    table_md = _linked_table(df, org, endpoint())
+    table_md = cards.linked_table(df, org, endpoint())
     rows = {row["cell"]: row for row in df.to_dict("records")}
     if to is None and api is None:
         from huggingface_hub import HfApi
@@ -314,187 +197,20 @@ def publish(family: str, root: Path, org: str, to: Path | None = None, api=None)
         api = HfApi()  # token from HF_TOKEN or the login cache; zoo never reads, prints or stores it
     # One publisher per cell folder and per local hub org: a second one waits its turn by failing fast.
     with folder_lock(root, "zoo process"), (folder_lock(Path(to) / "models" / org, "zoo publish") if to else nullcontext()):
-        outcome, files = {}, {}
+        outcome, pinned = {}, []
         for cell_dir, record in cells:
+            export_onnx(cell_dir, record)
             name = record.cell.name
             message = f"zoo: {name} (recipe {recipe_hash(cell_dir)})"
-            card = model_card(record, rows[name], table_md, org)
+            card = cards.model_card(record, rows[name], table_md, org, set(rows), endpoint())
             with tempfile.TemporaryDirectory() as tmp:
                 staged = stage_repo(cell_dir, card, Path(tmp))
-                files[name] = {f.name: sha256_file(f) for f in sorted(staged.iterdir()) if f.name != "README.md"}
+                pinned.append(pins.pin_repo(name, record.task, record.cell.quant, staged))
                 outcome[name] = push_local(staged, to, org, name, message) if to else push_hub(api, staged, org, name, message)
         # Written last: a publish killed before this point is completed by running it again
-        # (unchanged repos make no commit), and `reproduce` checks every file against these hashes.
-        index = INDEX_REPO.format(family=family)
-        with tempfile.TemporaryDirectory() as tmp:
-            write_json(Path(tmp) / "index.json", {"repos": [{"name": n, "task": row["task"], "sha256": files[n]} for n, row in rows.items()]})
-            message = f"zoo: index of {len(rows)} {family} repos"
-            outcome[index] = push_local(Path(tmp), to, org, index, message) if to else push_hub(api, Path(tmp), org, index, message)
+        # (unchanged repos make no commit); `reproduce` holds every served file to these hashes.
+        pins.write(pins_file, family, org, pinned)
     return outcome
-
-
-HUB_CACHE = paths.RUNS / "hub-cache"
-
-
-def check_reachable(timeout_s: float = 5) -> None:
-    """Fail in one line when HF_ENDPOINT's server does not answer at all, before huggingface_hub
-    retries each request for half a minute. Skipped offline or behind a proxy (which connects for us)."""
-    import socket
-    from urllib.parse import urlsplit
-
-    if os.environ.get("HF_HUB_OFFLINE") or any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy")):
-        return
-    url = urlsplit(endpoint())
-    try:
-        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout=timeout_s).close()
-    except OSError as e:
-        raise ZooError(f"cannot reach {endpoint()} ({e.strerror or type(e).__name__}); is the server up (make hub-serve) "
-                       f"and HF_ENDPOINT set?") from e
-
-
-def list_repos(org: str, family: str) -> list[str]:
-    """The org's repos for the family's tasks: the Hub's listing API, else the org's index repo
-    of that family (a mirror such as olah serves repos but has no listing endpoint)."""
-    from huggingface_hub import HfApi
-
-    try:
-        names = [m.id.split("/", 1)[1] for m in HfApi().list_models(author=org)]
-        names = [n for n in names if any(f"-{task}-" in n for task in family_tasks(family))]
-        if names:
-            return sorted(names)
-    except Exception:  # no listing endpoint, or no server at all (the HTTP client's own errors): read_index says which
-        pass
-    return sorted(r["name"] for r in read_index(org, family)["repos"])
-
-
-def read_index(org: str, family: str) -> dict:
-    """The org's index repo of the family: its repos, each with the sha256 of every file."""
-    from huggingface_hub import hf_hub_download
-
-    try:
-        index_repo = f"{org}/{INDEX_REPO.format(family=family)}"
-        return json.loads(Path(hf_hub_download(index_repo, "index.json", cache_dir=HUB_CACHE, force_download=True)).read_text())
-    except Exception as e:
-        raise ZooError(f"cannot read the repos of '{org}' at {endpoint()} ({type(e).__name__}); is the server up and HF_ENDPOINT set?") from e
-
-
-def weight_claims(name: str, local: Path, original: Record, hashes: dict[str, str]) -> tuple[dict, list[str]]:
-    """What the downloaded weights are, and every way they differ from what the repo claims:
-    files against the index's hashes, measured sparsity/depth/width against metrics.json, and
-    (int8 repos) the ONNX model against the safetensors on a probe batch."""
-    from zoo import pipeline
-
-    problems = []
-    for file, digest in hashes.items():
-        if not (local / file).is_file() or sha256_file(local / file) != digest:
-            problems.append(f"{file}: sha256 differs from the index")
-    measured = pipeline.measure_checkpoint(local, pipeline.prune_targets(original.compression.recipe))
-    claimed = original.compression.measured.dump()
-    for key in ("sparsity", "num_hidden_layers", "attention_heads", "intermediate_size", "nonzero_params"):
-        if claimed.get(key) is not None and abs(measured[key] - claimed[key]) > (1e-4 if key == "sparsity" else 0):
-            problems.append(f"{key}: weights give {measured[key]}, metrics.json claims {claimed[key]}")
-    compressed = [(file, dtype) for file, dtype in sparse_storage.FORMS.values() if (local / file).is_file()]
-    state = sparse_storage.load_weights(local) if compressed and (local / sparse_storage.DENSE_FILE).is_file() else None
-    for file, values_dtype in compressed if state is not None else []:
-        try:
-            if not sparse_storage.reloads_to(local / file, state, values_dtype):
-                problems.append(f"{file} does not reload to the weights of model.safetensors")
-        except ZooError:  # truncated or not this format: one more claim that does not hold
-            problems.append(f"{file} is not a readable {sparse_storage.FORMAT} file")
-    if (local / "model.int8.onnx").is_file():
-        try:
-            agreement = int8_agreement(local)
-        except Exception as e:  # an unreadable file is one more claim that does not hold
-            problems.append(f"model.int8.onnx or model.safetensors cannot be run ({type(e).__name__}: {str(e).splitlines()[0][:120]})")
-            agreement = 1.0
-        if agreement < INT8_AGREEMENT:
-            problems.append(f"model.int8.onnx and model.safetensors disagree on a probe batch (logit cosine {agreement:.3f} < {INT8_AGREEMENT})")
-    return measured, [f"{name} {p}" for p in problems]
-
-
-INT8_AGREEMENT = 0.9  # int8 of the same weights measures > 0.99 here; unrelated weights ~0
-
-
-def int8_agreement(folder: Path) -> float:
-    """Cosine similarity between the int8 ONNX model's and the safetensors model's outputs on
-    a seeded batch of random token ids."""
-    import torch
-
-    from zoo.onnx_export import INT8_FILE, OrtModel
-    from zoo.speed import load_checkpoint
-
-    model = load_checkpoint(folder)
-    generator = torch.Generator().manual_seed(0)
-    batch = {"input_ids": torch.randint(1000, model.config.vocab_size, (4, 64), generator=generator),
-             "attention_mask": torch.ones(4, 64, dtype=torch.long), "token_type_ids": torch.zeros(4, 64, dtype=torch.long)}
-    with torch.no_grad():
-        reference = model(**batch)
-    quantised = OrtModel(folder / INT8_FILE)(**batch)
-    a = torch.cat([reference[n].flatten().float() for n in quantised])
-    b = torch.cat([quantised[n].flatten().float() for n in quantised])
-    return float(torch.nn.functional.cosine_similarity(a, b, dim=0))
-
-
-def reproduce(family: str, org: str, out_dir: Path, progress, data_dir: str | None = None, tolerance: float = 0.1) -> dict:
-    """Download every checkpoint of `org` for the family, re-evaluate it with its task adapter on
-    the same dev questions, rebuild the table in `out_dir`, and compare each metric with the
-    model card's model-index. Raises ZooError naming repo and metric past `tolerance`."""
-    from huggingface_hub import snapshot_download
-
-    from zoo import pipeline
-
-    check_reachable()
-    out_dir = Path(out_dir)
-    records, comparisons, weight_problems = [], [], []
-    hashes = {r["name"]: r.get("sha256", {}) for r in _index_or_empty(org, family)}
-    for name in list_repos(org, family):
-        try:
-            local = Path(snapshot_download(f"{org}/{name}", cache_dir=HUB_CACHE))
-        except Exception as e:
-            raise ZooError(f"cannot download {org}/{name} from {endpoint()} ({type(e).__name__}); is the server up and HF_ENDPOINT set?") from e
-        card = ModelCard.load(local / "README.md")
-        original = load_record(local)
-        measured, problems = weight_claims(name, local, original, hashes.get(name, {}))
-        weight_problems += problems
-        if problems:
-            continue  # weights that are not what the repo claims are not scored
-        run = pipeline.open_run(original.task, str(local), original.finetune_profile, data_dir)
-        scored = pipeline.evaluate(run, out_dir / "cells" / name, progress, original.eval.max_examples)
-        records.append(original.model_copy(update={
-            "metrics": scored.metrics, "timings_s": scored.timings_s,
-            "compression": original.compression.model_copy(update={"measured": Measured.model_validate(measured)})}))
-        for result in card.data.eval_results or []:
-            value = scored.metrics[result.metric_type]
-            comparisons.append({"repo": f"{org}/{name}", "metric": result.metric_type, "card": result.metric_value,
-                                "reproduced": round(value, 4), "abs_diff": round(abs(value - result.metric_value), 4)})
-    if not records:
-        raise ZooError(f"{len(weight_problems)} weight claim(s) do not hold: {'; '.join(weight_problems)}" if weight_problems
-                       else f"'{org}' has no {family} repos to reproduce")
-    df = results.table(records)
-    write_text(out_dir / f"{family}.csv", df.to_csv(index=False))
-    header = (f"{provenance.header('Re-derived by', [provenance.collect()])} Every row re-scored from the checkpoint downloaded "
-              f"from {org} (HF_ENDPOINT {endpoint()}); the trained rows came from `{records[0].provenance.command}`.")
-    write_text(out_dir / f"{family}.md", results.markdown(df, records, header))
-    worst = max(comparisons, key=lambda c: c["abs_diff"]) if comparisons else None
-    summary = {"org": org, "family": family, "repos": len(records), "metrics_compared": len(comparisons),
-               "tolerance": tolerance, "largest_difference": worst, "comparisons": comparisons,
-               "weights_checked": len(records), "weight_problems": weight_problems}
-    write_json(out_dir / "comparison.json", summary)
-    failures = [f"{c['repo']} {c['metric']}: card {c['card']} vs reproduced {c['reproduced']:.2f}" for c in comparisons if c["abs_diff"] > tolerance]
-    if failures or weight_problems:
-        raise ZooError("; ".join(
-            ([f"{len(failures)} metric(s) differ from the model cards by more than {tolerance}: {'; '.join(failures)}"] if failures else [])
-            + ([f"{len(weight_problems)} weight claim(s) do not hold: {'; '.join(weight_problems)}"] if weight_problems else [])))
-    return summary
-
-
-def _index_or_empty(org: str, family: str) -> list[dict]:
-    """The index's repos when the server has an index (zoo publishes one); a Hub org without one
-    is still reproduced, with no file hashes to check."""
-    try:
-        return read_index(org, family)["repos"]
-    except ZooError:
-        return []
 
 
 def olah_config(hub_dir: Path, port: int, path: Path) -> Path:

@@ -151,13 +151,18 @@ def score(row: pd.Series) -> str:
     return f"{SHOWN.get(metric, metric)} {row[metric]:.2f}"
 
 
+def settings(df: pd.DataFrame, records: list[Record]) -> list[str]:
+    """Each row's `setting`, in the order of `df`."""
+    base_layers, supernet = {r.cell.name: r.cell.base_layers for r in records}, {r.cell.name: r.cell.supernet for r in records}
+    labelled = df.assign(base_layers=df.cell.map(base_layers), supernet=df.cell.map(supernet))
+    return [setting(row) for row in labelled.itertuples()]
+
+
 def compact_markdown(df: pd.DataFrame, records: list[Record]) -> str:
     """What README.md shows: the provenance line and one table for the family, a row per cell:
     what was done to it, its headline score, % of teacher, speed and file size (empty columns left out)."""
-    base_layers, supernet = {r.cell.name: r.cell.base_layers for r in records}, {r.cell.name: r.cell.supernet for r in records}
-    labelled = df.assign(base_layers=df.cell.map(base_layers), supernet=df.cell.map(supernet))
-    shown = df.assign(setting=[setting(row) for row in labelled.itertuples()],
-                      nonzero_params=(df.nonzero_params / 1e6).round(1), score=[score(row) for _, row in df.iterrows()])
+    shown = df.assign(setting=settings(df, records), nonzero_params=(df.nonzero_params / 1e6).round(1),
+                      score=[score(row) for _, row in df.iterrows()])
     return provenance_line(records) + "\n\n" + _markdown_table(shown[list(COMPACT)].dropna(axis=1, how="all").rename(columns=COMPACT)) + "\n"
 
 
@@ -178,32 +183,59 @@ def teacher_line(records: list[Record]) -> str:
     return line
 
 
-def plot(df: pd.DataFrame, path: Path, title: str) -> None:
-    """Headline metric vs non-zero parameters, one panel per task."""
+PLOT_AXES = (("latency_b1_s128_ms", "latency at batch 1 x 128 tokens (ms, 1 thread)"), ("size_mb", "served model file (MB)"))
+
+
+def pareto_front(points: pd.DataFrame, x: str, metric: str) -> pd.DataFrame:
+    """The rows no other row beats on both counts (lower `x` and higher `metric`), by rising `x`."""
+    ordered = points.sort_values([x, metric], ascending=[True, False])
+    best_before = ordered[metric].astype(float).cummax().shift(fill_value=float("-inf"))
+    return ordered[ordered[metric] > best_before]
+
+
+def point_labels(df: pd.DataFrame, records: list[Record]) -> list[str]:
+    """What was done to each cell ('80% sparse · KD'); the cell name where two cells of a task share that."""
+    labels = df.assign(label=settings(df, records))
+    shared = labels.duplicated(["task", "label"], keep=False)
+    return [cell if twice else label for cell, label, twice in zip(labels.cell, labels.label, shared)]
+
+
+def plot(df: pd.DataFrame, records: list[Record], path: Path, title: str) -> None:
+    """Per task, the headline metric vs latency (batch 1 x 128) and vs served file size, each point
+    labelled with its compression, the Pareto front drawn; cells without `zoo bench cells`
+    measurements are left out and counted in the panel title."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     tasks = list(dict.fromkeys(df.task))
-    fig, axes = plt.subplots(1, len(tasks), figsize=(5.5 * len(tasks), 4.5), squeeze=False)
-    for ax, task in zip(axes[0], tasks):
+    labelled = df.assign(label=point_labels(df, records))
+    fig, axes = plt.subplots(len(tasks), len(PLOT_AXES), figsize=(7 * len(PLOT_AXES), 5.5 * len(tasks)), squeeze=False)
+    for row_axes, task in zip(axes, tasks):
         metric = metric_names(task)[0]
-        for distilled, marker in ((False, "o"), (True, "^")):
-            part = df[(df.task == task) & (df.distilled == distilled)]
-            ax.scatter(part.nonzero_params / 1e6, part[metric], marker=marker, label=f"KD {'on' if distilled else 'off'}", s=50)
-            for _, r in part[~part.distilled].iterrows():  # one label per setting; KD on sits beside it
-                ax.annotate(f"s{round(r.target_sparsity * 100)} l{r.layers}", (r.nonzero_params / 1e6, r[metric]), fontsize=7,
-                            xytext=(3, 3), textcoords="offset points")
-        ax.set_xlabel("non-zero parameters (millions)")
-        ax.set_ylabel(SHOWN.get(metric, metric))
-        ax.set_title(task)
-        ax.grid(alpha=0.3)
-        ax.legend()
+        part = labelled[labelled.task == task]
+        for ax, (x, xlabel) in zip(row_axes, PLOT_AXES):
+            measured = part[part[x].notna()]
+            for quantised, marker in ((False, "o"), (True, "^")):
+                points = measured[(measured.quant != "none") == quantised]
+                if len(points):
+                    ax.scatter(points[x], points[metric], marker=marker, s=45, label="int8 (ONNX Runtime)" if quantised else "fp32 (PyTorch)")
+            front = pareto_front(measured, x, metric)
+            ax.step(front[x], front[metric], where="post", color="black", alpha=0.5)
+            ax.scatter(front[x], front[metric], s=140, facecolors="none", edgecolors="black", label="Pareto front")  # a one-point front shows too
+            for _, r in measured.iterrows():
+                ax.annotate(r.label, (r[x], r[metric]), fontsize=7, xytext=(4, 3), textcoords="offset points")
+            left_out = len(part) - len(measured)
+            ax.set_title(f"{task}: {SHOWN.get(metric, metric)} vs {x.split('_')[0]}" + (f" ({left_out} unmeasured cells left out)" if left_out else ""))
+            ax.set_xlabel(xlabel)
+            ax.set_ylabel(SHOWN.get(metric, metric))
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=8, loc="best")
     fig.suptitle(title)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.3 / (5.5 * len(tasks))))  # room for the title above the first row
     with staged_file(path) as tmp:  # a killed run never leaves a PNG without its end
-        fig.savefig(tmp, dpi=110, format="png")
+        fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)
 
 
@@ -213,6 +245,16 @@ def replace_between_markers(text: str, key: str, body: str) -> str:
     if not pattern.search(text):
         raise ZooError(f"README.md has no {start} ... {end} markers for the {key} table")
     return pattern.sub(lambda _: f"{start}\n{body}{end}", text)
+
+
+def archive_line(out_dir: Path) -> str:
+    """Which runs, machine, libraries and dates every archived matrix cell under out_dir comes from."""
+    provenances = [load_record(path.parent).provenance.dump() for path in sorted(out_dir.glob("*/matrix-*/*/metrics.json"))]
+    if not provenances:
+        return ""
+    transformers = ", ".join(sorted({p["libraries"].get("transformers", "?") for p in provenances}))
+    return provenance.header(f"The {len(provenances)} archived matrix cells were produced by", provenances,
+                             details=(f"transformers {transformers}",)) + " Each table below names its own runs."
 
 
 NOTES_DIR = "notes"  # under results/: hand-written notes, kept across regeneration
@@ -230,7 +272,7 @@ def results_readme(out_dir: Path) -> str:
         return path.read_text(encoding="utf-8").strip() if path.is_file() else ""
 
     parts = ["# Results", "Generated by `zoo tables FAMILY` from the committed cells (`results/FAMILY/matrix-PROFILE/`) and "
-             f"the hand-written notes in [`{NOTES_DIR}/`]({NOTES_DIR}/): edit those, not this file.", note("intro.md")]
+             f"the hand-written notes in [`{NOTES_DIR}/`]({NOTES_DIR}/): edit those, not this file.", archive_line(out_dir), note("intro.md")]
     for family in dict.fromkeys(a.family for a in adapters()):
         if not (out_dir / f"{family}.md").is_file():
             continue
@@ -239,7 +281,8 @@ def results_readme(out_dir: Path) -> str:
         body = note(f"{family}.md") or TABLE_HERE
         body = body if TABLE_HERE in body else f"{TABLE_HERE}\n\n{body}"
         body = body if SPEED_HERE in body or not speed_md else f"{body}\n\n{SPEED_HERE}"
-        parts += [f"## {family}", body.replace(TABLE_HERE, table_md).replace(SPEED_HERE, speed_md)]
+        plot_md = f"![{family}: score vs latency and vs file size, Pareto front]({family}.png)" if (out_dir / f"{family}.png").is_file() else ""
+        parts += [f"## {family}", plot_md, body.replace(TABLE_HERE, table_md).replace(SPEED_HERE, speed_md)]
     parts.append(note("other-runs.md"))
     return "\n\n".join(p for p in parts if p) + "\n"
 
@@ -281,12 +324,14 @@ def build(family: str, root: Path, out_dir: Path, readme: Path | None, archive: 
     out_dir.mkdir(parents=True, exist_ok=True)
     write_text(out_dir / f"{family}.csv", df.to_csv(index=False))
     write_text(out_dir / f"{family}.md", markdown(df, records))
-    plot(df, out_dir / f"{family}.png", f"{family}: score vs non-zero parameters ({records[0].cell.matrix_profile} profile)")
+    plot(df, records, out_dir / f"{family}.png", f"{family}: score vs latency and size ({records[0].cell.matrix_profile} profile)")
     if archive and Path(archive).resolve() != Path(root).resolve():
         archive_cells(root, Path(archive))
     write_text(out_dir / "README.md", results_readme(out_dir))
     if readme:
         full = Path(os.path.relpath(out_dir / "README.md", readme.parent)).as_posix()
-        compact = compact_markdown(df, records) + f"\nEvery column, the teacher and the run details: [`{full}`]({full}).\n"
+        png = Path(os.path.relpath(out_dir / f"{family}.png", readme.parent)).as_posix()
+        compact = (compact_markdown(df, records) + f"\n![{family}: score vs latency and vs file size, Pareto front]({png})"
+                   + f" Every column, the teacher and the run details: [`{full}`]({full}).\n")
         write_text(readme, replace_between_markers(readme.read_text(encoding="utf-8"), family, compact))
     return {"rows": len(df), "csv": str(out_dir / f"{family}.csv")}

@@ -1,0 +1,49 @@
+"""The plots a user chooses from and the generated results/README.md header (issue 26.6); fast: committed records."""
+
+import shutil
+
+import pandas as pd
+import pytest
+
+from tests.conftest import REPO
+from zoo import results
+
+
+@pytest.fixture(scope="module")
+def squad():
+    records = results.load_records(REPO / "results/squad/matrix-cpu")
+    return results.table(records), records
+
+
+def test_the_pareto_front_keeps_only_undominated_cells():
+    points = pd.DataFrame({"cell": list("abcde"), "ms": [10, 20, 20, 30, 5], "f1": [60, 70, 65, 69, 50]})
+    assert list(results.pareto_front(points, "ms", "f1").cell) == ["e", "a", "b"]
+
+
+def test_on_the_committed_squad_table(squad):
+    df, _ = squad
+    front = results.pareto_front(df[df.latency_b1_s128_ms.notna()], "latency_b1_s128_ms", "f1")
+    assert list(front.cell) == ["minilm-l6-squad-s0-l3-kd-int8", "minilm-l6-squad-s0-l6-w50-kd-int8", "minilm-l6-squad-s0-l6-int8",
+                                "minilm-l6-squad-s0-l6"]
+
+
+def test_every_point_has_a_unique_label_saying_its_compression(squad):
+    df, records = squad
+    labels = results.point_labels(df, records)
+    assert len(set(labels)) == len(labels)
+    assert {"dense", "width 50% · KD", "width 75% · KD", "3 layers · int8 · KD", "90% sparse"} <= set(labels)
+    dense = next(r for r in records if r.cell.name == "minilm-l6-squad-s0-l6")
+    twin = dense.model_copy(update={"cell": dense.cell.model_copy(update={"name": "minilm-l6-squad-s0-l6-again"})})
+    assert results.point_labels(results.table([dense, twin]), [dense, twin]) == ["minilm-l6-squad-s0-l6", "minilm-l6-squad-s0-l6-again"]
+
+
+def test_tables_draw_both_panels_per_task_and_head_the_readme_from_the_records(squad, tmp_path):
+    df, records = squad
+    results.plot(df, records, tmp_path / "squad.png", "squad")
+    assert (tmp_path / "squad.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    shutil.copytree(REPO / "results/squad/matrix-cpu", tmp_path / "squad/matrix-cpu")
+    (tmp_path / "squad.md").write_text("(table)")
+    readme = results.results_readme(tmp_path)
+    assert "![squad: score vs latency and vs file size, Pareto front](squad.png)" in readme
+    assert ("The 16 archived matrix cells were produced by `zoo matrix squad --profile cpu` on cpu, 2 CPU cores, torch 2.13.0+cpu, "
+            "transformers 5.24.0, 2026-12-03; git a04bff345e.") in readme
