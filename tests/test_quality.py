@@ -436,3 +436,36 @@ def test_train_settings_by_setting(tiny_matrix):
     assert profile.train_config(cells[2], None).learning_rate == profile.cell_train.learning_rate
     with pytest.raises(Exception, match="cell_train_by.layers.1.0: key 'learning_rte': unknown key"):
         matrix.MatrixProfile(**{**profile.model_dump(), "cell_train_by": {"layers": {1: {"learning_rte": 0.5}}}})
+
+
+def test_a_compound_cell_drops_layers_prunes_distils_and_quantises(tiny_matrix, tmp_path):
+    """One cell of every kind of compression the engine has: layer drop, then OBS on what is left,
+    recovery with KD, and its int8 twin stored bitmask-sparse (zoo/sparse_storage.py)."""
+    import json
+
+    import yaml
+
+    from tests.conftest import run_matrix
+    from zoo import sparse_storage
+
+    path, data = tiny_matrix
+    doc = yaml.safe_load(path.read_text())
+    doc["profiles"]["tiny"] |= {"axes": [{"sparsity": [0.5], "layers": [1], "distill": [True], "quant": ["none", "int8"]}],
+                                "pruning": {"type": "obs_pruning", "calibration_examples": 8, "block_size": 16},
+                                "quantization": {"quantize_embeddings": True}}
+    path.write_text(yaml.safe_dump(doc))
+    run_matrix(path, data, tmp_path / "cells")
+    fp32_dir, int8_dir = tmp_path / "cells" / "tiny-bert0-l2-squad-s50-l1-kd", tmp_path / "cells" / "tiny-bert0-l2-squad-s50-l1-kd-int8"
+    fp32 = json.loads((fp32_dir / "metrics.json").read_text())
+    compression = fp32["compression"]
+    assert [m["type"] for m in compression["recipe"]["modifiers"]] == ["obs_pruning", "layer_drop", "distillation"]
+    assert compression["measured"]["num_hidden_layers"] == 1 and len(compression["layers_kept"]) == 1
+    assert abs(compression["measured"]["sparsity"] - 0.5) < 0.005 and compression["obs_pruning"]["rounds"]
+    assert compression["distillation"]["layer_map"] and fp32["train"]["steps"] > 0
+
+    int8 = json.loads((int8_dir / "metrics.json").read_text())
+    quantization = int8["compression"]["quantization"]
+    assert int8["train"]["trained_in"] == str(fp32_dir) and quantization["quantize_embeddings"]
+    sparse = quantization["sparse_int8_file"]
+    assert sparse["bytes"] == (int8_dir / sparse_storage.SPARSE_INT8_FILE).stat().st_size < quantization["onnx_int8_bytes"]
+    assert sparse_storage.load_onnx(int8_dir / sparse_storage.SPARSE_INT8_FILE) == (int8_dir / "model.int8.onnx").read_bytes()
