@@ -114,7 +114,12 @@ def input_norms(model: torch.nn.Module, names: list[str], batches: list[dict]) -
             sums[name] = sums.get(name, 0) + (real**2).sum(0)
         return record
 
-    handles = [model.get_submodule(name.rpartition(".")[0]).register_forward_hook(hook(name)) for name in names]
+    modules = {name: model.get_submodule(name.rpartition(".")[0]) for name in names}
+    for name, module in modules.items():
+        if not isinstance(module, torch.nn.Linear):
+            raise ZooError(f"scorer wanda scores Linear weights (input features x output rows); {name} belongs to a "
+                           f"{type(module).__name__}: exclude it from the pruning targets")
+    handles = [module.register_forward_hook(hook(name)) for name, module in modules.items()]
     was_training = model.training
     model.eval()
     try:
