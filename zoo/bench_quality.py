@@ -64,14 +64,14 @@ def variants(sparsities: list[float], keep_lists: list[list[int]], keep_n: int, 
             if method != "movement":
                 out[f"{method}-s{pct}-0steps"] = Variant([pruning[method]], 0)
             out[f"{method}-s{pct}-{steps}steps-kd"] = Variant([pruning[method], *kd], steps, train)
-    if "layers" not in methods:
-        return out
-    drops = {"-".join(map(str, keep)): {"type": "layer_drop", "keep": keep} for keep in keep_lists}
-    drops["search"] = {"type": "layer_drop", "strategy": "search", "n": keep_n}
-    for label, modifier in drops.items():
-        out[f"layers-{label}-0steps"] = Variant([modifier], 0)
-        out[f"layers-{label}-{layer_steps}steps-kd"] = Variant([modifier, *kd], layer_steps, _cell_settings(matrix, layers=keep_n))
-    return out
+    if "layers" in methods:
+        drops = {"-".join(map(str, keep)): {"type": "layer_drop", "keep": keep} for keep in keep_lists}
+        drops["search"] = {"type": "layer_drop", "strategy": "search", "n": keep_n}
+        for label, modifier in drops.items():
+            out[f"layers-{label}-0steps"] = Variant([modifier], 0)
+            out[f"layers-{label}-{layer_steps}steps-kd"] = Variant([modifier, *kd], layer_steps, _cell_settings(matrix, layers=keep_n))
+    # the minutes-cheap one-shot rows first (in order), so an interrupted run has every one of them
+    return dict(sorted(out.items(), key=lambda item: item[1].steps > 0))
 
 
 def distillation_variants(layers: int, width: float, layer_steps: int, width_steps: int, matrix: MatrixProfile) -> dict[str, Variant]:
