@@ -360,6 +360,7 @@ def test_bench_quality_measures_every_variant_against_the_teacher(tiny_matrix, t
 
     from tests.conftest import run_matrix
     from zoo import bench_quality
+    from zoo.errors import ZooError
     from zoo.record import find_record
 
     path, data = tiny_matrix
@@ -372,10 +373,13 @@ def test_bench_quality_measures_every_variant_against_the_teacher(tiny_matrix, t
         record = bench_quality.quality("squad", "tiny", 1, 8, [0.5], [[0]], tmp_path / "variants", output, progress, str(data), path)
     rows = record["results"]
     assert record["complete"] and json.loads(output.read_text())["results"] == rows
-    assert set(rows) == {"teacher", "magnitude-s50-0steps", "magnitude-s50-1steps-kd", "obs-s50-0steps", "obs-s50-1steps-kd",
+    assert set(rows) == {"teacher", "magnitude-s50-0steps", "magnitude-s50-1steps-kd", "wanda-s50-0steps", "wanda-s50-1steps-kd",
+                         "movement-s50-1steps-kd", "obs-s50-0steps", "obs-s50-1steps-kd",  # movement's scores need steps: no 0-step row
                          "layers-0-0steps", "layers-0-2steps-kd", "layers-search-0steps", "layers-search-2steps-kd"}
     assert rows["teacher"]["retention_pct"] == 100.0 and rows["teacher"]["steps"] == 0
-    assert rows["magnitude-s50-0steps"]["measured_sparsity"] == rows["obs-s50-0steps"]["measured_sparsity"] == 0.5
+    assert {rows[f"{m}-s50-0steps"]["measured_sparsity"] for m in ("magnitude", "wanda", "obs")} == {0.5}
+    assert rows["movement-s50-1steps-kd"]["measured_sparsity"] == 0.5  # its one mask after step 0's gradients
+    assert record["settings"]["variants"]["wanda-s50-0steps"]["modifiers"][0]["scorer"] == "wanda"
     assert rows["layers-0-2steps-kd"]["steps"] == 2 and rows["layers-0-0steps"]["layers_kept"] == [0]  # half the depth, twice the steps
     assert "scores" in rows["layers-search-0steps"]["layer_search"]
 
@@ -388,10 +392,12 @@ def test_bench_quality_measures_every_variant_against_the_teacher(tiny_matrix, t
         bench_quality.quality("squad", "tiny", 1, 8, [0.5], [[0]], tmp_path / "variants", output, progress, str(data), path)
     again = {name: find_record(tmp_path / "variants" / name) for name in rows}
     assert {name for name, record in again.items() if record.provenance.finished != finished[name]} == {
-        "magnitude-s50-1steps-kd", "obs-s50-1steps-kd"}
+        f"{m}-s50-1steps-kd" for m in ("magnitude", "wanda", "movement", "obs")}
     trained = again["obs-s50-1steps-kd"].config["train"]
     assert trained["learning_rate"] == 5.0e-4 and trained["max_steps"] == 1
     assert again["layers-0-2steps-kd"].config["train"]["learning_rate"] == 1e-3  # cell_train's
+    with pytest.raises(ZooError, match="--methods snip: no such method; choose from magnitude wanda movement obs layers"):
+        bench_quality.quality("squad", "tiny", 1, 8, [0.5], [[0]], tmp_path / "variants", output, progress, str(data), path, ["snip"])
 
 
 @pytest.mark.slow
@@ -430,3 +436,36 @@ def test_train_settings_by_setting(tiny_matrix):
     assert profile.train_config(cells[2], None).learning_rate == profile.cell_train.learning_rate
     with pytest.raises(Exception, match="cell_train_by.layers.1.0: key 'learning_rte': unknown key"):
         matrix.MatrixProfile(**{**profile.model_dump(), "cell_train_by": {"layers": {1: {"learning_rte": 0.5}}}})
+
+
+def test_a_compound_cell_drops_layers_prunes_distils_and_quantises(tiny_matrix, tmp_path):
+    """One cell of every kind of compression the engine has: layer drop, then OBS on what is left,
+    recovery with KD, and its int8 twin stored bitmask-sparse (zoo/sparse_storage.py)."""
+    import json
+
+    import yaml
+
+    from tests.conftest import run_matrix
+    from zoo import sparse_storage
+
+    path, data = tiny_matrix
+    doc = yaml.safe_load(path.read_text())
+    doc["profiles"]["tiny"] |= {"axes": [{"sparsity": [0.5], "layers": [1], "distill": [True], "quant": ["none", "int8"]}],
+                                "pruning": {"type": "obs_pruning", "calibration_examples": 8, "block_size": 16},
+                                "quantization": {"quantize_embeddings": True}}
+    path.write_text(yaml.safe_dump(doc))
+    run_matrix(path, data, tmp_path / "cells")
+    fp32_dir, int8_dir = tmp_path / "cells" / "tiny-bert0-l2-squad-s50-l1-kd", tmp_path / "cells" / "tiny-bert0-l2-squad-s50-l1-kd-int8"
+    fp32 = json.loads((fp32_dir / "metrics.json").read_text())
+    compression = fp32["compression"]
+    assert [m["type"] for m in compression["recipe"]["modifiers"]] == ["obs_pruning", "layer_drop", "distillation"]
+    assert compression["measured"]["num_hidden_layers"] == 1 and len(compression["layers_kept"]) == 1
+    assert abs(compression["measured"]["sparsity"] - 0.5) < 0.005 and compression["obs_pruning"]["rounds"]
+    assert compression["distillation"]["layer_map"] and fp32["train"]["steps"] > 0
+
+    int8 = json.loads((int8_dir / "metrics.json").read_text())
+    quantization = int8["compression"]["quantization"]
+    assert int8["train"]["trained_in"] == str(fp32_dir) and quantization["quantize_embeddings"]
+    sparse = quantization["sparse_int8_file"]
+    assert sparse["bytes"] == (int8_dir / sparse_storage.SPARSE_INT8_FILE).stat().st_size < quantization["onnx_int8_bytes"]
+    assert sparse_storage.load_onnx(int8_dir / sparse_storage.SPARSE_INT8_FILE) == (int8_dir / "model.int8.onnx").read_bytes()

@@ -1,11 +1,13 @@
 """`zoo bench quality` and `zoo bench distill`: which one-shot choices and which distillation losses
 keep a compressed model's accuracy, measured in one run.
 
-For one task of a matrix profile, from its dense teacher: magnitude vs OBS pruning at each
-sparsity, and layer keep-lists (given ones and the data-chosen one), each scored right
-after the one-shot change (0 steps) and after the recovery budget (distilling from the
-teacher); or the distillation options on a 3-layer and a half-width student. Every variant
-is scored on the same dev examples as the teacher, re-scored in the same run.
+For one task of a matrix profile, from its dense teacher: the pruning criteria at each sparsity
+(magnitude, Wanda and movement scorers through the one mask code, and OBS), and layer keep-lists
+(given ones and the data-chosen one), each scored right after the one-shot change (0 steps) and
+after the recovery budget (distilling from the teacher); movement, whose scores come from
+training, prunes gradually over the first half of the budget and has no 0-step row; or the
+distillation options on a 3-layer and a half-width student. Every variant is scored on the same
+dev examples as the teacher, re-scored in the same run.
 Each variant is a run folder under `--root`, so an interrupted benchmark resumes.
 """
 
@@ -38,25 +40,38 @@ def _cell_settings(matrix: MatrixProfile, **setting) -> dict:
     return {k: v for k, v in matrix.overrides(**setting).items() if k != "max_steps"}
 
 
-def variants(sparsities: list[float], keep_lists: list[list[int]], keep_n: int, steps: int, layer_steps: int, matrix: MatrixProfile) -> dict[str, Variant]:
-    """Pruning settings other than the sparsity come from the matrix profile (calibration size
-    etc.); magnitude pruning is one-shot at step 0."""
+PRUNING_METHODS = ("magnitude", "wanda", "movement", "obs")
+METHODS = (*PRUNING_METHODS, "layers")
+
+
+def variants(sparsities: list[float], keep_lists: list[list[int]], keep_n: int, steps: int, layer_steps: int, matrix: MatrixProfile,
+             methods: tuple[str, ...] = METHODS) -> dict[str, Variant]:
+    """Pruning settings other than the sparsity come from the matrix profile (scope, calibration
+    size, OBS solver and rounds); magnitude and Wanda prune one-shot at step 0, movement on the
+    cubic schedule over the first half of the steps (a mask every 5 steps; the last at step 1 at the earliest)."""
     kd = [{"type": "distillation", "teacher": "{teacher}", **matrix.distillation}]
     obs_settings = {k: v for k, v in matrix.pruning.items() if k not in ("type", "start", "update_every", "init_sparsity")}  # GMP-only keys
+    scope, calibration = obs_settings.get("scope", "uniform"), obs_settings.get("calibration_examples", 128)
     out = {"teacher": Variant([], 0)}
     for s in sparsities:
         pct, train = round(s * 100), _cell_settings(matrix, sparsity=s)
-        methods = {"magnitude": {"type": "magnitude_pruning", "final_sparsity": s, "start": 0.0, "end": 0.0, "scope": obs_settings.get("scope", "uniform")},
+        one_shot = {"type": "magnitude_pruning", "final_sparsity": s, "start": 0.0, "end": 0.0}
+        pruning = {"magnitude": {**one_shot, "scope": scope},
+                   "wanda": {**one_shot, "scorer": "wanda", "calibration_examples": calibration},  # Wanda compares within rows: uniform
+                   "movement": {**one_shot, "scorer": "movement", "scope": scope, "unit": "step", "end": max(1, steps // 2), "update_every": 5},
                    "obs": {"type": "obs_pruning", **obs_settings, "final_sparsity": s}}
-        for method, modifier in methods.items():
-            out[f"{method}-s{pct}-0steps"] = Variant([modifier], 0)
-            out[f"{method}-s{pct}-{steps}steps-kd"] = Variant([modifier, *kd], steps, train)
-    drops = {"-".join(map(str, keep)): {"type": "layer_drop", "keep": keep} for keep in keep_lists}
-    drops["search"] = {"type": "layer_drop", "strategy": "search", "n": keep_n}
-    for label, modifier in drops.items():
-        out[f"layers-{label}-0steps"] = Variant([modifier], 0)
-        out[f"layers-{label}-{layer_steps}steps-kd"] = Variant([modifier, *kd], layer_steps, _cell_settings(matrix, layers=keep_n))
-    return out
+        for method in (m for m in PRUNING_METHODS if m in methods):
+            if method != "movement":
+                out[f"{method}-s{pct}-0steps"] = Variant([pruning[method]], 0)
+            out[f"{method}-s{pct}-{steps}steps-kd"] = Variant([pruning[method], *kd], steps, train)
+    if "layers" in methods:
+        drops = {"-".join(map(str, keep)): {"type": "layer_drop", "keep": keep} for keep in keep_lists}
+        drops["search"] = {"type": "layer_drop", "strategy": "search", "n": keep_n}
+        for label, modifier in drops.items():
+            out[f"layers-{label}-0steps"] = Variant([modifier], 0)
+            out[f"layers-{label}-{layer_steps}steps-kd"] = Variant([modifier, *kd], layer_steps, _cell_settings(matrix, layers=keep_n))
+    # the minutes-cheap one-shot rows first (in order), so an interrupted run has every one of them
+    return dict(sorted(out.items(), key=lambda item: item[1].steps > 0))
 
 
 def distillation_variants(layers: int, width: float, layer_steps: int, width_steps: int, matrix: MatrixProfile) -> dict[str, Variant]:
@@ -85,7 +100,12 @@ def distillation_variants(layers: int, width: float, layer_steps: int, width_ste
 
 
 def quality(family: str, profile_name: str, steps: int, eval_examples: int | None, sparsities: list[float], keep_lists: list[list[int]],
-            root: Path, output: Path, progress: Progress, data_dir: str | None = None, matrix_file: str | None = None) -> dict:
+            root: Path, output: Path, progress: Progress, data_dir: str | None = None, matrix_file: str | None = None,
+            methods: list[str] | None = None) -> dict:
+    methods = tuple(dict.fromkeys(methods or METHODS))
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ZooError(f"--methods {unknown[0]}: no such method; choose from {' '.join(METHODS)}")
     matrix, source = load_matrix(family, profile_name, matrix_file)
     lengths = {len(k) for k in keep_lists}
     if len(lengths) != 1:
@@ -93,9 +113,9 @@ def quality(family: str, profile_name: str, steps: int, eval_examples: int | Non
     keep_n = lengths.pop()
     base_layers = _base_layers(matrix, family, profile_name)
     layer_steps = round(steps * base_layers / keep_n)  # the matrix's budget rule: a cheaper step buys more steps
-    planned = variants(sparsities, keep_lists, keep_n, steps, layer_steps, matrix)
-    return run_variants("quality", matrix, source, profile_name, planned, {"steps": steps, "layer_steps": layer_steps},
-                        "magnitude vs OBS pruning and layer keep-lists, 0 and N recovery steps, vs the teacher",
+    planned = variants(sparsities, keep_lists, keep_n, steps, layer_steps, matrix, methods)
+    return run_variants("quality", matrix, source, profile_name, planned, {"steps": steps, "layer_steps": layer_steps, "methods": list(methods)},
+                        "pruning criteria (magnitude, Wanda, movement, OBS) and layer keep-lists, 0 and N recovery steps, vs the teacher",
                         root, output, progress, eval_examples, data_dir)
 
 

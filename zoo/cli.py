@@ -248,7 +248,7 @@ def cmd_bench_quality(args: argparse.Namespace) -> None:
     root, output = _variant_paths(args, "quality")
     with _progress() as progress:
         record = quality(args.family, args.profile, args.steps, _eval_limit(args.eval_examples, None), args.sparsities, keep_lists,
-                         root, output, progress, args.data_dir, args.matrix)
+                         root, output, progress, args.data_dir, args.matrix, args.methods)
     _print_variants(record, f"bench quality · {record['settings']['task']} · -> {output}")
 
 
@@ -462,9 +462,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir")
     p.set_defaults(func=cmd_bench_scale)
 
-    p = bench_sub.add_parser("quality", help="magnitude vs OBS pruning and layer keep-lists, 0 and N recovery steps, vs the teacher")
+    p = bench_sub.add_parser("quality", help="pruning criteria (magnitude, Wanda, movement, OBS) and layer keep-lists, 0 and N recovery steps, vs the teacher")
     _variant_arguments(p, "quality", steps=50, eval_examples="1000")
     p.add_argument("--sparsities", type=fraction, nargs="+", default=[0.5, 0.8, 0.9])
+    p.add_argument("--methods", nargs="+", help="what to compare, of magnitude wanda movement obs layers (default: all)")
     p.add_argument("--keep", nargs="+", default=["0,2,5", "0,2,4"], help="layer keep-lists to compare with the data-chosen one")
     p.set_defaults(func=cmd_bench_quality)
     p = bench_sub.add_parser("distill", help="each distillation option on a layer-dropped and a width-pruned student, vs plain KD")

@@ -84,6 +84,7 @@ class MatrixProfile(Strict):
     pruning: dict = Field(default_factory=dict)
     layer_keep: dict[int, list[int]] = Field(default_factory=dict)
     width_pruning: dict = Field(default_factory=dict)  # settings for width cells besides `width` itself
+    quantization: dict = Field(default_factory=dict)  # settings for int8 cells besides the scheme (e.g. quantize_embeddings)
     distillation: dict = Field(default_factory=dict)
     cell_resources: CellResources = Field(default_factory=CellResources)
     budget: Budget = Field(default_factory=Budget)
@@ -258,7 +259,7 @@ AXIS_MODIFIERS: dict[str, Callable[[object, MatrixProfile, str, int], dict | Non
     "layers": _layer_drop,
     "width": lambda w, matrix, task, base: {"type": "width_pruning", "width": w, **matrix.width_pruning} if w < 1 else None,
     "distill": lambda d, matrix, task, base: {"type": "distillation", "teacher": str(teacher_dir(matrix, task)), **matrix.distillation} if d else None,
-    "quant": lambda q, matrix, task, base: {"type": "quantization", "scheme": "int8_dynamic"} if q == "int8" else None,
+    "quant": lambda q, matrix, task, base: {"type": "quantization", "scheme": "int8_dynamic", **matrix.quantization} if q == "int8" else None,
 }
 
 

@@ -1,20 +1,25 @@
-"""Unstructured magnitude pruning: the GMP schedule, masks, and sparsity read back from weights.
+"""Unstructured pruning masks: the GMP schedule, masks chosen from importance scores, and
+sparsity read back from weights.
 
 Like torch.nn.utils.prune, each mask lives beside its weight (a non-persistent buffer
-`<name>_mask` on the weight's module, so checkpoints never carry it). Unlike it, the weight
-is not re-parametrised: ONE optimizer post-step hook multiplies every weight by its mask,
-so pruned weights are exactly zero after every step and the saved tensors are plain dense
-tensors with exact zeros that stock `from_pretrained` loads.
+`<name>_mask` on the weight's module, so checkpoints never carry it) and the criterion is not
+the mask's business: `prune_to` keeps the weights a scorer (zoo/scorers.py: magnitude, Wanda,
+movement) ranks highest; OBS, which solves for new weights as well, hands over its zeros
+(`freeze_zeros`). Unlike torch's, the weight is not re-parametrised: ONE optimizer post-step
+hook multiplies every weight by its mask, so pruned weights are exactly zero after every step
+and the saved tensors are plain dense tensors with exact zeros that stock `from_pretrained` loads.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 
 import torch
 
 from zoo.errors import ZooError
+from zoo.scorers import Magnitude, Scorer
 
 DEFAULT_PRUNE_TARGETS = [r"encoder\.layer\.\d+\..*(query|key|value|dense)\.weight$"]  # the encoder's Linear weights
 
@@ -62,16 +67,22 @@ class MaskSet:
             self.masks[name] = getattr(module, f"{param_name}_mask")
 
     @torch.no_grad()
-    def prune_to(self, sparsity: float, scope: str) -> None:
-        """Zero the smallest-magnitude weights: per tensor ('uniform') or over all targets ('global').
-        Pruned weights are already zero, hence still the smallest: masks only ever grow."""
+    def prune_to(self, sparsity: float, scope: str, scorer: Scorer | None = None) -> None:
+        """Zero the lowest-scoring weights (default scorer: magnitude): per tensor ('uniform'), per
+        output row for a scorer that compares within rows (Wanda), or over all targets ('global').
+        A weight already pruned scores lowest whatever its score: masks only ever grow."""
+        scorer = scorer or Magnitude()
+        scores = {name: scorer.score(name, weight).float().masked_fill(self.masks[name] == 0, -math.inf)
+                  for name, weight in self.weights.items()}
         if scope == "uniform":
-            for name, weight in self.weights.items():
-                self._set_mask(self.masks[name], weight.abs().flatten(), sparsity)
+            for name, score in scores.items():
+                self._set_mask(self.masks[name], score if scorer.per_row else score.flatten(), sparsity)
+        elif scorer.per_row:
+            raise ZooError(f"scorer {scorer.name} compares weights within each output row; it takes scope uniform, not {scope}")
         else:
-            scores = torch.cat([w.abs().flatten() for w in self.weights.values()])
-            flat = torch.ones_like(scores)
-            self._set_mask(flat, scores, sparsity)
+            flat_scores = torch.cat([s.flatten() for s in scores.values()])
+            flat = torch.ones_like(flat_scores)
+            self._set_mask(flat, flat_scores, sparsity)
             offset = 0
             for mask in self.masks.values():
                 mask.copy_(flat[offset : offset + mask.numel()].view_as(mask))
@@ -86,13 +97,14 @@ class MaskSet:
 
     @staticmethod
     def _set_mask(mask: torch.Tensor, scores: torch.Tensor, sparsity: float) -> None:
-        """Keep the weights scoring above the k-th smallest score (kthvalue is O(n); a full
-        sort of every matrix at every GMP update would dominate the step time)."""
-        k = round(sparsity * scores.numel())
+        """Keep the elements scoring above the k-th smallest score of each row of `scores` (a 1-D
+        `scores` is one row); kthvalue is O(n), where a full sort of every matrix at every GMP
+        update would dominate the step time."""
+        k = round(sparsity * scores.shape[-1])
         if k == 0:
             mask.fill_(1)
             return
-        threshold = scores.kthvalue(k).values
+        threshold = scores.kthvalue(k, dim=-1, keepdim=True).values
         mask.copy_((scores > threshold).view_as(mask))
 
     @torch.no_grad()
