@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from pydantic import ValidationError
 from rich.progress import Progress
 
-from zoo import provenance, speed
+from zoo import engines, pipeline, provenance, speed
 from zoo.adapters import get_adapter
 from zoo.batching import length_grouped_batches, random_batches
 from zoo.engine import Manager
@@ -148,24 +149,69 @@ def compression_step_cost(model_ref: str, teacher: str, data_dir: str | None, st
                    settings, results, comparison, output)
 
 
-def cell_speed(cell_dir: Path, threads: int, repeats: int = 20) -> dict:
-    """Speed and size of one matrix cell as it is served: PyTorch for an fp32 cell, ONNX Runtime
-    for a quantised one (its model.int8.onnx). FLOPs are the fp32 graph's (int8 does the same
-    arithmetic in cheaper units)."""
+def dev_check(folder: Path, eval_examples: int, data_dir: str | None, progress: Progress) -> tuple[Callable | None, str | None]:
+    """The accuracy check on real inputs, for a folder whose metrics.json names its task and
+    profile: `eval_examples` seeded dev examples scored by the PyTorch model and by the engine's
+    model, and their logit agreement on the same features. (None, the reason) when the folder
+    names no task or the task's data is not here."""
+    from zoo.predict import predict
+
+    try:
+        cell = load_record(folder)
+        run = pipeline.open_run(cell.task, str(folder), cell.finetune_profile, data_dir)
+    except ZooError as e:
+        return None, str(e)
+    examples, _ = run.adapter.load("dev")
+    dev = pipeline.subset(examples, eval_examples, run.profile.eval.seed)
+    features = run.adapter.eval_features(dev, bar(progress, f"tokenise dev {folder.name}", len(dev)))
+    reference: dict = {}
+
+    def scored(runner, label: str) -> tuple[dict, dict]:
+        out = predict(runner, features, run.adapter.output_names, run.profile.eval.batch_size, run.adapter.per_token_outputs,
+                      pad_id=run.pad_id, on_batch=bar(progress, f"dev {label}", len(features.rows)))
+        return out, run.adapter.score(dev, features, out)[0]
+
+    def check(model, runner) -> dict:
+        if id(model) not in reference:  # the PyTorch model is scored once per folder, whatever the engines
+            reference[id(model)] = scored(model, "pytorch")
+        expected, pytorch_score = reference[id(model)]
+        got, score = scored(runner, runner.facts()["engine"])
+        return {"inputs": f"{len(dev)} dev examples ({len(features.rows)} features)", "dev": {"pytorch": pytorch_score, "engine": score},
+                **engines.agreement(expected, got)}
+
+    return check, None
+
+
+def cell_speed(cell_dir: Path, threads: int, repeats: int = 20, engine: str = "onnxruntime", eval_examples: int = 200,
+               data_dir: str | None = None, progress: Progress | None = None) -> dict:
+    """Speed and size of one matrix cell as `engine` (zoo/engines.py) serves it: a quantised
+    cell's model.int8.onnx, else the cell's fp32 ONNX graph. The row carries the engine model's
+    agreement with the cell's PyTorch model, and both dev scores when the data is here, so a
+    faster row is never a wrong model. FLOPs are the fp32 graph's (int8 does the same arithmetic
+    in cheaper units)."""
+    import tempfile
+
     import torch
 
-    from zoo.onnx_export import INT8_FILE, OrtModel
+    from zoo.onnx_export import INT8_FILE, default_output_names
 
+    runtime = engines.get(engine)
     model = speed.load_checkpoint(cell_dir)
     int8 = cell_dir / INT8_FILE
+    check, no_dev = dev_check(cell_dir, eval_examples, data_dir, progress or Progress(disable=True)) if eval_examples else (None, "--eval-examples 0")
+    check = check or speed.synthetic_check(model.get_input_embeddings().num_embeddings)
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        runner = OrtModel(int8, threads=threads) if int8.is_file() else model
-        measured = speed.measure(runner, model.get_input_embeddings().num_embeddings, repeats=repeats, throughput_repeats=max(3, repeats // 4))
+        with tempfile.TemporaryDirectory(prefix="zoo-bench-cell-") as tmp:
+            runner = (runtime.compile(int8, threads) if int8.is_file()
+                      else engines.compile_folder(runtime, cell_dir, model, default_output_names(model), tmp, threads))
+            accuracy = check(model, runner) | ({"no_dev_score": no_dev} if no_dev else {})
+            measured = speed.measure(runner, model.get_input_embeddings().num_embeddings, repeats=repeats,
+                                     throughput_repeats=max(3, repeats // 4))
     finally:
         torch.set_num_threads(previous)
-    return {**measured, "size_bytes": speed.size_on_disk(int8 if int8.is_file() else cell_dir / "model.safetensors"),
+    return {**measured, "accuracy": accuracy, "size_bytes": speed.size_on_disk(int8 if int8.is_file() else cell_dir / "model.safetensors"),
             "flops": {f"b1_s{s}": speed.flops(model, s) for s in (128, 384)}, "params": speed.param_counts(model),
             "provenance": provenance.collect()}
 
@@ -185,6 +231,7 @@ def speed_vs_flops(rows: list[dict]) -> list[dict]:
         reference = {seq: statistics.median(r["runs"][f"latency_b1_s{seq}"]["median_ms"] for r in same_shape) for seq in (128, 384)}
         for r in mine:
             entry = {"cell": r["cell"], "task": task, "engine": r["engine"], "score": r["score"],
+                     "argmax_agreement_vs_pytorch": r.get("accuracy", {}).get("argmax_agreement"),
                      "flops_ratio": round(base["flops"]["b1_s128"] / r["flops"]["b1_s128"], 3)}
             sibling = next((x for x in mine if x["cell"] == r["labels"].fp32_sibling), None)
             if sibling:
@@ -197,13 +244,14 @@ def speed_vs_flops(rows: list[dict]) -> list[dict]:
 
 
 def cells_speed(root: Path, family: str, threads: int, output: str, progress: Progress, patterns: list[str] | None = None,
-                reuse: bool = False, repeats: int = 20) -> dict:
+                reuse: bool = False, repeats: int = 20, engine: str = "onnxruntime", eval_examples: int = 200, data_dir: str | None = None) -> dict:
     """`bench.json` beside every complete cell under `root` (the tables' speed columns), and one
     JSON under results/bench/ with every cell's speed and the speedup-vs-FLOPs table. With
-    `reuse`, a cell that already has a bench.json is not measured again."""
+    `reuse`, a cell whose bench.json was measured with the same engine is not measured again."""
     import fnmatch
     import json
 
+    engines.get(engine)  # a missing extra: its one error before any work
     cells = run_folders(root)
     if patterns:
         cells = [c for c in cells if any(fnmatch.fnmatch(c.name, p) for p in patterns)]
@@ -212,19 +260,21 @@ def cells_speed(root: Path, family: str, threads: int, output: str, progress: Pr
     task_id = progress.add_task("bench cells", total=len(cells))
     rows = []
     for cell_dir in cells:
-        if reuse and (cell_dir / "bench.json").is_file():
-            record = json.loads((cell_dir / "bench.json").read_text())
+        kept = json.loads((cell_dir / "bench.json").read_text()) if reuse and (cell_dir / "bench.json").is_file() else None
+        if kept and kept.get("engine") == engine:
+            record = kept
         else:
-            record = cell_speed(cell_dir, threads, repeats)
+            record = cell_speed(cell_dir, threads, repeats, engine, eval_examples, data_dir, progress)
             write_json(cell_dir / "bench.json", record)
         cell = load_record(cell_dir)
         rows.append({"cell": cell_dir.name, "task": cell.task, "labels": cell.cell, "score": round(cell.score, 2), **record})
         progress.advance(task_id)
-    settings = {"root": str(root), "threads": sorted({r["threads"] for r in rows}),
-                "inputs": "synthetic token ids, full attention mask; batch 1 at 128 and 384 tokens, batch 32 at 128"}
-    per_cell = {r["cell"]: {k: r[k] for k in ("engine", "runs", "size_bytes", "flops", "params", "load_avg_1min")} for r in rows}
+    settings = {"root": str(root), "engine": engine, "threads": sorted({r["threads"] for r in rows}), "cpu": engines.cpu_facts(),
+                "inputs": "timing: synthetic token ids, full attention mask; batch 1 at 128 and 384 tokens, batch 32 at 128. "
+                          f"accuracy: up to {eval_examples} dev examples per cell (synthetic inputs where the data is missing)"}
+    per_cell = {r["cell"]: {k: r.get(k) for k in ("engine", "runs", "size_bytes", "flops", "params", "load_avg_1min", "accuracy")} for r in rows}
     comparison = speed_vs_flops(rows)
-    record = _record(f"{family}-cell-speed", "CPU latency/throughput of every matrix cell as served (PyTorch fp32, ONNX Runtime int8)",
+    record = _record(f"{family}-cell-speed", f"CPU latency/throughput of every matrix cell as {engine} serves it (fp32 graph, or the cell's int8 graph)",
                      settings, per_cell, {"speedup_vs_flops": comparison, "target": "speedup >= 0.8 x flops_ratio"}, output)
     write_text(Path(output).with_suffix(".md"), speed_markdown(comparison, record, [r["provenance"] for r in rows]))
     return record
@@ -240,7 +290,10 @@ def speed_markdown(comparison: list[dict], record: dict, measured: list[dict]) -
         "n/a (same FLOPs)" if r["flops_ratio"] == 1 else
         " / ".join("yes" if r[f"speedup_over_flops_ratio_s{s}"] >= 0.8 else "no" for s in (128, 384)) for r in comparison]
     threads = f"{'/'.join(map(str, record['settings']['threads']))} thread(s)"
-    header = (f"{provenance.header('Timed by', measured, details=(threads,), minutes=True)} "
+    cpu = record["settings"]["cpu"]
+    engine = f"engine {record['settings']['engine']}"
+    cpu_line = f"CPU {cpu['model_name']} ({cpu['logical_cpus']} logical, {' '.join(cpu['isa_flags']) or 'no listed ISA flags'})"
+    header = (f"{provenance.header('Timed by', measured, details=(engine, threads, cpu_line), minutes=True)} "
               f"{provenance.header('Table written by', [record['provenance']])} "
               f"Speedup = reference latency / cell latency at batch 1, where the reference is the median latency of the task's cells "
               f"shaped like its dense cell; FLOPs ratio = dense FLOPs / cell FLOPs at 128 tokens.")

@@ -197,20 +197,24 @@ def cmd_bench_cells(args: argparse.Namespace) -> None:
     root = Path(args.root) if args.root else paths.matrix_root(args.family, args.profile)
     output = args.output or str(paths.BENCH / f"{args.family}-cells-{args.profile}.json")
     with _progress() as progress:
-        record = bench.cells_speed(root, args.family, args.threads, output, progress, args.cells, args.reuse, args.repeats)
+        record = bench.cells_speed(root, args.family, args.threads, output, progress, args.cells, args.reuse, args.repeats,
+                                   args.engine, args.eval_examples, args.data_dir)
     Console().print(f"{len(record['results'])} cells measured -> bench.json in each cell, {output} and {Path(output).with_suffix('.md')}; "
                     f"`zoo tables {args.family}` puts them into the tables")
 
 
 def cmd_bench_model(args: argparse.Namespace) -> None:
-    from zoo import provenance, speed
+    from zoo import bench, engines, provenance, speed
     from zoo.io import write_json
 
     folder = Path(args.checkpoint)
-    record = speed.bench_folder(folder, threads=args.threads)
+    engines.get(args.engine)  # a missing extra: its one error before any work
+    with _progress() as progress:
+        check, no_dev = bench.dev_check(folder, args.eval_examples, args.data_dir, progress) if args.eval_examples else (None, "--eval-examples 0")
+        record = speed.bench_folder(folder, threads=args.threads, engine=args.engine, check=check)
     output = Path(args.output or paths.BENCH / f"model-{folder.name}.json")
-    write_json(output, {"benchmark": "model-speed", "what": "PyTorch vs ONNX Runtime fp32 (and int8 when the folder has it)",
-                        **record, "provenance": provenance.collect()})
+    write_json(output, {"benchmark": "model-speed", "what": f"PyTorch vs {args.engine} (the fp32 graph, and the int8 one when the folder has it)",
+                        **record, **({"no_dev_score": no_dev} if no_dev else {}), "provenance": provenance.collect()})
     Console().print(f"{', '.join(record['engines'])} measured -> {output}")
 
 
@@ -415,6 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", type=output_file, help="default results/bench/FAMILY-cells-PROFILE.json (+ .md)")
     p.add_argument("--reuse", action="store_true", help="keep cells' existing bench.json; measure only the others")
     p.add_argument("--repeats", type=positive_int, default=20, help="timed calls per batch-1 shape (batch 32: a quarter, at least 3)")
+    _engine_arguments(p)
     p.set_defaults(func=cmd_bench_cells)
     p = bench_sub.add_parser("scale", help="a matrix profile's code path at its model's real shape for a few steps: memory, cache, step time vs the plan")
     p.add_argument("family", nargs="?", default="squad", type=cli_args.family)
@@ -442,10 +447,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layers", type=positive_int, default=3, help="layers the layer-dropped student keeps (chosen on data)")
     p.add_argument("--width", type=kept_fraction, default=0.5, help="width of the width-pruned student")
     p.set_defaults(func=cmd_bench_distill)
-    p = bench_sub.add_parser("model", help="one checkpoint under PyTorch, ONNX Runtime fp32 and (if present) int8")
+    p = bench_sub.add_parser("model", help="one checkpoint under PyTorch and an engine: its fp32 graph and (if present) its int8 one")
     p.add_argument("checkpoint", type=checkpoint_folder)
     p.add_argument("--threads", type=positive_int, default=1)
     p.add_argument("--output", type=output_file, help="default results/bench/model-NAME.json")
+    _engine_arguments(p)
     p.set_defaults(func=cmd_bench_model)
     p = bench_sub.add_parser("compression", help="pruning+KD step (cached / live teacher) vs a plain fine-tune step")
     p.add_argument("--model", default=DENSE_SQUAD, help="student start point")
@@ -477,6 +483,15 @@ def _variant_arguments(p: argparse.ArgumentParser, benchmark: str, steps: int, e
     p.add_argument("--eval-examples", type=examples, default=eval_examples, help="dev examples every variant (and the teacher) is scored on: N or 'all'")
     p.add_argument("--root", type=output_folder, help=f"variant run folders (default runs/bench-{benchmark}/FAMILY-PROFILE)")
     p.add_argument("--output", type=output_file, help=f"default results/bench/{benchmark}-FAMILY-PROFILE.json")
+    p.add_argument("--data-dir")
+
+
+def _engine_arguments(p: argparse.ArgumentParser) -> None:
+    """The inference engine a speed benchmark times, and the real inputs its accuracy check uses."""
+    p.add_argument("--engine", choices=["onnxruntime", "openvino"], default="onnxruntime",
+                   help="inference engine (openvino: the optional extra zoo[openvino])")
+    p.add_argument("--eval-examples", type=whole_number, default=200,
+                   help="dev examples the PyTorch and the engine's model are both scored on (0: agreement on synthetic inputs only)")
     p.add_argument("--data-dir")
 
 

@@ -1,0 +1,77 @@
+"""zoo.engines on a tiny random BERT: every installed engine's model agrees with PyTorch (fp32
+graph and the engine's own int8), the CPU facts, and the one error for a missing extra."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+
+import pytest
+import torch
+from transformers import BertConfig, BertForQuestionAnswering
+
+from zoo import engines
+from zoo.cli import main
+from zoo.errors import ZooError
+from zoo.onnx_export import export
+from zoo.speed import synthetic_batch
+
+VOCAB = 100
+INSTALLED = [name for name, module in (("onnxruntime", "onnxruntime"), ("openvino", "openvino")) if importlib.util.find_spec(module)]
+
+
+def tiny_qa():
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+                        max_position_embeddings=128)
+    return BertForQuestionAnswering(config).eval()
+
+
+def test_cpu_facts_read_model_and_flags(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nmodel name\t: Test CPU 9000\nflags\t\t: fpu avx2 avx512f avx512_bf16 avx512_vnni\n\n"
+                       "processor\t: 1\nmodel name\t: Test CPU 9000\nflags\t\t: fpu avx2 avx512f avx512_bf16 avx512_vnni\n")
+    facts = engines.cpu_facts(cpuinfo)
+    assert facts["model_name"] == "Test CPU 9000" and facts["bf16_hardware"]
+    assert facts["isa_flags"] == ["avx2", "avx512f", "avx512_vnni", "avx512_bf16"]
+    cpuinfo.write_text("model name\t: Old CPU\nflags\t\t: fpu avx2\n")
+    assert not engines.cpu_facts(cpuinfo)["bf16_hardware"]
+    assert engines.cpu_facts(tmp_path / "missing")["source"].startswith("platform")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", INSTALLED)
+def test_each_installed_engine_agrees_with_pytorch(name, tmp_path):
+    model = tiny_qa()
+    onnx = export(model, tmp_path / "model.onnx", output_names=("start_logits", "end_logits"))
+    engine = engines.get(name)
+    batches = [synthetic_batch(2, 48, VOCAB, seed=1), synthetic_batch(1, 17, VOCAB, seed=2)]
+    batches[0]["attention_mask"][1, 30:] = 0  # a padded row
+    expected = engines.outputs(model, batches)
+    runner = engine.compile(onnx, threads=1)
+    fp32 = engines.agreement(expected, engines.outputs(runner, batches))
+    # OpenVINO runs the fp32 graph at bf16 on a CPU with bf16 hardware (its default): close, not exact
+    tolerance = 0.05 if getattr(runner, "precision", "f32") == "bf16" else 1e-4
+    assert max(fp32["max_abs_logit_diff"].values()) < tolerance and fp32["argmax_agreement"] >= 0.9
+    assert runner.facts()["engine"] == name and runner.facts()["threads"] == 1
+    int8 = engine.compile(engine.int8(onnx, tmp_path, [synthetic_batch(4, 32, VOCAB, seed=s) for s in range(4)]), threads=1)
+    quantised = engines.agreement(expected, engines.outputs(int8, batches))
+    assert max(quantised["max_abs_logit_diff"].values()) < 0.5 and quantised["argmax_agreement"] >= 0.75
+
+
+def test_agreement_counts_argmaxes_per_row():
+    import numpy as np
+
+    a = {"logits": [np.array([0.0, 1.0]), np.array([2.0, 1.0])]}
+    b = {"logits": [np.array([0.0, 1.5]), np.array([1.0, 2.0])]}
+    assert engines.agreement(a, b) == {"max_abs_logit_diff": {"logits": 1.0}, "argmax_agreement": 0.5}
+
+
+def test_missing_extra_is_one_error_naming_it(monkeypatch, tiny_bert_dir, capsys):
+    monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino raises ImportError, as when the extra is not installed
+    with pytest.raises(ZooError, match=r"zoo\[openvino\]"):
+        engines.get("openvino")
+    with pytest.raises(ZooError, match="unknown engine 'tensorrt'"):
+        engines.get("tensorrt")
+    assert main(["bench", "model", str(tiny_bert_dir), "--engine", "openvino", "--output", "unused.json"]) == 2
+    assert "pip install 'zoo[openvino]'" in capsys.readouterr().err
