@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -41,7 +42,8 @@ def _timed_training(adapter, model_path, pool: FeatureSet, cfg: TrainConfig, pla
         ticks.append(time.perf_counter())
         progress.update(task_id, completed=step)
 
-    train(model, pool, cfg, plan=plan, pad_to=pad_to, pad_id=adapter.tokenizer.pad_token_id, on_step=on_step, manager=manager)
+    load_before = os.getloadavg()[0]
+    _, stats = train(model, pool, cfg, plan=plan, pad_to=pad_to, pad_id=adapter.tokenizer.pad_token_id, on_step=on_step, manager=manager)
     measured = plan[warmup:]
     seconds = ticks[-1] - ticks[warmup - 1]
     lengths = pool.lengths
@@ -57,6 +59,9 @@ def _timed_training(adapter, model_path, pool: FeatureSet, cfg: TrainConfig, pla
         "mean_padded_length": round(padded_tokens / features, 1),
         "real_token_fraction": round(real_tokens / padded_tokens, 3),
         "setup_seconds": round(setup_seconds, 3),  # teacher load + cache build (once per teacher and data)
+        "mixed_precision": stats.mixed_precision,
+        "losses": [round(x, 5) for x in stats.losses],
+        "load_avg_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
         **({"teacher_cache_hit": cache["hit"]} if "hit" in cache else {}),
     }
 
@@ -109,6 +114,52 @@ def train_throughput(model_ref: str, data_dir: str | None, steps: int, warmup_st
                 "warmup_steps_excluded": warmup_steps, "measured_steps": steps, "data": "squad train (local)" if root else "squad train (hub)"}
     comparison = {"speedup_features_per_second": round(speedup, 3), "target": 2.0, "met": speedup >= 2.0}
     return _record("train-throughput", "SQuAD training features/s of zoo's pipeline vs a pad-to-max_seq_length baseline, same features and steps",
+                   settings, results, comparison, output)
+
+
+def train_precision(model_ref: str, data_dir: str | None, steps: int, warmup_steps: int, batch_size: int, max_seq_length: int,
+                    doc_stride: int, output: str, progress: Progress, rounds: int = 3) -> dict:
+    """fp32 against bf16 autocast training on this machine, in one run: the same model, SQuAD
+    training features and step plan (zoo's pipeline), the two interleaved over `rounds` (the
+    first variant alternating) so a slow spell on a shared machine hits both. Reports features/s
+    median and spread over rounds, loss parity step by step (same start, same batches), and
+    whether zoo trains this CPU in bf16 (zoo.train.effective_precision)."""
+    import torch
+
+    from zoo.train import effective_precision
+
+    adapter, model_path, root = _squad_adapter(model_ref, data_dir, max_seq_length, doc_stride)
+    pool = _feature_pool(adapter, (warmup_steps + steps) * batch_size, progress)
+    plan = length_grouped_batches(pool.lengths, batch_size, seed=0)
+    configs = {name: TrainConfig(epochs=1, batch_size=batch_size, learning_rate=3e-5, seed=0, mixed_precision=precision)
+               for name, precision in (("fp32", "no"), ("bf16_autocast", "bf16"))}
+    by_round = []
+    for i in range(rounds):
+        order = list(configs)[:: 1 if i % 2 == 0 else -1]
+        by_round.append({name: _timed_training(adapter, model_path, pool, configs[name], plan, None, warmup_steps, progress, f"{name} #{i + 1}")
+                         for name in order})
+    results = {}
+    for name in configs:
+        rates = [rnd[name]["features_per_second"] for rnd in by_round]
+        results[name] = {"features_per_second_median": round(statistics.median(rates), 3), "features_per_second_by_round": rates,
+                         "spread": [min(rates), max(rates)], "trained_in": by_round[0][name]["mixed_precision"],
+                         "load_avg_1min_by_round": [rnd[name]["load_avg_1min"] for rnd in by_round], "rounds": [rnd[name] for rnd in by_round]}
+    fp32_losses, bf16_losses = (by_round[0][name]["losses"] for name in configs)
+    diffs = [abs(a - b) for a, b in zip(fp32_losses, bf16_losses)]
+    speedup = results["bf16_autocast"]["features_per_second_median"] / results["fp32"]["features_per_second_median"]
+    facts = engines.cpu_facts()
+    comparison = {
+        "bf16_over_fp32_features_per_second": round(speedup, 3),
+        "bf16_over_fp32_by_round": [round(r["bf16_autocast"]["features_per_second"] / r["fp32"]["features_per_second"], 3) for r in by_round],
+        "loss_max_abs_diff": round(max(diffs), 5), "loss_mean_abs_diff": round(statistics.fmean(diffs), 5),
+        "final_loss": {"fp32": fp32_losses[-1], "bf16_autocast": bf16_losses[-1]},
+        "bf16_hardware": facts["bf16_hardware"],
+        "zoo_trains_bf16_requests_in": effective_precision("bf16"),
+    }
+    settings = {"model": model_ref, "max_seq_length": max_seq_length, "doc_stride": doc_stride, "batch_size": batch_size,
+                "warmup_steps_excluded": warmup_steps, "measured_steps": steps, "rounds": rounds, "threads": torch.get_num_threads(),
+                "cpu": facts, "data": "squad train (local)" if root else "squad train (hub)"}
+    return _record("train-precision", "SQuAD training features/s, fp32 vs bf16 autocast, same features and plan, interleaved rounds",
                    settings, results, comparison, output)
 
 

@@ -86,11 +86,12 @@ def cmd_run(args: argparse.Namespace) -> None:
 def cmd_bench_train(args: argparse.Namespace) -> None:
     from zoo import bench
 
+    common = (args.model, args.data_dir, args.steps, args.warmup_steps, args.batch_size, args.max_seq_length, args.doc_stride)
     with _progress() as progress:
-        result = bench.train_throughput(
-            args.model, args.data_dir, args.steps, args.warmup_steps, args.batch_size,
-            args.max_seq_length, args.doc_stride, args.output, progress,
-        )
+        if args.compare == "precision":
+            result = bench.train_precision(*common, args.output or str(paths.BENCH / "train-precision-cpu.json"), progress, args.rounds)
+        else:
+            result = bench.train_throughput(*common, args.output or str(paths.BENCH / "train-throughput.json"), progress)
     Console().print_json(data={"results": result["results"], "comparison": result["comparison"]})
 
 
@@ -406,9 +407,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_hub_serve)
     bench = sub.add_parser("bench", help="benchmarks writing JSON under results/bench/")
     bench_sub = bench.add_subparsers(dest="bench", required=True)
-    p = bench_sub.add_parser("train", help="training throughput: dynamic padding + length grouping vs pad-to-max")
+    p = bench_sub.add_parser("train", help="training throughput: dynamic padding + length grouping vs pad-to-max, or fp32 vs bf16 autocast")
     p.add_argument("--model", default="minilm")
-    _bench_arguments(p, steps=24, max_seq_length=384, output=str(paths.BENCH / "train-throughput.json"))
+    p.add_argument("--compare", choices=["padding", "precision"], default="padding",
+                   help="padding: zoo's pipeline vs pad-to-max (results/bench/train-throughput.json); "
+                        "precision: fp32 vs bf16 autocast, interleaved rounds (results/bench/train-precision-cpu.json)")
+    p.add_argument("--rounds", type=positive_int, default=3, help="--compare precision: interleaved rounds (median and spread)")
+    _bench_arguments(p, steps=24, max_seq_length=384, output=None)
     p.set_defaults(func=cmd_bench_train)
     p = bench_sub.add_parser("cells", help="latency/throughput/size/FLOPs of every matrix cell (bench.json per cell) + speedup vs FLOPs")
     p.add_argument("family", type=cli_args.family)
@@ -495,7 +500,7 @@ def _engine_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir")
 
 
-def _bench_arguments(p: argparse.ArgumentParser, steps: int, max_seq_length: int, output: str) -> None:
+def _bench_arguments(p: argparse.ArgumentParser, steps: int, max_seq_length: int, output: str | None) -> None:
     """What every SQuAD training benchmark takes: data, step counts, feature shape, output."""
     p.add_argument("--data-dir")
     p.add_argument("--steps", type=positive_int, default=steps, help="timed steps per variant")
