@@ -75,3 +75,38 @@ def test_missing_extra_is_one_error_naming_it(monkeypatch, tiny_bert_dir, capsys
         engines.get("tensorrt")
     assert main(["bench", "model", str(tiny_bert_dir), "--engine", "openvino", "--output", "unused.json"]) == 2
     assert "pip install 'zoo[openvino]'" in capsys.readouterr().err
+
+
+def test_shapes_derived_one_shot(tiny_bert_dir):
+    from zoo.bench_engines import shapes
+    from zoo.speed import load_checkpoint
+
+    dense = load_checkpoint(tiny_bert_dir)
+    derived = shapes(dense)
+    assert list(derived) == ["dense", "1-layer", "width-50%", "90%-sparse"] and derived["dense"] is dense
+    assert len(derived["1-layer"].bert.encoder.layer) == 1 and len(dense.bert.encoder.layer) == 2
+    assert derived["width-50%"].bert.encoder.layer[0].intermediate.dense.out_features == 32
+    query = derived["90%-sparse"].bert.encoder.layer[0].attention.self.query.weight
+    assert abs(float((query == 0).float().mean()) - 0.9) < 0.01 and not bool((dense.bert.encoder.layer[0].attention.self.query.weight == 0).any())
+
+
+@pytest.mark.slow
+def test_bench_engines_compares_variants_against_ort_fp32_dense(tiny_bert_dir, tmp_path, monkeypatch):
+    from rich.progress import Progress
+
+    from zoo import bench_engines
+
+    derive = bench_engines.shapes
+    monkeypatch.setattr(bench_engines, "shapes", lambda dense: {k: v for k, v in derive(dense).items() if k in ("dense", "90%-sparse")})
+    with Progress(disable=True) as progress:
+        record = bench_engines.compare(tiny_bert_dir, ["onnxruntime"], threads=[1], batches=[1, 2], seq_len=16, rounds=2, eval_examples=0,
+                                       output=tmp_path / "e.json", progress=progress, b1_calls=2, batch_calls=1)
+    variants = record["variants"]
+    assert set(variants) == {f"{shape}/onnxruntime/{p}" for shape in ("dense", "90%-sparse") for p in ("fp32", "int8")}
+    assert set(variants["dense/onnxruntime/fp32"]["timings"]) == {"threads1_b1x16", "threads1_b2x16"}
+    assert variants["dense/onnxruntime/fp32"]["timings"]["threads1_b1x16"]["speedup_vs_ort_fp32_dense"] == 1.0
+    for v in variants.values():
+        assert len(v["timings"]["threads1_b2x16"]["by_round_ms"]) == 2 and v["accuracy"]["inputs"] == "2 synthetic batches"
+        assert v["precision"] == "int8" or v["accuracy"]["argmax_agreement"] == 1.0  # every fp32 graph is its PyTorch model
+    assert variants["dense/onnxruntime/int8"]["file_bytes"] < variants["dense/onnxruntime/fp32"]["file_bytes"]
+    assert "isa_flags" in record["settings"]["cpu"] and "Fastest correct" in (tmp_path / "e.md").read_text()

@@ -219,6 +219,16 @@ def cmd_bench_model(args: argparse.Namespace) -> None:
     Console().print(f"{', '.join(record['engines'])} measured -> {output}")
 
 
+def cmd_bench_engines(args: argparse.Namespace) -> None:
+    from zoo import bench_engines
+
+    output = Path(args.output or paths.BENCH / f"engines-{Path(args.checkpoint).name}.json")
+    with _progress() as progress:
+        record = bench_engines.compare(args.checkpoint, args.engines, args.threads, args.batches, args.seq_len, args.rounds,
+                                       args.eval_examples, output, progress, args.data_dir)
+    Console().print(f"{len(record['variants'])} variants measured -> {output} and {output.with_suffix('.md')}")
+
+
 def cmd_bench_compression(args: argparse.Namespace) -> None:
     from zoo import bench
 
@@ -458,6 +468,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", type=output_file, help="default results/bench/model-NAME.json")
     _engine_arguments(p)
     p.set_defaults(func=cmd_bench_model)
+    p = bench_sub.add_parser("engines", help="each installed engine x precision on a dense checkpoint and shapes derived from it: speed vs ORT fp32, agreement")
+    p.add_argument("checkpoint", type=checkpoint_folder, nargs="?", default=DENSE_SQUAD, help="a trained dense run folder (read only)")
+    p.add_argument("--engines", nargs="+", choices=["onnxruntime", "openvino"], default=["onnxruntime", "openvino"])
+    p.add_argument("--threads", type=positive_int, nargs="+", default=[1, 2])
+    p.add_argument("--batches", type=positive_int, nargs="+", default=[1, 32])
+    p.add_argument("--seq-len", type=positive_int, default=128)
+    p.add_argument("--rounds", type=positive_int, default=5, help="interleaved rounds (median and spread over them)")
+    p.add_argument("--eval-examples", type=whole_number, default=500, help="dev examples the dense model is scored on per engine (0: none)")
+    p.add_argument("--output", type=output_file, help="default results/bench/engines-NAME.json (+ .md)")
+    p.add_argument("--data-dir")
+    p.set_defaults(func=cmd_bench_engines)
     p = bench_sub.add_parser("compression", help="pruning+KD step (cached / live teacher) vs a plain fine-tune step")
     p.add_argument("--model", default=DENSE_SQUAD, help="student start point")
     p.add_argument("--teacher", default=DENSE_SQUAD)
