@@ -110,3 +110,26 @@ def test_bench_engines_compares_variants_against_ort_fp32_dense(tiny_bert_dir, t
         assert v["precision"] == "int8" or v["accuracy"]["argmax_agreement"] == 1.0  # every fp32 graph is its PyTorch model
     assert variants["dense/onnxruntime/int8"]["file_bytes"] < variants["dense/onnxruntime/fp32"]["file_bytes"]
     assert "isa_flags" in record["settings"]["cpu"] and "Fastest correct" in (tmp_path / "e.md").read_text()
+
+
+@pytest.mark.slow
+def test_bench_model_scores_the_engines_model_on_dev(tiny_bert_dir, squad_data_root, tmp_path):
+    """A trained run folder with its data here: the engine row carries dev scores of PyTorch and of the engine's model."""
+    import json
+
+    from rich.progress import Progress
+
+    from zoo import pipeline
+
+    run = pipeline.open_run("squad", str(tiny_bert_dir), "cpu", str(squad_data_root))
+    run.profile.train = run.profile.train.model_copy(update={"max_steps": 1, "batch_size": 4})
+    with Progress(disable=True) as progress:
+        pipeline.finetune(run, tmp_path / "run", progress, 4)
+    engine = INSTALLED[-1]
+    assert main(["bench", "model", str(tmp_path / "run"), "--engine", engine, "--eval-examples", "4", "--data-dir", str(squad_data_root),
+                 "--output", str(tmp_path / "m.json")]) == 0
+    record = json.loads((tmp_path / "m.json").read_text())
+    accuracy = record["agreement"][f"{engine}_fp32"]
+    assert accuracy["inputs"].startswith("4 dev examples") and set(accuracy["dev"]) == {"pytorch", "engine"}
+    assert abs(accuracy["dev"]["engine"]["f1"] - accuracy["dev"]["pytorch"]["f1"]) <= 0.5 and accuracy["argmax_agreement"] >= 0.9
+    assert record["engines"][f"{engine}_fp32"]["engine"] == engine and record["cpu"]["isa_flags"] is not None
