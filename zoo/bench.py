@@ -204,9 +204,11 @@ def dev_check(folder: Path, eval_examples: int, data_dir: str | None, progress: 
     """The accuracy check on real inputs, for a folder whose metrics.json names its task and
     profile: `eval_examples` seeded dev examples scored by the PyTorch model and by the engine's
     model, and their logit agreement on the same features. (None, the reason) when the folder
-    names no task or the task's data is not here."""
+    names no task or the task's data is not here (a speed benchmark never downloads a dataset)."""
     from zoo.predict import predict
 
+    if data_root(data_dir) is None:
+        return None, "no local data (--data-dir or ZOO_DATA_DIR): agreement on synthetic inputs only"
     try:
         cell = load_record(folder)
         run = pipeline.open_run(cell.task, str(folder), cell.finetune_profile, data_dir)
