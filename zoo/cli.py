@@ -92,7 +92,8 @@ def cmd_bench_train(args: argparse.Namespace) -> None:
             result = bench.train_precision(*common, args.output or str(paths.BENCH / "train-precision-cpu.json"), progress, args.rounds)
         else:
             result = bench.train_throughput(*common, args.output or str(paths.BENCH / "train-throughput.json"), progress)
-    Console().print_json(data={"results": result["results"], "comparison": result["comparison"]})
+    shown = {} if args.compare == "precision" else {"results": result["results"]}  # precision: per-step losses of every round, in the JSON
+    Console().print_json(data={**shown, "comparison": result["comparison"]})
 
 
 def _executor(args: argparse.Namespace):
