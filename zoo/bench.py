@@ -89,7 +89,7 @@ def _feature_pool(adapter: TaskAdapter, n_features: int, progress: Progress) -> 
 
 def _record(name: str, what: str, settings: dict, results: dict, comparison: dict, output: str) -> dict:
     record = {"benchmark": name, "what": what, "settings": settings, "results": results, "comparison": comparison,
-              "provenance": provenance.collect()}
+              "cpu": engines.cpu_facts(), "provenance": provenance.collect()}  # the CPU facts beside every timing
     write_json(Path(output), record)
     return record
 
