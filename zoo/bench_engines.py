@@ -130,7 +130,7 @@ def compare(checkpoint: str | Path, names: list[str], threads: list[int], batche
                 if "/".join(key) not in variants:
                     check = (dense_check or shape_check) if key[0] == "dense" else shape_check
                     variants["/".join(key)] = {"shape": key[0], "engine": key[1], "precision": key[2], "file_bytes": speed.size_on_disk(files[key]),
-                                               "runs_at": runner.facts().get("precision", key[2]), "accuracy": check(models[key[0]], runner)}
+                                               "float_ops_in": runner.facts().get("precision", "f32"), "accuracy": check(models[key[0]], runner)}
             keys = list(runners)
             task_id = progress.add_task(f"timing {t} thread(s)", total=rounds * len(keys) * len(batches))
             for r in range(rounds):
@@ -188,6 +188,10 @@ def fastest_correct(variants: dict) -> dict:
     return out
 
 
+def _column(timing: str) -> str:
+    return timing.replace("threads", "t").replace("_", " ")
+
+
 def markdown(record: dict) -> str:
     import pandas as pd
 
@@ -195,19 +199,20 @@ def markdown(record: dict) -> str:
     rows = []
     for v in record["variants"].values():
         dev = v["accuracy"].get("dev")
-        row = {"shape": v["shape"], "engine": v["engine"], "precision": f"{v['precision']} (runs {v['runs_at']})",
+        row = {"shape": v["shape"], "engine": v["engine"], "precision": v["precision"], "float ops in": v["float_ops_in"],
                "argmax agreement": v["accuracy"]["argmax_agreement"],
                "dev F1 (PyTorch)": f"{dev['engine'].get('f1', float('nan')):.2f} ({dev['pytorch'].get('f1', float('nan')):.2f})" if dev else "",
                "correct": "yes" if v["correct"] else "no"}
         for column in columns:
             t = v["timings"][column]
-            row[column.replace("threads", "t").replace("_", " ")] = f"{t['speedup_vs_ort_fp32_dense']:.2f}x ({t['median_ms']:.1f} ms)"
+            row[_column(column)] = f"{t['speedup_vs_ort_fp32_dense']:.2f}x ({t['median_ms']:.1f} ms)"
         rows.append(row)
     cpu, s = record["settings"]["cpu"], record["settings"]
     header = (f"{provenance.header('Measured', [record['provenance']])} CPU {cpu['model_name']} ({cpu['logical_cpus']} logical CPUs; "
               f"{' '.join(cpu['isa_flags'])}). Speedup vs ONNX Runtime fp32 dense at the same threads and batch, median of {s['rounds']} "
               f"interleaved rounds (ms in brackets); {s['shapes']}. {s['machine_note']} (1-min load per round: {s['load_avg_1min_per_round']}). "
               f"Correct: {s['correct_means']}.")
-    best = "\n".join(f"- {shape}: " + "; ".join(f"{c}: {b['variant']} {b['speedup_vs_ort_fp32_dense']:.2f}x" for c, b in by_column.items())
-                     for shape, by_column in record["fastest_correct"].items())
-    return f"{header}\n\n{pd.DataFrame(rows).to_markdown(index=False)}\n\nFastest correct variant per shape:\n\n{best}\n"
+    best = pd.DataFrame([{"shape": shape, **{_column(c): f"{b['variant'].split('/', 1)[1]} {b['speedup_vs_ort_fp32_dense']:.2f}x"
+                                             for c, b in by_column.items()}} for shape, by_column in record["fastest_correct"].items()])
+    return (f"{header}\n\n{pd.DataFrame(rows).to_markdown(index=False)}\n\nFastest correct engine/precision per shape (speedup vs ONNX Runtime "
+            f"fp32 dense):\n\n{best.to_markdown(index=False)}\n")
