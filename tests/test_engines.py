@@ -54,9 +54,11 @@ def test_each_installed_engine_agrees_with_pytorch(name, tmp_path):
     tolerance = 0.05 if getattr(runner, "precision", "f32") == "bf16" else 1e-4
     assert max(fp32["max_abs_logit_diff"].values()) < tolerance and fp32["argmax_agreement"] >= 0.9
     assert runner.facts()["engine"] == name and runner.facts()["threads"] == 1
-    int8 = engine.compile(engine.int8(onnx, tmp_path, [synthetic_batch(4, 32, VOCAB, seed=s) for s in range(4)]), threads=1)
-    quantised = engines.agreement(expected, engines.outputs(int8, batches))
-    assert max(quantised["max_abs_logit_diff"].values()) < 0.5 and quantised["argmax_agreement"] >= 0.75
+    built = engine.builds(onnx, tmp_path, [synthetic_batch(4, 32, VOCAB, seed=s) for s in range(4)])
+    assert built[next(iter(built))] == onnx and "int8" in built
+    for precision, path in list(built.items())[1:]:  # the engine's own int8 models
+        quantised = engines.agreement(expected, engines.outputs(engine.compile(path, threads=1), batches))
+        assert max(quantised["max_abs_logit_diff"].values()) < 0.5 and quantised["argmax_agreement"] >= 0.75, precision
 
 
 def test_agreement_counts_argmaxes_per_row():
@@ -102,7 +104,7 @@ def test_bench_engines_compares_variants_against_ort_fp32_dense(tiny_bert_dir, t
         record = bench_engines.compare(tiny_bert_dir, ["onnxruntime"], threads=[1], batches=[1, 2], seq_len=16, rounds=2, eval_examples=0,
                                        output=tmp_path / "e.json", progress=progress, b1_calls=2, batch_calls=1)
     variants = record["variants"]
-    assert set(variants) == {f"{shape}/onnxruntime/{p}" for shape in ("dense", "90%-sparse") for p in ("fp32", "int8")}
+    assert set(variants) == {f"{shape}/onnxruntime/{p}" for shape in ("dense", "90%-sparse") for p in ("fp32", "int8", "int8-static")}
     assert set(variants["dense/onnxruntime/fp32"]["timings"]) == {"threads1_b1x16", "threads1_b2x16"}
     assert variants["dense/onnxruntime/fp32"]["timings"]["threads1_b1x16"]["speedup_vs_ort_fp32_dense"] == 1.0
     for v in variants.values():

@@ -4,9 +4,9 @@ From one trained dense checkpoint (read only; every file goes to a temp folder) 
 matrix produces are derived one-shot, without training: 3 of 6 layers kept, width 50% (the
 first half of every layer's heads and FFN neurons), 90% unstructured magnitude sparsity. They
 are untrained shapes, measured for speed and for the engine's agreement with PyTorch on that
-same shape; only the dense model's dev score means anything. Each shape runs as ONNX Runtime
-fp32 and dynamic int8, and as OpenVINO at its default precision and NNCF int8 when the extra is
-installed. Timings interleave every variant within each round (the order rotating), so a busy
+same shape; only the dense model's dev score means anything. Each shape runs in every precision
+each engine builds (zoo/engines.py: ONNX Runtime fp32, dynamic and static int8; OpenVINO at its
+default precision and NNCF int8, when the extra is installed). Timings interleave every variant within each round (the order rotating), so a busy
 spell on a shared machine hits all of them; the figure is the median of the round medians, the
 spread their range, and every ratio is against ONNX Runtime fp32 dense at the same threads and
 batch, from the same rounds.
@@ -33,7 +33,6 @@ from zoo.record import load_record
 from zoo.sparsity import DEFAULT_PRUNE_TARGETS, target_names
 
 REFERENCE = ("dense", "onnxruntime", "fp32")
-PRECISIONS = {"onnxruntime": ("fp32", "int8"), "openvino": ("default", "int8")}  # "default": the engine's own choice on this CPU
 AGREEMENT_NEEDED = 0.97  # argmax agreement with PyTorch below this: not a correct model, whatever its speed
 DEV_TOLERANCE = 0.5  # dev score points an engine's model may lose against PyTorch and still count as correct
 
@@ -92,10 +91,7 @@ def _build(models: dict, names: list[str], tmp: Path, calibration: list[dict], p
         onnx = export(model, folder / "model.onnx", output_names=default_output_names(model))
         progress.advance(task_id)
         for name in names:
-            engine = engines.get(name)
-            fp32_label, int8_label = PRECISIONS[name]
-            files[(shape, name, fp32_label)] = onnx
-            files[(shape, name, int8_label)] = engine.int8(onnx, folder, calibration)
+            files |= {(shape, name, precision): path for precision, path in engines.get(name).builds(onnx, folder, calibration).items()}
             progress.advance(task_id)
     return files
 

@@ -90,7 +90,6 @@ def _import(module: str):
 
 class OnnxRuntime:
     name = "onnxruntime"
-    int8_method = "ONNX Runtime dynamic quantisation (per-channel int8 weights, uint8 activations at run time)"
 
     def check(self) -> None:
         """Raise the one install error when the engine is missing (onnxruntime is a core dependency)."""
@@ -98,14 +97,18 @@ class OnnxRuntime:
     def compile(self, path: str | Path, threads: int | None = None) -> OrtModel:
         return OrtModel(path, threads=threads)
 
-    def int8(self, onnx_path: Path, folder: Path, calibration: list[dict]) -> Path:
-        """The engine's int8 model built from the fp32 ONNX file (dynamic: `calibration` unused)."""
-        return quantize_int8(onnx_path, folder / "model.ort-int8.onnx")
+    def builds(self, onnx_path: Path, folder: Path, calibration: list[dict]) -> dict[str, Path]:
+        """Every precision this engine runs, as model files built from the fp32 ONNX file: fp32
+        itself, dynamic int8 (what the matrix's int8 cells ship) and static int8 (QDQ, MinMax
+        ranges on `calibration`, zoo/ptq.py's defaults)."""
+        from zoo.ptq import quantize_int8_static
+
+        return {"fp32": onnx_path, "int8": quantize_int8(onnx_path, folder / "model.ort-int8.onnx"),
+                "int8-static": quantize_int8_static(onnx_path, folder / "model.ort-int8-static.onnx", calibration)}
 
 
 class OpenVino:
     name = "openvino"
-    int8_method = "NNCF post-training quantisation (transformer preset) on real calibration inputs"
 
     def check(self) -> None:
         _import("openvino")
@@ -113,7 +116,12 @@ class OpenVino:
     def compile(self, path: str | Path, threads: int | None = None) -> OvModel:
         return OvModel(path, threads)
 
-    def int8(self, onnx_path: Path, folder: Path, calibration: list[dict]) -> Path:
+    def builds(self, onnx_path: Path, folder: Path, calibration: list[dict]) -> dict[str, Path]:
+        """The fp32 ONNX file at the plugin's default precision, and NNCF int8 (transformer
+        preset) calibrated on `calibration`."""
+        return {"default": onnx_path, "int8": self._nncf_int8(onnx_path, folder, calibration)}
+
+    def _nncf_int8(self, onnx_path: Path, folder: Path, calibration: list[dict]) -> Path:
         ov, nncf = _import("openvino"), _import("nncf")
         model = ov.Core().read_model(str(onnx_path))
         names = [i.any_name for i in model.inputs]
