@@ -2,7 +2,7 @@
 
 From one trained dense checkpoint (read only; every file goes to a temp folder) the shapes the
 matrix produces are derived one-shot, without training: 3 of 6 layers kept, width 50% (the
-first half of every layer's heads and FFN neurons), 90% unstructured magnitude sparsity. They
+first half of every layer's heads and FFN neurons), 80% and 90% unstructured magnitude sparsity. They
 are untrained shapes, measured for speed and for the engine's agreement with PyTorch on that
 same shape; only the dense model's dev score means anything. Each shape runs in every precision
 each engine builds (zoo/engines.py: ONNX Runtime fp32, dynamic and static int8; OpenVINO at its
@@ -56,7 +56,7 @@ def shapes(dense: torch.nn.Module) -> dict[str, torch.nn.Module]:
     narrow = copy.deepcopy(dense)
     width.prune_width(narrow, *width.position_scores(narrow), 0.5)
     return {"dense": dense, f"{len(layers.encoder_layers(kept_layers))}-layer": kept_layers, "width-50%": narrow,
-            "90%-sparse": _magnitude_pruned(copy.deepcopy(dense), 0.9)}
+            **{f"{round(100 * s)}%-sparse": _magnitude_pruned(copy.deepcopy(dense), s) for s in (0.8, 0.9)}}
 
 
 def _calibration(folder: Path, data_dir: str | None, vocab_size: int, progress: Progress) -> tuple[list[dict], str]:
