@@ -38,3 +38,27 @@ def test_compression_step_cost_compares_three_variants(tiny_bert_dir, squad_data
     assert all(r["best_round"]["seconds_per_step"] == min(r["seconds_per_step_by_round"]) for r in record["results"].values())
     assert (tmp_path / "c.json").is_file()
 
+
+
+def test_train_precision_compares_fp32_and_bf16_in_interleaved_rounds(tiny_bert_dir, squad_data_root, tmp_path):
+    from zoo.bench import train_precision
+
+    with Progress(disable=True) as progress:
+        record = train_precision(str(tiny_bert_dir), str(squad_data_root), steps=2, warmup_steps=1, batch_size=4, max_seq_length=128,
+                                 doc_stride=32, output=str(tmp_path / "p.json"), progress=progress, rounds=2)
+    fp32, bf16 = record["results"]["fp32"], record["results"]["bf16_autocast"]
+    assert len(fp32["features_per_second_by_round"]) == len(bf16["features_per_second_by_round"]) == 2
+    assert fp32["trained_in"] == "no" and bf16["trained_in"] == record["comparison"]["zoo_trains_bf16_requests_in"]
+    assert bf16["trained_in"] == ("bf16" if record["settings"]["cpu"]["bf16_hardware"] else "no")
+    assert fp32["spread"][0] <= fp32["features_per_second_median"] <= fp32["spread"][1]
+    assert record["comparison"]["loss_max_abs_diff"] < 0.1  # same start, same batches: bf16 autocast tracks fp32
+    assert "isa_flags" in record["settings"]["cpu"] and (tmp_path / "p.json").is_file()
+
+
+def test_bf16_on_a_cpu_without_bf16_hardware_trains_fp32(monkeypatch):
+    from zoo import engines, train
+
+    monkeypatch.setattr(engines, "cpu_facts", lambda: {"bf16_hardware": False})
+    assert train.effective_precision("bf16") == "no" and train.effective_precision("no") == "no"
+    monkeypatch.setattr(engines, "cpu_facts", lambda: {"bf16_hardware": True})
+    assert train.effective_precision("bf16") == "bf16"

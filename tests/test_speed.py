@@ -138,8 +138,10 @@ def test_bench_folder_measures_torch_and_onnx_fp32_int8(tmp_path):
     for engine in record["engines"].values():
         assert set(engine["runs"]) == {"latency_b1_s32", "throughput_b2_s16"}
         assert all(r["median_ms"] > 0 for r in engine["runs"].values())
-    assert record["parity_max_abs_diff"]["onnxruntime_fp32"]["logits"] < 1e-4
-    assert record["parity_max_abs_diff"]["onnxruntime_int8"]["logits"] < 0.1
+        assert "isa_flags" in engine["cpu"]  # the CPU facts beside every timing
+    assert record["agreement"]["onnxruntime_fp32"]["max_abs_logit_diff"]["logits"] < 1e-4
+    assert record["agreement"]["onnxruntime_fp32"]["argmax_agreement"] == 1.0
+    assert record["agreement"]["onnxruntime_int8"]["max_abs_logit_diff"]["logits"] < 0.1
     assert record["size_bytes"]["onnx_int8"] < record["size_bytes"]["onnx_fp32"]
     assert record["flops"] == {"b1_s32": flops(model, 32)}
     assert record["params"]["total_params"] == sum(p.numel() for p in model.parameters())

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from pydantic import ValidationError
 from rich.progress import Progress
 
-from zoo import provenance, speed
+from zoo import engines, pipeline, provenance, speed
 from zoo.adapters import get_adapter
 from zoo.batching import length_grouped_batches, random_batches
 from zoo.engine import Manager
@@ -40,7 +42,8 @@ def _timed_training(adapter, model_path, pool: FeatureSet, cfg: TrainConfig, pla
         ticks.append(time.perf_counter())
         progress.update(task_id, completed=step)
 
-    train(model, pool, cfg, plan=plan, pad_to=pad_to, pad_id=adapter.tokenizer.pad_token_id, on_step=on_step, manager=manager)
+    load_before = os.getloadavg()[0]
+    _, stats = train(model, pool, cfg, plan=plan, pad_to=pad_to, pad_id=adapter.tokenizer.pad_token_id, on_step=on_step, manager=manager)
     measured = plan[warmup:]
     seconds = ticks[-1] - ticks[warmup - 1]
     lengths = pool.lengths
@@ -56,6 +59,9 @@ def _timed_training(adapter, model_path, pool: FeatureSet, cfg: TrainConfig, pla
         "mean_padded_length": round(padded_tokens / features, 1),
         "real_token_fraction": round(real_tokens / padded_tokens, 3),
         "setup_seconds": round(setup_seconds, 3),  # teacher load + cache build (once per teacher and data)
+        "mixed_precision": stats.mixed_precision,
+        "losses": [round(x, 5) for x in stats.losses],
+        "load_avg_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)],
         **({"teacher_cache_hit": cache["hit"]} if "hit" in cache else {}),
     }
 
@@ -83,7 +89,7 @@ def _feature_pool(adapter: TaskAdapter, n_features: int, progress: Progress) -> 
 
 def _record(name: str, what: str, settings: dict, results: dict, comparison: dict, output: str) -> dict:
     record = {"benchmark": name, "what": what, "settings": settings, "results": results, "comparison": comparison,
-              "provenance": provenance.collect()}
+              "cpu": engines.cpu_facts(), "provenance": provenance.collect()}  # the CPU facts beside every timing
     write_json(Path(output), record)
     return record
 
@@ -108,6 +114,52 @@ def train_throughput(model_ref: str, data_dir: str | None, steps: int, warmup_st
                 "warmup_steps_excluded": warmup_steps, "measured_steps": steps, "data": "squad train (local)" if root else "squad train (hub)"}
     comparison = {"speedup_features_per_second": round(speedup, 3), "target": 2.0, "met": speedup >= 2.0}
     return _record("train-throughput", "SQuAD training features/s of zoo's pipeline vs a pad-to-max_seq_length baseline, same features and steps",
+                   settings, results, comparison, output)
+
+
+def train_precision(model_ref: str, data_dir: str | None, steps: int, warmup_steps: int, batch_size: int, max_seq_length: int,
+                    doc_stride: int, output: str, progress: Progress, rounds: int = 3) -> dict:
+    """fp32 against bf16 autocast training on this machine, in one run: the same model, SQuAD
+    training features and step plan (zoo's pipeline), the two interleaved over `rounds` (the
+    first variant alternating) so a slow spell on a shared machine hits both. Reports features/s
+    median and spread over rounds, loss parity step by step (same start, same batches), and
+    whether zoo trains this CPU in bf16 (zoo.train.effective_precision)."""
+    import torch
+
+    from zoo.train import effective_precision
+
+    adapter, model_path, root = _squad_adapter(model_ref, data_dir, max_seq_length, doc_stride)
+    pool = _feature_pool(adapter, (warmup_steps + steps) * batch_size, progress)
+    plan = length_grouped_batches(pool.lengths, batch_size, seed=0)
+    configs = {name: TrainConfig(epochs=1, batch_size=batch_size, learning_rate=3e-5, seed=0, mixed_precision=precision)
+               for name, precision in (("fp32", "no"), ("bf16_autocast", "bf16"))}
+    by_round = []
+    for i in range(rounds):
+        order = list(configs)[:: 1 if i % 2 == 0 else -1]
+        by_round.append({name: _timed_training(adapter, model_path, pool, configs[name], plan, None, warmup_steps, progress, f"{name} #{i + 1}")
+                         for name in order})
+    results = {}
+    for name in configs:
+        rates = [rnd[name]["features_per_second"] for rnd in by_round]
+        results[name] = {"features_per_second_median": round(statistics.median(rates), 3), "features_per_second_by_round": rates,
+                         "spread": [min(rates), max(rates)], "trained_in": by_round[0][name]["mixed_precision"],
+                         "load_avg_1min_by_round": [rnd[name]["load_avg_1min"] for rnd in by_round], "rounds": [rnd[name] for rnd in by_round]}
+    fp32_losses, bf16_losses = (by_round[0][name]["losses"] for name in configs)
+    diffs = [abs(a - b) for a, b in zip(fp32_losses, bf16_losses)]
+    speedup = results["bf16_autocast"]["features_per_second_median"] / results["fp32"]["features_per_second_median"]
+    facts = engines.cpu_facts()
+    comparison = {
+        "bf16_over_fp32_features_per_second": round(speedup, 3),
+        "bf16_over_fp32_by_round": [round(r["bf16_autocast"]["features_per_second"] / r["fp32"]["features_per_second"], 3) for r in by_round],
+        "loss_max_abs_diff": round(max(diffs), 5), "loss_mean_abs_diff": round(statistics.fmean(diffs), 5),
+        "final_loss": {"fp32": fp32_losses[-1], "bf16_autocast": bf16_losses[-1]},
+        "bf16_hardware": facts["bf16_hardware"],
+        "zoo_trains_bf16_requests_in": effective_precision("bf16"),
+    }
+    settings = {"model": model_ref, "max_seq_length": max_seq_length, "doc_stride": doc_stride, "batch_size": batch_size,
+                "warmup_steps_excluded": warmup_steps, "measured_steps": steps, "rounds": rounds, "threads": torch.get_num_threads(),
+                "cpu": facts, "data": "squad train (local)" if root else "squad train (hub)"}
+    return _record("train-precision", "SQuAD training features/s, fp32 vs bf16 autocast, same features and plan, interleaved rounds",
                    settings, results, comparison, output)
 
 
@@ -148,24 +200,71 @@ def compression_step_cost(model_ref: str, teacher: str, data_dir: str | None, st
                    settings, results, comparison, output)
 
 
-def cell_speed(cell_dir: Path, threads: int, repeats: int = 20) -> dict:
-    """Speed and size of one matrix cell as it is served: PyTorch for an fp32 cell, ONNX Runtime
-    for a quantised one (its model.int8.onnx). FLOPs are the fp32 graph's (int8 does the same
-    arithmetic in cheaper units)."""
+def dev_check(folder: Path, eval_examples: int, data_dir: str | None, progress: Progress) -> tuple[Callable | None, str | None]:
+    """The accuracy check on real inputs, for a folder whose metrics.json names its task and
+    profile: `eval_examples` seeded dev examples scored by the PyTorch model and by the engine's
+    model, and their logit agreement on the same features. (None, the reason) when the folder
+    names no task or the task's data is not here (a speed benchmark never downloads a dataset)."""
+    from zoo.predict import predict
+
+    if data_root(data_dir) is None:
+        return None, "no local data (--data-dir or ZOO_DATA_DIR): agreement on synthetic inputs only"
+    try:
+        cell = load_record(folder)
+        run = pipeline.open_run(cell.task, str(folder), cell.finetune_profile, data_dir)
+    except ZooError as e:
+        return None, str(e)
+    examples, _ = run.adapter.load("dev")
+    dev = pipeline.subset(examples, eval_examples, run.profile.eval.seed)
+    features = run.adapter.eval_features(dev, bar(progress, f"tokenise dev {folder.name}", len(dev)))
+    reference: dict = {}
+
+    def scored(runner, label: str) -> tuple[dict, dict]:
+        out = predict(runner, features, run.adapter.output_names, run.profile.eval.batch_size, run.adapter.per_token_outputs,
+                      pad_id=run.pad_id, on_batch=bar(progress, f"dev {label}", len(features.rows)))
+        return out, run.adapter.score(dev, features, out)[0]
+
+    def check(model, runner) -> dict:
+        if id(model) not in reference:  # the PyTorch model is scored once per folder, whatever the engines
+            reference[id(model)] = scored(model, "pytorch")
+        expected, pytorch_score = reference[id(model)]
+        got, score = scored(runner, runner.facts()["engine"])
+        return {"inputs": f"{len(dev)} dev examples ({len(features.rows)} features)", "dev": {"pytorch": pytorch_score, "engine": score},
+                **engines.agreement(expected, got)}
+
+    return check, None
+
+
+def cell_speed(cell_dir: Path, threads: int, repeats: int = 20, engine: str = "onnxruntime", eval_examples: int = 200,
+               data_dir: str | None = None, progress: Progress | None = None) -> dict:
+    """Speed and size of one matrix cell as `engine` (zoo/engines.py) serves it: a quantised
+    cell's model.int8.onnx, else the cell's fp32 ONNX graph. The row carries the engine model's
+    agreement with the cell's PyTorch model, and both dev scores when the data is here, so a
+    faster row is never a wrong model. FLOPs are the fp32 graph's (int8 does the same arithmetic
+    in cheaper units)."""
+    import tempfile
+
     import torch
 
-    from zoo.onnx_export import INT8_FILE, OrtModel
+    from zoo.onnx_export import INT8_FILE, default_output_names
 
+    runtime = engines.get(engine)
     model = speed.load_checkpoint(cell_dir)
     int8 = cell_dir / INT8_FILE
+    check, no_dev = dev_check(cell_dir, eval_examples, data_dir, progress or Progress(disable=True)) if eval_examples else (None, "--eval-examples 0")
+    check = check or speed.synthetic_check(model.get_input_embeddings().num_embeddings)
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        runner = OrtModel(int8, threads=threads) if int8.is_file() else model
-        measured = speed.measure(runner, model.get_input_embeddings().num_embeddings, repeats=repeats, throughput_repeats=max(3, repeats // 4))
+        with tempfile.TemporaryDirectory(prefix="zoo-bench-cell-") as tmp:
+            runner = (runtime.compile(int8, threads) if int8.is_file()
+                      else engines.compile_folder(runtime, cell_dir, model, default_output_names(model), tmp, threads))
+            accuracy = check(model, runner) | ({"no_dev_score": no_dev} if no_dev else {})
+            measured = speed.measure(runner, model.get_input_embeddings().num_embeddings, repeats=repeats,
+                                     throughput_repeats=max(3, repeats // 4))
     finally:
         torch.set_num_threads(previous)
-    return {**measured, "size_bytes": speed.size_on_disk(int8 if int8.is_file() else cell_dir / "model.safetensors"),
+    return {**measured, "accuracy": accuracy, "size_bytes": speed.size_on_disk(int8 if int8.is_file() else cell_dir / "model.safetensors"),
             "flops": {f"b1_s{s}": speed.flops(model, s) for s in (128, 384)}, "params": speed.param_counts(model),
             "provenance": provenance.collect()}
 
@@ -185,6 +284,7 @@ def speed_vs_flops(rows: list[dict]) -> list[dict]:
         reference = {seq: statistics.median(r["runs"][f"latency_b1_s{seq}"]["median_ms"] for r in same_shape) for seq in (128, 384)}
         for r in mine:
             entry = {"cell": r["cell"], "task": task, "engine": r["engine"], "score": r["score"],
+                     "argmax_agreement_vs_pytorch": r.get("accuracy", {}).get("argmax_agreement"),
                      "flops_ratio": round(base["flops"]["b1_s128"] / r["flops"]["b1_s128"], 3)}
             sibling = next((x for x in mine if x["cell"] == r["labels"].fp32_sibling), None)
             if sibling:
@@ -197,13 +297,14 @@ def speed_vs_flops(rows: list[dict]) -> list[dict]:
 
 
 def cells_speed(root: Path, family: str, threads: int, output: str, progress: Progress, patterns: list[str] | None = None,
-                reuse: bool = False, repeats: int = 20) -> dict:
+                reuse: bool = False, repeats: int = 20, engine: str = "onnxruntime", eval_examples: int = 200, data_dir: str | None = None) -> dict:
     """`bench.json` beside every complete cell under `root` (the tables' speed columns), and one
     JSON under results/bench/ with every cell's speed and the speedup-vs-FLOPs table. With
-    `reuse`, a cell that already has a bench.json is not measured again."""
+    `reuse`, a cell whose bench.json was measured with the same engine is not measured again."""
     import fnmatch
     import json
 
+    engines.get(engine)  # a missing extra: its one error before any work
     cells = run_folders(root)
     if patterns:
         cells = [c for c in cells if any(fnmatch.fnmatch(c.name, p) for p in patterns)]
@@ -212,19 +313,21 @@ def cells_speed(root: Path, family: str, threads: int, output: str, progress: Pr
     task_id = progress.add_task("bench cells", total=len(cells))
     rows = []
     for cell_dir in cells:
-        if reuse and (cell_dir / "bench.json").is_file():
-            record = json.loads((cell_dir / "bench.json").read_text())
+        kept = json.loads((cell_dir / "bench.json").read_text()) if reuse and (cell_dir / "bench.json").is_file() else None
+        if kept and kept.get("engine") == engine:
+            record = kept
         else:
-            record = cell_speed(cell_dir, threads, repeats)
+            record = cell_speed(cell_dir, threads, repeats, engine, eval_examples, data_dir, progress)
             write_json(cell_dir / "bench.json", record)
         cell = load_record(cell_dir)
         rows.append({"cell": cell_dir.name, "task": cell.task, "labels": cell.cell, "score": round(cell.score, 2), **record})
         progress.advance(task_id)
-    settings = {"root": str(root), "threads": sorted({r["threads"] for r in rows}),
-                "inputs": "synthetic token ids, full attention mask; batch 1 at 128 and 384 tokens, batch 32 at 128"}
-    per_cell = {r["cell"]: {k: r[k] for k in ("engine", "runs", "size_bytes", "flops", "params", "load_avg_1min")} for r in rows}
+    settings = {"root": str(root), "engine": engine, "threads": sorted({r["threads"] for r in rows}), "cpu": engines.cpu_facts(),
+                "inputs": "timing: synthetic token ids, full attention mask; batch 1 at 128 and 384 tokens, batch 32 at 128. "
+                          f"accuracy: up to {eval_examples} dev examples per cell (synthetic inputs where the data is missing)"}
+    per_cell = {r["cell"]: {k: r.get(k) for k in ("engine", "runs", "size_bytes", "flops", "params", "load_avg_1min", "accuracy")} for r in rows}
     comparison = speed_vs_flops(rows)
-    record = _record(f"{family}-cell-speed", "CPU latency/throughput of every matrix cell as served (PyTorch fp32, ONNX Runtime int8)",
+    record = _record(f"{family}-cell-speed", f"CPU latency/throughput of every matrix cell as {engine} serves it (fp32 graph, or the cell's int8 graph)",
                      settings, per_cell, {"speedup_vs_flops": comparison, "target": "speedup >= 0.8 x flops_ratio"}, output)
     write_text(Path(output).with_suffix(".md"), speed_markdown(comparison, record, [r["provenance"] for r in rows]))
     return record
@@ -240,7 +343,10 @@ def speed_markdown(comparison: list[dict], record: dict, measured: list[dict]) -
         "n/a (same FLOPs)" if r["flops_ratio"] == 1 else
         " / ".join("yes" if r[f"speedup_over_flops_ratio_s{s}"] >= 0.8 else "no" for s in (128, 384)) for r in comparison]
     threads = f"{'/'.join(map(str, record['settings']['threads']))} thread(s)"
-    header = (f"{provenance.header('Timed by', measured, details=(threads,), minutes=True)} "
+    cpu = record["settings"]["cpu"]
+    engine = f"engine {record['settings']['engine']}"
+    cpu_line = f"CPU {cpu['model_name']} ({cpu['logical_cpus']} logical, {' '.join(cpu['isa_flags']) or 'no listed ISA flags'})"
+    header = (f"{provenance.header('Timed by', measured, details=(engine, threads, cpu_line), minutes=True)} "
               f"{provenance.header('Table written by', [record['provenance']])} "
               f"Speedup = reference latency / cell latency at batch 1, where the reference is the median latency of the task's cells "
               f"shaped like its dense cell; FLOPs ratio = dense FLOPs / cell FLOPs at 128 tokens.")

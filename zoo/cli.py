@@ -86,12 +86,14 @@ def cmd_run(args: argparse.Namespace) -> None:
 def cmd_bench_train(args: argparse.Namespace) -> None:
     from zoo import bench
 
+    common = (args.model, args.data_dir, args.steps, args.warmup_steps, args.batch_size, args.max_seq_length, args.doc_stride)
     with _progress() as progress:
-        result = bench.train_throughput(
-            args.model, args.data_dir, args.steps, args.warmup_steps, args.batch_size,
-            args.max_seq_length, args.doc_stride, args.output, progress,
-        )
-    Console().print_json(data={"results": result["results"], "comparison": result["comparison"]})
+        if args.compare == "precision":
+            result = bench.train_precision(*common, args.output or str(paths.BENCH / "train-precision-cpu.json"), progress, args.rounds)
+        else:
+            result = bench.train_throughput(*common, args.output or str(paths.BENCH / "train-throughput.json"), progress)
+    shown = {} if args.compare == "precision" else {"results": result["results"]}  # precision: per-step losses of every round, in the JSON
+    Console().print_json(data={**shown, "comparison": result["comparison"]})
 
 
 def _executor(args: argparse.Namespace):
@@ -197,21 +199,35 @@ def cmd_bench_cells(args: argparse.Namespace) -> None:
     root = Path(args.root) if args.root else paths.matrix_root(args.family, args.profile)
     output = args.output or str(paths.BENCH / f"{args.family}-cells-{args.profile}.json")
     with _progress() as progress:
-        record = bench.cells_speed(root, args.family, args.threads, output, progress, args.cells, args.reuse, args.repeats)
+        record = bench.cells_speed(root, args.family, args.threads, output, progress, args.cells, args.reuse, args.repeats,
+                                   args.engine, args.eval_examples, args.data_dir)
     Console().print(f"{len(record['results'])} cells measured -> bench.json in each cell, {output} and {Path(output).with_suffix('.md')}; "
                     f"`zoo tables {args.family}` puts them into the tables")
 
 
 def cmd_bench_model(args: argparse.Namespace) -> None:
-    from zoo import provenance, speed
+    from zoo import bench, engines, provenance, speed
     from zoo.io import write_json
 
     folder = Path(args.checkpoint)
-    record = speed.bench_folder(folder, threads=args.threads)
+    engines.get(args.engine)  # a missing extra: its one error before any work
+    with _progress() as progress:
+        check, no_dev = bench.dev_check(folder, args.eval_examples, args.data_dir, progress) if args.eval_examples else (None, "--eval-examples 0")
+        record = speed.bench_folder(folder, threads=args.threads, engine=args.engine, check=check)
     output = Path(args.output or paths.BENCH / f"model-{folder.name}.json")
-    write_json(output, {"benchmark": "model-speed", "what": "PyTorch vs ONNX Runtime fp32 (and int8 when the folder has it)",
-                        **record, "provenance": provenance.collect()})
+    write_json(output, {"benchmark": "model-speed", "what": f"PyTorch vs {args.engine} (the fp32 graph, and the int8 one when the folder has it)",
+                        **record, **({"no_dev_score": no_dev} if no_dev else {}), "provenance": provenance.collect()})
     Console().print(f"{', '.join(record['engines'])} measured -> {output}")
+
+
+def cmd_bench_engines(args: argparse.Namespace) -> None:
+    from zoo import bench_engines
+
+    output = Path(args.output or paths.BENCH / f"engines-{Path(args.checkpoint).name}.json")
+    with _progress() as progress:
+        record = bench_engines.compare(args.checkpoint, args.engines, args.threads, args.batches, args.seq_len, args.rounds,
+                                       args.eval_examples, output, progress, args.data_dir)
+    Console().print(f"{len(record['variants'])} variants measured -> {output} and {output.with_suffix('.md')}")
 
 
 def cmd_bench_compression(args: argparse.Namespace) -> None:
@@ -432,9 +448,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_hub_serve)
     bench = sub.add_parser("bench", help="benchmarks writing JSON under results/bench/")
     bench_sub = bench.add_subparsers(dest="bench", required=True)
-    p = bench_sub.add_parser("train", help="training throughput: dynamic padding + length grouping vs pad-to-max")
+    p = bench_sub.add_parser("train", help="training throughput: dynamic padding + length grouping vs pad-to-max, or fp32 vs bf16 autocast")
     p.add_argument("--model", default="minilm")
-    _bench_arguments(p, steps=24, max_seq_length=384, output=str(paths.BENCH / "train-throughput.json"))
+    p.add_argument("--compare", choices=["padding", "precision"], default="padding",
+                   help="padding: zoo's pipeline vs pad-to-max (results/bench/train-throughput.json); "
+                        "precision: fp32 vs bf16 autocast, interleaved rounds (results/bench/train-precision-cpu.json)")
+    p.add_argument("--rounds", type=positive_int, default=3, help="--compare precision: interleaved rounds (median and spread)")
+    _bench_arguments(p, steps=24, max_seq_length=384, output=None)
     p.set_defaults(func=cmd_bench_train)
     p = bench_sub.add_parser("cells", help="latency/throughput/size/FLOPs of every matrix cell (bench.json per cell) + speedup vs FLOPs")
     p.add_argument("family", type=cli_args.family)
@@ -445,6 +465,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", type=output_file, help="default results/bench/FAMILY-cells-PROFILE.json (+ .md)")
     p.add_argument("--reuse", action="store_true", help="keep cells' existing bench.json; measure only the others")
     p.add_argument("--repeats", type=positive_int, default=20, help="timed calls per batch-1 shape (batch 32: a quarter, at least 3)")
+    _engine_arguments(p)
     p.set_defaults(func=cmd_bench_cells)
     p = bench_sub.add_parser("scale", help="a matrix profile's code path at its model's real shape for a few steps: memory, cache, step time vs the plan")
     p.add_argument("family", nargs="?", default="squad", type=cli_args.family)
@@ -473,11 +494,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layers", type=positive_int, default=3, help="layers the layer-dropped student keeps (chosen on data)")
     p.add_argument("--width", type=kept_fraction, default=0.5, help="width of the width-pruned student")
     p.set_defaults(func=cmd_bench_distill)
-    p = bench_sub.add_parser("model", help="one checkpoint under PyTorch, ONNX Runtime fp32 and (if present) int8")
+    p = bench_sub.add_parser("model", help="one checkpoint under PyTorch and an engine: its fp32 graph and (if present) its int8 one")
     p.add_argument("checkpoint", type=checkpoint_folder)
     p.add_argument("--threads", type=positive_int, default=1)
     p.add_argument("--output", type=output_file, help="default results/bench/model-NAME.json")
+    _engine_arguments(p)
     p.set_defaults(func=cmd_bench_model)
+    p = bench_sub.add_parser("engines", help="each installed engine x precision on a dense checkpoint and shapes derived from it: speed vs ORT fp32, agreement")
+    p.add_argument("checkpoint", type=checkpoint_folder, nargs="?", default=DENSE_SQUAD, help="a trained dense run folder (read only)")
+    p.add_argument("--engines", nargs="+", choices=["onnxruntime", "openvino"], default=["onnxruntime", "openvino"])
+    p.add_argument("--threads", type=positive_int, nargs="+", default=[1, 2])
+    p.add_argument("--batches", type=positive_int, nargs="+", default=[1, 32])
+    p.add_argument("--seq-len", type=positive_int, default=128)
+    p.add_argument("--rounds", type=positive_int, default=5, help="interleaved rounds (median and spread over them)")
+    p.add_argument("--eval-examples", type=whole_number, default=500, help="dev examples the dense model is scored on per engine (0: none)")
+    p.add_argument("--output", type=output_file, help="default results/bench/engines-NAME.json (+ .md)")
+    p.add_argument("--data-dir")
+    p.set_defaults(func=cmd_bench_engines)
     p = bench_sub.add_parser("compression", help="pruning+KD step (cached / live teacher) vs a plain fine-tune step")
     p.add_argument("--model", default=DENSE_SQUAD, help="student start point")
     p.add_argument("--teacher", default=DENSE_SQUAD)
@@ -511,7 +544,16 @@ def _variant_arguments(p: argparse.ArgumentParser, benchmark: str, steps: int, e
     p.add_argument("--data-dir")
 
 
-def _bench_arguments(p: argparse.ArgumentParser, steps: int, max_seq_length: int, output: str) -> None:
+def _engine_arguments(p: argparse.ArgumentParser) -> None:
+    """The inference engine a speed benchmark times, and the real inputs its accuracy check uses."""
+    p.add_argument("--engine", choices=["onnxruntime", "openvino"], default="onnxruntime",
+                   help="inference engine (openvino: the optional extra zoo[openvino])")
+    p.add_argument("--eval-examples", type=whole_number, default=200,
+                   help="dev examples the PyTorch and the engine's model are both scored on (0: agreement on synthetic inputs only)")
+    p.add_argument("--data-dir")
+
+
+def _bench_arguments(p: argparse.ArgumentParser, steps: int, max_seq_length: int, output: str | None) -> None:
     """What every SQuAD training benchmark takes: data, step counts, feature shape, output."""
     p.add_argument("--data-dir")
     p.add_argument("--steps", type=positive_int, default=steps, help="timed steps per variant")

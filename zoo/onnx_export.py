@@ -187,10 +187,30 @@ def _numpy(value) -> np.ndarray:
     return value.astype(np.int64) if np.issubdtype(value.dtype, np.integer) else value
 
 
+def feeds(input_names: Sequence[str], batch: Mapping[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    """A graph's numpy inputs from HF-style keyword tensors. Inputs the graph lacks are ignored;
+    a missing attention_mask / token_type_ids is filled with ones / zeros, as the HF model does."""
+    if "input_ids" not in batch:
+        raise ValueError("an engine's model needs input_ids")
+    ids = _numpy(batch["input_ids"])
+    fill = {"attention_mask": np.ones_like, "token_type_ids": np.zeros_like}
+    out = {}
+    for name in input_names:
+        if name in batch:
+            out[name] = _numpy(batch[name])
+        elif name in fill:
+            out[name] = fill[name](ids)
+        else:
+            raise ValueError(f"the model graph needs input {name!r}")
+    return out
+
+
 class OrtModel:
     """An ONNX Runtime session (CPU) called like the HF model: keyword tensors in, a dict of
     torch tensors out. Inputs the graph lacks are ignored; a missing attention_mask /
     token_type_ids is filled with ones / zeros, as the HF model does."""
+
+    engine = "onnxruntime"
 
     def __init__(self, path: str | Path, threads: int | None = None):
         import onnxruntime as ort
@@ -217,20 +237,12 @@ class OrtModel:
         return self
 
     def __call__(self, **batch) -> dict[str, torch.Tensor]:
-        if "input_ids" not in batch:
-            raise ValueError("OrtModel needs input_ids")
-        ids = _numpy(batch["input_ids"])
-        fill = {"attention_mask": np.ones_like, "token_type_ids": np.zeros_like}
-        feeds = {}
-        for name in self.input_names:
-            if name in batch:
-                feeds[name] = _numpy(batch[name])
-            elif name in fill:
-                feeds[name] = fill[name](ids)
-            else:
-                raise ValueError(f"the ONNX graph needs input {name!r}")
-        outputs = self.session.run(list(self.output_names), feeds)
+        outputs = self.session.run(list(self.output_names), feeds(self.input_names, batch))
         return {name: torch.from_numpy(value) for name, value in zip(self.output_names, outputs)}
+
+    def facts(self) -> dict:
+        """What a timing of this runner records about the engine."""
+        return {"engine": self.engine, "model_file": self.path.name, "threads": self.threads or "ort-default"}
 
     def __repr__(self) -> str:
         return f"OrtModel({str(self.path)!r}, threads={self.threads})"

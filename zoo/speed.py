@@ -1,5 +1,6 @@
 """Inference cost of a checkpoint: analytic FLOPs, parameter counts, size on disk, and CPU
-latency/throughput under PyTorch and ONNX Runtime (fp32, and int8 when the folder has one).
+latency/throughput under PyTorch and an inference engine (zoo/engines.py: ONNX Runtime by
+default; fp32, and int8 when the folder has one), with the CPU facts beside every timing.
 
 FLOPs are read from the modules' real shapes, so width-pruned and layer-dropped models are
 counted as what they are, not as their config claims. Timings are medians over repeats on
@@ -18,8 +19,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from zoo import engines
 from zoo.errors import ZooError
-from zoo.onnx_export import DEFAULT_FILE, INT8_FILE, OrtModel, default_output_names, export, parity
+from zoo.onnx_export import INT8_FILE, default_output_names
 
 _PER_SEQUENCE_HEADS = ("ForSequenceClassification", "ForMultipleChoice")  # classifier sees the pooled [CLS] only
 
@@ -89,9 +91,8 @@ def synthetic_batch(batch: int, seq_len: int, vocab_size: int, seed: int = 0) ->
 
 def _caller(runner) -> tuple[Callable[[dict], object], dict]:
     """A function running one batch, and the engine facts to record."""
-    if isinstance(runner, OrtModel):
-        return (lambda batch: runner(**batch)), {"engine": "onnxruntime", "model_file": runner.path.name,
-                                                 "threads": runner.threads or "ort-default"}
+    if not isinstance(runner, torch.nn.Module):  # an engine's runner (zoo/engines.py)
+        return (lambda batch: runner(**batch)), runner.facts()
     runner.eval()
     first = next(runner.parameters(), None)
     device = first.device if first is not None else torch.device("cpu")
@@ -144,7 +145,7 @@ def measure(runner, vocab_size: int, seq_lens: tuple[int, ...] = (128, 384), rep
     results[f"throughput_b{throughput_batch}_s{throughput_seq_len}"] = latency(
         runner, throughput_seq_len, throughput_batch, vocab_size, min(warmup, 1), throughput_repeats, budget_s=budget_s)
     _, engine = _caller(runner)
-    return {**engine, "runs": results, "load_avg_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)]}
+    return {**engine, "runs": results, "load_avg_1min": [round(load_before, 2), round(os.getloadavg()[0], 2)], "cpu": engines.cpu_facts()}
 
 
 def load_checkpoint(folder: Path) -> torch.nn.Module:
@@ -163,11 +164,26 @@ def load_checkpoint(folder: Path) -> torch.nn.Module:
     return width.from_pretrained(model_class, str(folder))
 
 
+def synthetic_check(vocab_size: int, batches: int = 2) -> Callable[[torch.nn.Module, object], dict]:
+    """The accuracy check when no real inputs are at hand: agreement with PyTorch on seeded
+    synthetic batches (16 rows of 64 tokens, so the argmax agreement counts enough rows, and one
+    row of an odd length)."""
+    checks = [synthetic_batch(b, s, vocab_size, seed=i) for i, (b, s) in enumerate([(16, 64), (1, 17)][:batches])]
+
+    def check(model: torch.nn.Module, runner) -> dict:
+        return {"inputs": f"{len(checks)} synthetic batches", **engines.agreement(engines.outputs(model, checks), engines.outputs(runner, checks))}
+
+    return check
+
+
 def bench_folder(folder: str | Path, output_names: tuple[str, ...] | None = None, model: torch.nn.Module | None = None,
-                 load: Callable[[Path], torch.nn.Module] | None = None, threads: int | None = None,
-                 parity_batches: int = 2, **measure_kwargs) -> dict:
-    """Speed and size of a checkpoint folder under PyTorch, ONNX Runtime fp32 (the folder's
-    `model.onnx`, else exported to a temp folder) and, when the folder holds `model.int8.onnx`, ONNX Runtime int8.
+                 load: Callable[[Path], torch.nn.Module] | None = None, threads: int | None = None, engine: str = "onnxruntime",
+                 check: Callable[[torch.nn.Module, object], dict] | None = None, **measure_kwargs) -> dict:
+    """Speed and size of a checkpoint folder under PyTorch and an engine (zoo/engines.py): the
+    folder's `model.onnx` (else exported to a temp folder) and, when the folder holds
+    `model.int8.onnx`, that int8 graph. Every engine row carries `check(model, runner)`: its
+    agreement with the PyTorch model (default: on synthetic inputs; zoo.bench passes real dev
+    inputs and scores).
 
     `model` is the loaded task model; otherwise `load(folder)` (e.g. zoo.width.from_pretrained
     for width-pruned checkpoints) or the class named in config.json. Both engines use
@@ -176,6 +192,7 @@ def bench_folder(folder: str | Path, output_names: tuple[str, ...] | None = None
     slower than with 1 -- OpenMP barriers wait on descheduled threads -- so compare runs
     only at the same `threads` and a low recorded load."""
     folder = Path(folder)
+    runtime = engines.get(engine)
     if model is None:
         model = (load or load_checkpoint)(folder)
     model.eval()
@@ -184,7 +201,7 @@ def bench_folder(folder: str | Path, output_names: tuple[str, ...] | None = None
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     vocab_size = model.get_input_embeddings().num_embeddings
-    checks = [synthetic_batch(b, s, vocab_size, seed=i) for i, (b, s) in enumerate([(2, 64), (1, 17)][:parity_batches])]
+    check = check or synthetic_check(vocab_size)
     record: dict = {
         "folder": str(folder),
         "output_names": list(output_names),
@@ -192,24 +209,20 @@ def bench_folder(folder: str | Path, output_names: tuple[str, ...] | None = None
         "flops": {f"b1_s{s}": flops(model, s) for s in measure_kwargs.get("seq_lens", (128, 384))},
         "size_bytes": {"checkpoint_folder": size_on_disk(folder)},
         "engines": {},
-        "parity_max_abs_diff": {},
+        "agreement": {},
+        "cpu": engines.cpu_facts(),
     }
     try:
         record["engines"]["pytorch"] = measure(model, vocab_size, **measure_kwargs)
         with tempfile.TemporaryDirectory(prefix="zoo-onnx-") as tmp:
-            # The folder's own model.onnx when it ships one (the parity check below catches a
-            # stale one), else a fresh export.
-            shipped = folder / DEFAULT_FILE
-            fp32 = OrtModel(shipped if shipped.is_file() else export(model, tmp, output_names=output_names), threads=threads)
-            record["size_bytes"]["onnx_fp32"] = size_on_disk(fp32.path)
-            record["parity_max_abs_diff"]["onnxruntime_fp32"] = parity(model, fp32, checks)
-            record["engines"]["onnxruntime_fp32"] = measure(fp32, vocab_size, **measure_kwargs)
-        int8_path = folder / INT8_FILE
-        if int8_path.is_file():
-            int8 = OrtModel(int8_path, threads=threads)
-            record["size_bytes"]["onnx_int8"] = size_on_disk(int8_path)
-            record["parity_max_abs_diff"]["onnxruntime_int8"] = parity(model, int8, checks)
-            record["engines"]["onnxruntime_int8"] = measure(int8, vocab_size, **measure_kwargs)
+            runners = {"fp32": engines.compile_folder(runtime, folder, model, output_names, tmp, threads)}
+            if (folder / INT8_FILE).is_file():
+                runners["int8"] = runtime.compile(folder / INT8_FILE, threads)
+            for graph, runner in runners.items():
+                key = f"{runtime.name}_{graph}"  # the graph compiled; the runner's facts say the precision it ran at
+                record["size_bytes"][f"onnx_{graph}"] = size_on_disk(runner.path)
+                record["agreement"][key] = check(model, runner)
+                record["engines"][key] = measure(runner, vocab_size, **measure_kwargs)
     finally:
         torch.set_num_threads(previous_threads)
     record["cpu_count"] = os.cpu_count()

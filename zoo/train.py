@@ -12,8 +12,10 @@ device sync): the teacher cache looks rows up by them.
 
 On an accelerator the host must never wait for the device inside the loop: batches are
 pinned and copied asynchronously, and the loss is reduced and read back once every
-`log_every` steps (one sync per window, every step's value still recorded). Under bf16/fp16
-batches are padded to a multiple of 8 tokens (tensor-core tile sizes, as run_qa does).
+`log_every` steps (one sync per window, every step's value still recorded). Under bf16/fp16 on
+a GPU batches are padded to a multiple of 8 tokens (tensor-core tile sizes, as run_qa does); a
+CPU has no such tiles, and the QA head scores padded positions too, so there it would only cost
+time and move the loss.
 """
 
 from __future__ import annotations
@@ -44,11 +46,13 @@ class TrainStats:
     features_seen: int = 0
     seconds: float = 0.0
     losses: list[float] = field(default_factory=list)
+    mixed_precision: str = "no"  # what the run trained in (effective_precision), not only what was asked
 
     def summary(self) -> dict:
         tail = self.losses[-50:]
         return {
             "steps": self.steps,
+            "mixed_precision": self.mixed_precision,
             "features_seen": self.features_seen,
             "seconds": round(self.seconds, 2),
             "features_per_second": round(self.features_seen / self.seconds, 3) if self.seconds else None,
@@ -95,7 +99,22 @@ def process_state() -> PartialState:
     return PartialState(cpu=not torch.cuda.is_available())
 
 
-PAD_MULTIPLE = 8  # under bf16/fp16: sequence lengths tensor cores tile without remainder
+def effective_precision(requested: str) -> str:
+    """The precision a run trains in. bf16 autocast on a CPU only where the CPU does bf16 in
+    hardware (AVX512-BF16 or AMX; zoo.engines.cpu_facts): elsewhere bf16 is emulated and slower
+    than fp32, so such a CPU trains in fp32. Measured by `zoo bench train --compare precision`
+    (results/bench/train-precision-cpu.json): on a 2-vCPU AMD EPYC with AVX512-BF16, MiniLM SQuAD
+    batch 16, 1 thread, a shared and loaded machine, bf16 autocast trained 1.11x the fp32
+    features/s (median of 3 interleaved rounds; 1.05-1.43x per round), loss within 0.1 of fp32's
+    (~5.4) over 14 steps. The cpu profiles still ask for fp32: bf16 there is a profile choice."""
+    if requested == "bf16" and not torch.cuda.is_available():
+        from zoo.engines import cpu_facts
+
+        return "bf16" if cpu_facts()["bf16_hardware"] else "no"
+    return requested
+
+
+PAD_MULTIPLE = 8  # under bf16/fp16 on a GPU: sequence lengths tensor cores tile without remainder
 
 
 def plan_loader(features: FeatureSet, plan: list[list[int]], pad_to: int | None, pad_id: int,
@@ -144,16 +163,17 @@ def train(
     # (a matrix that trains fp32 cells after a bf16 teacher, or the test suite); each run sets its own.
     AcceleratorState._reset_state()
     process_state()
-    accelerator = Accelerator(mixed_precision=cfg.mixed_precision, dataloader_config=DataLoaderConfiguration(non_blocking=True))
+    precision = effective_precision(cfg.mixed_precision)
+    accelerator = Accelerator(mixed_precision=precision, dataloader_config=DataLoaderConfiguration(non_blocking=True))
     optimizer = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.learning_rate)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * len(plan)), len(plan))
     # The schedule counts plan batches; with N processes accelerate steps it N times per step.
     model, optimizer, scheduler, loader = accelerator.prepare(model, optimizer, scheduler, plan_loader(
-        features, plan, pad_to, pad_id, PAD_MULTIPLE if cfg.mixed_precision != "no" else None))
+        features, plan, pad_to, pad_id, PAD_MULTIPLE if precision != "no" and torch.cuda.is_available() else None))
     inner_optimizer = getattr(optimizer, "optimizer", optimizer)  # accelerate's wrapper steps the inner one
     manager.on_train_start(accelerator.unwrap_model(model), inner_optimizer, len(loader))
     model.train()
-    stats = TrainStats()
+    stats = TrainStats(mixed_precision=precision)
     started = time.perf_counter()
     extra_inputs = manager.model_kwargs()
     window: list[torch.Tensor] = []  # this window's losses, still on the device
