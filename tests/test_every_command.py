@@ -61,6 +61,8 @@ def test_every_subcommand_runs_from_the_command_line(tmp_path, tiny_bert_dir, sq
         "--output", "out/compression.json", *data)
     zoo("bench", "quality", "squad", *variants, "--sparsities", "0.5", "--keep", "0", "--root", "runs/quality", "--output", "out/quality.json")
     zoo("bench", "distill", "squad", *variants, "--layers", "2", "--width", "0.5", "--root", "runs/distill", "--output", "out/distill.json")
+    zoo("bench", "engines", "runs/teacher-squad", "--engines", "onnxruntime", "--threads", "1", "--batches", "1", "--seq-len", "32",
+        "--rounds", "1", "--eval-examples", "0", "--output", "out/engines.json", *data)
     zoo("bench", "int8", "squad", "--checkpoint", "runs/teacher-squad", "--eval-examples", "4", "--methods", "minmax", "--batches", "1",
         "--batch-size", "2", "--scoring-features", "4", "--output", "out/int8.json", *data)
     zoo("bench", "scale", "squad", "--matrix", str(matrix), "--profile", "tiny", "--model", model, "--train-examples", "8", "--max-steps", "1",

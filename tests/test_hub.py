@@ -151,7 +151,7 @@ def test_every_kind_of_cell_round_trips_and_tampering_is_caught(tiny_matrix, tmp
         width_fp32 = next(n for n in names if n.endswith("-w50-kd"))
         stock = run_without_zoo("from huggingface_hub import snapshot_download\nfrom transformers import AutoModelForQuestionAnswering\n"
                                 f"AutoModelForQuestionAnswering.from_pretrained(snapshot_download('zoo-test/{width_fp32}'))", env)
-        assert stock.returncode != 0 and "size mismatch" in stock.stderr, "stock loading of a width-pruned repo must refuse, not re-initialise"
+        assert stock.returncode != 0 and "mismatch" in stock.stderr.lower(), "stock loading of a width-pruned repo must refuse, not re-initialise"
 
         # `zoo pick`'s command, run as printed: downloads the best cell and scores it as the table did
         table = original.assign(latency_b1_s128_ms=1.0, size_mb=1.0, retention=100.0)

@@ -589,6 +589,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             raise
         return _error(str(e))
+    except ConnectionError as e:  # datasets/hub raise it bare (no errno) when the Hub's copy of data or a model is out of reach
+        if args.debug or e.errno is not None:
+            raise
+        return _error(f"{e}; set {paths.DATA_DIR_ENV} (or --data-dir) to the local data root, or HF_ENDPOINT to a reachable Hub mirror")
     except OSError as e:  # the machine, not zoo: a full or read-only disk, a folder that vanished
         if args.debug or e.errno is None:
             raise

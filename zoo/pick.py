@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from zoo import paths
 from zoo.errors import ZooError
 from zoo.record import metric_names
 
@@ -60,7 +61,7 @@ def pick(csv: Path, **bounds: float | None) -> list[dict]:
 
 def run_command(task: str, cell: str, org: str, endpoint: str, dev_examples: int) -> str:
     """Download the repo (the int8 ONNX model included) and score it as the table did."""
-    folder = f"runs/pick/{cell}"
+    folder = str(paths.run_dir("pick", cell))
     download = ["hf", "download", f"{org}/{cell}", "--local-dir", folder]
     evaluate = ["zoo", "evaluate", task, "--model", folder, "--eval-examples", str(int(dev_examples)), "--output", f"{folder}-scored"]
     prefix = f"HF_ENDPOINT={shlex.quote(endpoint)} " if endpoint != "https://huggingface.co" else ""
