@@ -26,7 +26,8 @@ def test_one_day_is_one_date_and_minutes_are_utc():
 def test_the_speed_table_says_who_timed_the_cells_and_who_wrote_the_table():
     measured = [prov("zoo bench cells squad", f"2026-12-02T07:{m}:00+00:00", "ef7dac661bxx") for m in (17, 19)]
     cpu = {"model_name": "AMD EPYC", "logical_cpus": 2, "isa_flags": ["avx2", "avx512f"]}
-    record = {"settings": {"threads": [1], "engine": "torch", "cpu": cpu}, "provenance": prov("zoo bench cells squad --reuse", "2026-12-03T01:00:00+00:00", "ef7dac661bxx", True)}
+    record = {"settings": {"threads": [1], "engine": "torch", "cpu": cpu},
+              "provenance": prov("zoo bench cells squad --reuse", "2026-12-03T01:00:00+00:00", "ef7dac661bxx", True)}
     text = bench.speed_markdown([{"cell": "c", "flops_ratio": 1.0, "speedup_over_flops_ratio_s128": 1.0, "speedup_over_flops_ratio_s384": 1.0}],
                                 record, measured)
     assert text.startswith("Timed by `zoo bench cells squad` on cpu, 2 CPU cores, torch 2.13.0+cpu, engine torch, 1 thread(s), "
