@@ -41,11 +41,12 @@ $(VENV)/.installed: pyproject.toml
 lint: setup
 	$(BIN)/ruff check zoo tasks tests
 
+# Two workers: a lone run keeps one of two cores idle (user+sys 10 of 12 min wall); the Ray tests share one worker (xdist_group).
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup
 
 test-fast: setup
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup -m "not slow"
 
 squad: setup
 	$(ZOO) finetune squad --model minilm --profile $(PROFILE) --output runs/squad/dense-$(PROFILE)

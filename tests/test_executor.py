@@ -27,6 +27,8 @@ from zoo.reaper import descendants
 
 REPO = Path(__file__).resolve().parents[1]
 
+pytestmark = pytest.mark.xdist_group("ray")  # one Ray test at a time (tests/test_ray_cluster.py too): they count Ray processes
+
 
 def test_ray_not_installed_is_one_line(capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now raises ImportError

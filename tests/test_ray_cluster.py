@@ -27,7 +27,7 @@ from zoo import results
 
 REPO = Path(__file__).resolve().parents[1]
 RAY = Path(sys.executable).with_name("ray")
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("ray")]  # one Ray test at a time: they count Ray processes
 
 
 class Cluster:
