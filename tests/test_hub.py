@@ -211,9 +211,14 @@ def test_every_kind_of_cell_round_trips_and_tampering_is_caught(tiny_matrix, tmp
 PROBE = ("Paris is the capital of France.", "What is the capital of France?")
 
 
+# A downloader's interpreter. pyproject allows transformers 5.0 to 5.x: point this at a venv with the
+# lowest (pip install torch==2.13.0 transformers==5.0.0 onnxruntime) to check the cards there as well.
+STOCK_PYTHON = os.environ.get("ZOO_STOCK_PYTHON", sys.executable)
+
+
 def run_without_zoo(code: str, env: dict) -> subprocess.CompletedProcess:
     """`code` in a fresh python where zoo cannot be imported, as a downloader of the repo runs it."""
-    return subprocess.run([sys.executable, "-c", "import sys\nsys.modules['zoo'] = None\n" + code], env=env, capture_output=True,
+    return subprocess.run([STOCK_PYTHON, "-c", "import sys\nsys.modules['zoo'] = None\n" + code], env=env, capture_output=True,
                           text=True, timeout=120)
 
 
