@@ -25,7 +25,7 @@ from zoo.record import Bench, Record, SizeOnDisk, load_record, metric_names
 HEAD = ["cell", "model", "task", "target_sparsity", "measured_sparsity", "layers", "width", "quant", "distilled", "total_params",
         "nonzero_params"]
 SPEED = ["latency_b1_s128_ms", "latency_b1_s384_ms", "throughput_b32_s128", "size_mb", "gflops_s128"]  # from `zoo bench cells`
-FILES = ["fp32_file_mb", "fp32_file_pct", "fp16_file_mb", "fp16_file_pct"]  # sparse cells' bitmask-compressed files
+FILES = ["fp32_file_mb", "fp32_file_pct", "fp16_file_mb", "fp16_file_pct", "int8_file_mb"]  # sparse cells' bitmask-compressed files; int8's
 TAIL = ["dev_examples", "train_steps", "wall_time_s", "profile"]
 SHOWN = {"target_sparsity": "target sparsity %", "measured_sparsity": "measured sparsity %", "nonzero_params": "non-zero params",
          "total_params": "total params", "exact_match": "EM", "f1": "F1", "accuracy": "acc", "matthews_correlation": "MCC",
@@ -33,7 +33,7 @@ SHOWN = {"target_sparsity": "target sparsity %", "measured_sparsity": "measured 
          "latency_b1_s128_ms": "ms b1x128", "latency_b1_s384_ms": "ms b1x384", "throughput_b32_s128": "seq/s b32x128",
          "size_mb": "size MB", "gflops_s128": "GFLOPs x128", "retention": "% of teacher",
          "fp32_file_mb": "sparse file MB (fp32)", "fp32_file_pct": "% of dense file (fp32)",
-         "fp16_file_mb": "sparse file MB (fp16)", "fp16_file_pct": "% of dense file (fp16)"}
+         "fp16_file_mb": "sparse file MB (fp16)", "fp16_file_pct": "% of dense file (fp16)", "int8_file_mb": "int8 file MB"}
 
 
 def speed_columns(bench: Bench | None) -> dict:
@@ -55,6 +55,14 @@ def file_columns(size: SizeOnDisk | None) -> dict:
             for column, value in ((f"{form}_file_mb", round(facts.bytes / 1e6, 1)), (f"{form}_file_pct", round(100 * facts.ratio_to_dense, 1)))}
 
 
+def int8_file_column(quantization: dict | None) -> dict:
+    """An int8 cell's smallest int8 file: the bitmask-sparse one when the cell is pruned, else the ONNX model."""
+    if not quantization or "onnx_int8_bytes" not in quantization:
+        return {}
+    sparse = quantization.get("sparse_int8_file")
+    return {"int8_file_mb": round((sparse["bytes"] if sparse else quantization["onnx_int8_bytes"]) / 1e6, 1)}
+
+
 def row_of(record: Record) -> dict:
     """A cell's table row; the column names are the tables' (and the CSVs') own."""
     cell, measured = record.cell, record.compression.measured
@@ -74,6 +82,7 @@ def row_of(record: Record) -> dict:
         "retention": record.retention,
         **speed_columns(record.bench),
         **file_columns(record.size_on_disk),
+        **int8_file_column(record.compression.quantization),
         "dev_examples": record.eval.examples,
         "train_steps": record.train.steps,
         "wall_time_s": record.timings_s["total"],
@@ -142,7 +151,8 @@ def markdown(df: pd.DataFrame, records: list[Record], header: str | None = None)
 
 
 COMPACT = {"cell": "cell", "setting": "compression", "nonzero_params": "non-zero params (M)", "score": "score",
-           "retention": "% of teacher", "latency_b1_s128_ms": "ms b1x128", "fp16_file_pct": "% of dense file (fp16)"}
+           "retention": "% of teacher", "latency_b1_s128_ms": "ms b1x128", "fp16_file_pct": "% of dense file (fp16)",
+           "int8_file_mb": "int8 file MB"}
 
 
 def score(row: pd.Series) -> str:
