@@ -66,10 +66,10 @@ def _calibration(folder: Path, data_dir: str | None, vocab_size: int, progress: 
         run = pipeline.open_run(cell.task, str(folder), cell.finetune_profile, data_dir)
     except ZooError:
         return [speed.synthetic_batch(8, 128, vocab_size, seed=s) for s in range(8)], "8 synthetic batches of 8 x 128"
-    data = {"data": {}}  # filled with the training file's hash and load report
-    batches = pipeline.training_calibration(run, data, progress)(64, 8)
+    loaded = {"data": {}}  # pipeline fills in the training file's hash and load report
+    batches = pipeline.training_calibration(run, loaded, progress)(64, 8)
     inputs = [{k: v for k, v in b.items() if k in ("input_ids", "attention_mask", "token_type_ids")} for b in batches]
-    files = ", ".join(f"{name} sha256 {digest[:12]}" for name, digest in data["data"]["train"]["files"].items()) or "the Hub's train split"
+    files = ", ".join(f"{name} sha256 {digest[:12]}" for name, digest in loaded["data"]["train"]["files"].items()) or "the Hub's train split"
     return inputs, f"64 {cell.task} training features ({files}), batches of 8"
 
 
