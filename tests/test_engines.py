@@ -101,7 +101,7 @@ def test_bench_engines_compares_variants_against_ort_fp32_dense(tiny_bert_dir, t
     derive = bench_engines.shapes
     monkeypatch.setattr(bench_engines, "shapes", lambda dense: {k: v for k, v in derive(dense).items() if k in ("dense", "90%-sparse")})
     with Progress(disable=True) as progress:
-        record = bench_engines.compare(tiny_bert_dir, ["onnxruntime"], threads=[1], batches=[1, 2], seq_len=16, rounds=2, eval_examples=0,
+        record = bench_engines.compare([tiny_bert_dir], ["onnxruntime"], threads=[1], batches=[1, 2], seq_len=16, rounds=2, eval_examples=0,
                                        output=tmp_path / "e.json", progress=progress, b1_calls=2, batch_calls=1)
     variants = record["variants"]
     assert set(variants) == {f"{shape}/onnxruntime/{p}" for shape in ("dense", "90%-sparse") for p in ("fp32", "int8", "int8-static")}
@@ -112,6 +112,41 @@ def test_bench_engines_compares_variants_against_ort_fp32_dense(tiny_bert_dir, t
         assert v["precision"] == "int8" or v["accuracy"]["argmax_agreement"] == 1.0  # every fp32 graph is its PyTorch model
     assert variants["dense/onnxruntime/int8"]["file_bytes"] < variants["dense/onnxruntime/fp32"]["file_bytes"]
     assert "isa_flags" in record["settings"]["cpu"] and "Fastest correct" in (tmp_path / "e.md").read_text()
+
+
+@pytest.mark.slow
+def test_bench_engines_scores_each_trained_cell_on_dev(tiny_bert_dir, squad_data_root, tmp_path):
+    """Several trained folders: each is measured as it is (no derived shapes), scored on dev under
+    every engine build, a shipped model.int8.onnx runs as its own variant, and the dev score
+    (not the argmax agreement) decides which rows are correct."""
+    import shutil
+
+    from rich.progress import Progress
+
+    from zoo import bench_engines, pipeline
+    from zoo.onnx_export import INT8_FILE, quantize_int8
+
+    run = pipeline.open_run("squad", str(tiny_bert_dir), "cpu", str(squad_data_root))
+    run.profile.train = run.profile.train.model_copy(update={"max_steps": 1, "batch_size": 4})
+    with Progress(disable=True) as progress:
+        pipeline.finetune(run, tmp_path / "dense", progress, 4)
+    shutil.copytree(tmp_path / "dense", tmp_path / "cell-int8")
+    quantize_int8(export(bench_engines.speed.load_checkpoint(tmp_path / "cell-int8"), tmp_path / "m.onnx"), tmp_path / "cell-int8" / INT8_FILE)
+    with Progress(disable=True) as progress:
+        record = bench_engines.compare([tmp_path / "dense", tmp_path / "cell-int8"], ["onnxruntime"], threads=[1], batches=[1], seq_len=16,
+                                       rounds=1, eval_examples=4, output=tmp_path / "e.json", progress=progress, data_dir=str(squad_data_root),
+                                       b1_calls=1)
+    variants = record["variants"]
+    assert set(variants) == {f"{cell}/onnxruntime/{p}" for cell in ("dense", "cell-int8") for p in ("fp32", "int8", "int8-static")} | {
+        "cell-int8/onnxruntime/int8-shipped"}
+    assert record["settings"]["reference"] == "dense/onnxruntime/fp32" and record["settings"]["dev_examples"] == 4
+    for v in variants.values():
+        dev = v["accuracy"]["dev"]
+        assert v["accuracy"]["inputs"].startswith("4 dev examples") and set(dev) == {"pytorch", "engine"}
+        assert v["correct"] == (dev["pytorch"]["f1"] - dev["engine"]["f1"] <= bench_engines.DEV_TOLERANCE)
+    assert variants["cell-int8/onnxruntime/fp32"]["accuracy"]["dev"]["engine"] == variants["dense/onnxruntime/fp32"]["accuracy"]["dev"]["engine"]
+    with pytest.raises(ZooError, match="share a folder name"):
+        bench_engines.subjects([tmp_path / "dense", tmp_path / "dense"])
 
 
 @pytest.mark.slow

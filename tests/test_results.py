@@ -90,3 +90,31 @@ def test_a_killed_write_leaves_no_half_file_and_the_next_write_cleans_up(tmp_pat
     assert not target.exists() and not dead.exists() and not legacy.exists()
     write_text(target, "whole")
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, other.name, "squad.png"])
+
+
+def _engines_run(folder: Path, name: str, date: str, timings: dict[str, tuple[float, bool]]) -> None:
+    """A `zoo bench engines` record: variant -> (ms at 1 thread b1x128, correct)."""
+    variants = {key: {"shape": key.split("/")[0], "engine": key.split("/")[1], "precision": key.split("/")[2], "correct": correct,
+                      "timings": {results.FASTEST_COLUMN: {"median_ms": ms, "speedup_vs_ort_fp32_dense": 40.0 / ms}}}
+                for key, (ms, correct) in timings.items()}
+    from zoo.bench_engines import fastest_correct
+
+    (folder / f"engines-{name}.json").write_text(json.dumps({"provenance": {"date": date}, "variants": variants,
+                                                             "fastest_correct": fastest_correct(variants)}))
+
+
+def test_the_fastest_correct_engine_of_a_cell_skips_wrong_models_and_takes_the_newest_run(tmp_path):
+    _engines_run(tmp_path, "old", "2026-12-01T00:00:00+00:00", {"cell-a/onnxruntime/fp32": (40.0, True), "cell-b/onnxruntime/fp32": (30.0, True)})
+    _engines_run(tmp_path, "new", "2026-12-05T00:00:00+00:00", {
+        "cell-a/onnxruntime/fp32": (41.0, True), "cell-a/onnxruntime/int8": (15.0, True),
+        "cell-a/openvino/int8": (9.0, False)})  # faster, but its dev score fell: not named
+    assert results.fastest_engines(tmp_path) == {"cell-a": "ONNX Runtime int8 (15.0 ms)", "cell-b": "ONNX Runtime fp32 (30.0 ms)"}
+
+
+def test_the_speed_column_names_the_engine_and_graph_that_timed_it():
+    from zoo.record import Bench
+
+    timed = {"runs": {}, "size_bytes": 1, "flops": {}}
+    assert results.engine_label(Bench(**timed, engine="onnxruntime", model_file="model.int8.onnx")) == "ONNX Runtime int8"
+    assert results.engine_label(Bench(**timed, engine="openvino", model_file="model.onnx", precision="bf16")) == "OpenVINO bf16"
+    assert results.engine_label(Bench(**timed, engine="pytorch", device="cpu")) == "PyTorch fp32"

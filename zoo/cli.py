@@ -158,9 +158,12 @@ def cmd_matrix(args: argparse.Namespace) -> None:
 def cmd_tables(args: argparse.Namespace) -> None:
     from zoo import results
 
-    root = Path(args.root) if args.root else paths.matrix_root(args.family, args.profile)
-    archive = Path(args.archive) if args.archive else paths.matrix_archive(args.family, args.profile)
-    summary = results.build(args.family, root, Path(args.out), Path(args.readme) if args.readme else None, archive)
+    root, out = Path(args.root) if args.root else paths.matrix_root(args.family, args.profile), Path(args.out)
+    # Tables written elsewhere (--out) leave the repo's README and committed records alone unless asked.
+    elsewhere = out.resolve() != paths.RESULTS.resolve()
+    readme = args.readme if args.readme is not None else ("" if elsewhere else str(paths.README))
+    archive = Path(args.archive) if args.archive else out / paths.matrix_archive(args.family, args.profile).relative_to(paths.RESULTS)
+    summary = results.build(args.family, root, out, Path(readme) if readme else None, archive)
     Console().print(f"{summary['rows']} rows -> {summary['csv']}")
 
 
@@ -223,9 +226,9 @@ def cmd_bench_model(args: argparse.Namespace) -> None:
 def cmd_bench_engines(args: argparse.Namespace) -> None:
     from zoo import bench_engines
 
-    output = Path(args.output or paths.BENCH / f"engines-{Path(args.checkpoint).name}.json")
+    output = Path(args.output or paths.BENCH / f"engines-{Path(args.checkpoints[0]).name}.json")
     with _progress() as progress:
-        record = bench_engines.compare(args.checkpoint, args.engines, args.threads, args.batches, args.seq_len, args.rounds,
+        record = bench_engines.compare(args.checkpoints, args.engines, args.threads, args.batches, args.seq_len, args.rounds,
                                        args.eval_examples, output, progress, args.data_dir)
     Console().print(f"{len(record['variants'])} variants measured -> {output} and {output.with_suffix('.md')}")
 
@@ -403,8 +406,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", default="cpu")
     p.add_argument("--root", help="folder of cell folders (default runs/FAMILY-matrix/PROFILE)")
     p.add_argument("--out", type=output_folder, default=str(paths.RESULTS), help="folder for FAMILY.{csv,md,png} and README.md")
-    p.add_argument("--readme", type=optional_file, default=str(paths.README), help="README to update between results markers ('' to skip)")
-    p.add_argument("--archive", type=output_folder, help="where cell metrics are copied for git (default results/FAMILY/matrix-PROFILE)")
+    p.add_argument("--readme", type=optional_file, help="README to update between results markers ('' to skip; default README.md, "
+                                                         "none when --out is another folder)")
+    p.add_argument("--archive", type=output_folder, help="where cell metrics are copied for git (default OUT/FAMILY/matrix-PROFILE)")
     p.set_defaults(func=cmd_tables)
     p = sub.add_parser("publish", help="publish every matrix cell as a Hub model repo")
     p.add_argument("family", type=cli_args.family)
@@ -500,14 +504,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", type=output_file, help="default results/bench/model-NAME.json")
     _engine_arguments(p)
     p.set_defaults(func=cmd_bench_model)
-    p = bench_sub.add_parser("engines", help="each installed engine x precision on a dense checkpoint and shapes derived from it: speed vs ORT fp32, agreement")
-    p.add_argument("checkpoint", type=checkpoint_folder, nargs="?", default=DENSE_SQUAD, help="a trained dense run folder (read only)")
+    p = bench_sub.add_parser("engines", help="each installed engine x precision on trained cells (or a dense checkpoint and shapes derived "
+                             "from it): speed vs ORT fp32 of the first, agreement, dev score per engine")
+    p.add_argument("checkpoints", type=checkpoint_folder, nargs="*", default=[DENSE_SQUAD],
+                   help="trained run/cell folders, the dense one first (read only); one dense folder: its 3-layer, width-50%% and "
+                        "sparse shapes are derived one-shot (untrained)")
     p.add_argument("--engines", nargs="+", choices=["onnxruntime", "openvino"], default=["onnxruntime", "openvino"])
     p.add_argument("--threads", type=positive_int, nargs="+", default=[1, 2])
     p.add_argument("--batches", type=positive_int, nargs="+", default=[1, 32])
     p.add_argument("--seq-len", type=positive_int, default=128)
     p.add_argument("--rounds", type=positive_int, default=5, help="interleaved rounds (median and spread over them)")
-    p.add_argument("--eval-examples", type=whole_number, default=500, help="dev examples the dense model is scored on per engine (0: none)")
+    p.add_argument("--eval-examples", type=whole_number, default=500, help="dev examples each trained model is scored on per engine (0: none)")
     p.add_argument("--output", type=output_file, help="default results/bench/engines-NAME.json (+ .md)")
     p.add_argument("--data-dir")
     p.set_defaults(func=cmd_bench_engines)

@@ -24,16 +24,29 @@ from zoo.record import Bench, Record, SizeOnDisk, load_record, metric_names
 
 HEAD = ["cell", "model", "task", "target_sparsity", "measured_sparsity", "layers", "width", "quant", "distilled", "total_params",
         "nonzero_params"]
-SPEED = ["latency_b1_s128_ms", "latency_b1_s384_ms", "throughput_b32_s128", "size_mb", "gflops_s128"]  # from `zoo bench cells`
+SPEED = ["speed_engine", "latency_b1_s128_ms", "latency_b1_s384_ms", "throughput_b32_s128", "size_mb", "gflops_s128"]  # from `zoo bench cells`
 FILES = ["fp32_file_mb", "fp32_file_pct", "fp16_file_mb", "fp16_file_pct", "int8_file_mb"]  # sparse cells' bitmask-compressed files; int8's
 TAIL = ["dev_examples", "train_steps", "wall_time_s", "profile"]
 SHOWN = {"target_sparsity": "target sparsity %", "measured_sparsity": "measured sparsity %", "nonzero_params": "non-zero params",
          "total_params": "total params", "exact_match": "EM", "f1": "F1", "accuracy": "acc", "matthews_correlation": "MCC",
          "spearmanr": "spearman", "dev_examples": "dev examples", "train_steps": "train steps", "wall_time_s": "wall time s",
          "latency_b1_s128_ms": "ms b1x128", "latency_b1_s384_ms": "ms b1x384", "throughput_b32_s128": "seq/s b32x128",
-         "size_mb": "size MB", "gflops_s128": "GFLOPs x128", "retention": "% of teacher",
+         "size_mb": "size MB", "gflops_s128": "GFLOPs x128", "speed_engine": "timed on", "retention": "% of teacher",
          "fp32_file_mb": "sparse file MB (fp32)", "fp32_file_pct": "% of dense file (fp32)",
          "fp16_file_mb": "sparse file MB (fp16)", "fp16_file_pct": "% of dense file (fp16)", "int8_file_mb": "int8 file MB"}
+
+
+ENGINE_NAMES = {"pytorch": "PyTorch", "onnxruntime": "ONNX Runtime", "openvino": "OpenVINO"}
+
+
+def engine_label(bench: Bench) -> str:
+    """Which engine and graph the speed columns timed, e.g. 'ONNX Runtime int8', 'PyTorch fp32':
+    cells of one table may have been timed by different engines (`zoo bench cells --engine`, or a
+    bench.json from before the option existed), and their latencies compare only like with like."""
+    extra = bench.model_extra or {}
+    engine, model_file = extra.get("engine", "pytorch"), extra.get("model_file") or ""
+    precision = "int8" if "int8" in model_file else {"f32": "fp32"}.get(extra.get("precision"), extra.get("precision", "fp32"))
+    return f"{ENGINE_NAMES.get(engine, engine)} {precision}"
 
 
 def speed_columns(bench: Bench | None) -> dict:
@@ -41,7 +54,7 @@ def speed_columns(bench: Bench | None) -> dict:
     if not bench:
         return {}
     runs = bench.runs
-    return {"latency_b1_s128_ms": runs["latency_b1_s128"]["median_ms"], "latency_b1_s384_ms": runs["latency_b1_s384"]["median_ms"],
+    return {"speed_engine": engine_label(bench), "latency_b1_s128_ms": runs["latency_b1_s128"]["median_ms"], "latency_b1_s384_ms": runs["latency_b1_s384"]["median_ms"],
             "throughput_b32_s128": runs["throughput_b32_s128"]["sequences_per_second"],
             "size_mb": round(bench.size_bytes / 1e6, 1), "gflops_s128": round(bench.flops["b1_s128"] / 1e9, 3)}
 
@@ -151,7 +164,8 @@ def markdown(df: pd.DataFrame, records: list[Record], header: str | None = None)
 
 
 COMPACT = {"cell": "cell", "setting": "compression", "nonzero_params": "non-zero params (M)", "score": "score",
-           "retention": "% of teacher", "latency_b1_s128_ms": "ms b1x128", "fp16_file_pct": "% of dense file (fp16)",
+           "retention": "% of teacher", "latency_b1_s128_ms": "ms b1x128", "speed_engine": "timed on",
+           "fastest_engine": "fastest correct engine (b1x128, 1 thread)", "fp16_file_pct": "% of dense file (fp16)",
            "int8_file_mb": "int8 file MB"}
 
 
@@ -168,11 +182,34 @@ def settings(df: pd.DataFrame, records: list[Record]) -> list[str]:
     return [setting(row) for row in labelled.itertuples()]
 
 
-def compact_markdown(df: pd.DataFrame, records: list[Record]) -> str:
+FASTEST_COLUMN = "threads1_b1x128"  # zoo bench engines' timing column the compact table names an engine for
+
+
+def fastest_engines(bench_dir: Path) -> dict[str, str]:
+    """Cell name -> the fastest engine build whose model stayed correct (its own dev score within
+    tolerance of PyTorch's), at 1 thread and batch 1 x 128, from `zoo bench engines` runs on trained
+    cells (bench_dir/engines-*.json; a cell is a checkpoint folder of the same name). A cell in
+    several runs: the newest run's answer."""
+    found: dict[str, tuple[str, str]] = {}
+    for path in bench_dir.glob("engines-*.json"):
+        record = json.loads(path.read_text(encoding="utf-8"))
+        date = record["provenance"]["date"]
+        for cell, by_column in record.get("fastest_correct", {}).items():
+            best = by_column.get(FASTEST_COLUMN)
+            if best and date > found.get(cell, ("",))[0]:
+                variant = record["variants"][best["variant"]]
+                found[cell] = (date, f"{ENGINE_NAMES.get(variant['engine'], variant['engine'])} {variant['precision']} "
+                                     f"({variant['timings'][FASTEST_COLUMN]['median_ms']:.1f} ms)")
+    return {cell: label for cell, (_, label) in found.items()}
+
+
+def compact_markdown(df: pd.DataFrame, records: list[Record], fastest: dict[str, str] | None = None) -> str:
     """What README.md shows: the provenance line and one table for the family, a row per cell:
-    what was done to it, its headline score, % of teacher, speed and file size (empty columns left out)."""
+    what was done to it, its headline score, % of teacher, speed (and the engine that timed it),
+    the fastest correct engine where `zoo bench engines` measured the cell, and file size (empty
+    columns left out)."""
     shown = df.assign(setting=settings(df, records), nonzero_params=(df.nonzero_params / 1e6).round(1),
-                      score=[score(row) for _, row in df.iterrows()])
+                      score=[score(row) for _, row in df.iterrows()], fastest_engine=df.cell.map(fastest or {}))
     return provenance_line(records) + "\n\n" + _markdown_table(shown[list(COMPACT)].dropna(axis=1, how="all").rename(columns=COMPACT)) + "\n"
 
 
@@ -341,7 +378,7 @@ def build(family: str, root: Path, out_dir: Path, readme: Path | None, archive: 
     if readme:
         full = Path(os.path.relpath(out_dir / "README.md", readme.parent)).as_posix()
         png = Path(os.path.relpath(out_dir / f"{family}.png", readme.parent)).as_posix()
-        compact = (compact_markdown(df, records) + f"\n![{family}: score vs latency and vs file size, Pareto front]({png})"
+        compact = (compact_markdown(df, records, fastest_engines(out_dir / "bench")) + f"\n![{family}: score vs latency and vs file size, Pareto front]({png})"
                    + f" Every column, the teacher and the run details: [`{full}`]({full}).\n")
         write_text(readme, replace_between_markers(readme.read_text(encoding="utf-8"), family, compact))
     return {"rows": len(df), "csv": str(out_dir / f"{family}.csv")}
