@@ -170,8 +170,9 @@ def compare(checkpoints: list[str | Path], names: list[str], threads: list[int],
     cpu = engines.cpu_facts()
     derived = len(trained) < len(models)
     record = {
-        "benchmark": "engines", "what": "CPU engines x precisions on " + ("a dense model and shapes derived from it one-shot" if derived else
-                                                                         "trained checkpoints, each scored on dev per engine") + ": latency, agreement, dev score",
+        "benchmark": "engines",
+        "what": "CPU engines x precisions on " + ("a dense model and shapes derived from it one-shot" if derived else
+                                                  "trained checkpoints, each scored on dev per engine") + ": latency, agreement, dev score",
         "settings": {"checkpoints": [str(f) for f in folders], "reference": "/".join(reference), "engines": names, "threads": threads,
                      "batches": batches, "seq_len": seq_len, "rounds": rounds,
                      "calls_per_round": {"batch 1": b1_calls, "larger batches": batch_calls}, "inputs": "synthetic token ids, full attention mask",

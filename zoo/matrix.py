@@ -421,7 +421,8 @@ def run(family: str, profile_name: str, progress, *, matrix_file: str | None = N
     base_layers = {task: config.num_hidden_layers for task, (config, _, _) in configs.items()}
     root_dir = Path(root) if root else paths.matrix_root(family, profile_name + overrides.root_suffix())
     teachers = {task: find_record(teacher_dir(matrix, task)) for task in matrix.tasks}
-    teacher_folders = {c.task: {"folder": str(teacher_dir(matrix, c.task)), "ready": bool(teachers[c.task])} for c in cells}  # only the selected cells' tasks train one
+    # only the selected cells' tasks train a teacher
+    teacher_folders = {c.task: {"folder": str(teacher_dir(matrix, c.task)), "ready": bool(teachers[c.task])} for c in cells}
     device = plan.planned_device(matrix.cell_resources.gpus) if dry_run else plan.run_device()
     done = {c.name for c in cells if changes_since_run(c, matrix, base_layers[c.task], root_dir) == []}
     try:

@@ -54,7 +54,8 @@ def speed_columns(bench: Bench | None) -> dict:
     if not bench:
         return {}
     runs = bench.runs
-    return {"speed_engine": engine_label(bench), "latency_b1_s128_ms": runs["latency_b1_s128"]["median_ms"], "latency_b1_s384_ms": runs["latency_b1_s384"]["median_ms"],
+    return {"speed_engine": engine_label(bench),
+            "latency_b1_s128_ms": runs["latency_b1_s128"]["median_ms"], "latency_b1_s384_ms": runs["latency_b1_s384"]["median_ms"],
             "throughput_b32_s128": runs["throughput_b32_s128"]["sequences_per_second"],
             "size_mb": round(bench.size_bytes / 1e6, 1), "gflops_s128": round(bench.flops["b1_s128"] / 1e9, 3)}
 
