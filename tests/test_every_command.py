@@ -52,7 +52,7 @@ def test_every_subcommand_runs_from_the_command_line(tmp_path, tiny_bert_dir, sq
     (cell,) = [str(p.parent) for p in (tmp_path / "runs" / "cells").glob("*/metrics.json")]
     zoo("compress", cell)
     (tmp_path / "README.md").write_text("<!-- results:squad:start -->\n<!-- results:squad:end -->\n")
-    zoo("tables", "squad", "--root", "runs/cells", "--out", "out")
+    zoo("tables", "squad", "--profile", "tiny", "--root", "runs/cells", "--out", "out")
     assert (tmp_path / "README.md").read_text() == "<!-- results:squad:start -->\n<!-- results:squad:end -->\n"  # --out elsewhere: README untouched
     assert not (tmp_path / "results").exists() and (tmp_path / "out" / "squad" / "matrix-tiny").is_dir()  # records archived beside the tables
     zoo("pick", "squad", "--csv", str(REPO / "results" / "squad.csv"), "--max-latency-ms", "25")  # the tiny cells have no speed yet
