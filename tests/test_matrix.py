@@ -88,6 +88,14 @@ def test_interrupted_matrix_resumes_to_the_same_table(tiny_matrix, tmp_path):
     by_name = {r.cell.name: r for r in results.load_records(root)}
     assert [by_name[f"tiny-bert0-l2-squad-s50-{c}"].config["train"]["learning_rate"] for c in ("l1", "l2")] == [3.0e-3, 1.0e-3]
 
+    # A re-trained teacher makes every cell stale: each started from, and is scored against, the old one.
+    teacher_file = path.parent / "teacher-squad" / "metrics.json"
+    teacher = json.loads(teacher_file.read_text())
+    teacher["provenance"]["finished"] = "2099-01-01T00:00:00+00:00"
+    teacher_file.write_text(json.dumps(teacher))
+    listing = run_matrix(path, data, root, dry_run=True)
+    assert {c["cell"]: c.get("changed") for c in listing["cells"]} == {name: ["the teacher re-trained after it"] for name in by_name}
+
 
 def test_tables_csv_markdown_plot_readme(tiny_matrix, tmp_path):
     path, data = tiny_matrix
@@ -158,3 +166,23 @@ def test_width_and_int8_cells_then_speed_columns(tiny_matrix, tmp_path):
     df = results.table(results.load_records(tmp_path / "cells"))
     assert df.latency_b1_s128_ms.notna().all() and (df.gflops_s128 > 0).all()
     assert df.set_index("cell").loc["tiny-bert0-l2-squad-s0-l2-w50-kd-int8", "quant"] == "int8"
+
+
+def test_a_bf16_request_reruns_an_fp32_cell_only_where_the_cpu_trains_bf16(monkeypatch):
+    from tests.conftest import committed_record
+    from zoo import engines
+    from zoo.matrix import changes_in_run
+    from zoo.profiles import TrainConfig
+    from zoo.recipe import parse_recipe
+
+    def fp32_run(cell: str, steps: int):
+        record = committed_record(f"squad/matrix-cpu/{cell}", train={"mixed_precision": "no"})
+        record.config["train"] = {**record.config["train"], "mixed_precision": "no", "max_steps": steps}
+        asked = TrainConfig(**{**record.config["train"], "mixed_precision": "bf16"})
+        return changes_in_run(record, parse_recipe(record.compression.recipe, cell), asked, record.eval.max_examples)
+
+    monkeypatch.setattr(engines, "cpu_facts", lambda: {"bf16_hardware": False})
+    assert fp32_run("minilm-l6-squad-s0-l3-kd", 200) == []  # bf16 asked, fp32 is what this CPU trains in
+    monkeypatch.setattr(engines, "cpu_facts", lambda: {"bf16_hardware": True})
+    assert fp32_run("minilm-l6-squad-s0-l3-kd", 200) == ["training settings"]
+    assert fp32_run("minilm-l6-squad-s0-l6", 0) == []  # a cell of no steps trained in nothing

@@ -338,9 +338,14 @@ def train_steps(cell: Cell, matrix: MatrixProfile, base_layers: int) -> int | No
     return round(matrix.cell_steps * cells_replaced / relative_cost(cell, base_layers))
 
 
-def estimate_seconds(cell: Cell, matrix: MatrixProfile, base_layers: int, teacher: Record | None) -> float | None:
-    """Rough cost from the dense run's own timings, scaled by depth and width (None before that run
-    exists); a quantised cell only exports and scores."""
+def estimate_seconds(cell: Cell, matrix: MatrixProfile, base_layers: int, teacher: Record | None,
+                     previous: Record | None = None) -> float | None:
+    """The cell's own last run when it has one (a changed cell costs about what it cost); else a
+    rough cost from the dense run's timings, scaled by depth and width (None before that run
+    exists; a teacher trained on a busier machine makes it pessimistic); a quantised cell only
+    exports and scores."""
+    if previous:
+        return previous.timings_s["total"]
     if not teacher:
         return None
     trained = teacher.train
@@ -368,11 +373,15 @@ def is_complete(cell_dir: Path) -> bool:
 
 def changes_since_run(cell: Cell, matrix: MatrixProfile, base_layers: int, root_dir: Path) -> list[str] | None:
     """None: the cell has not run; []: it ran with what the matrix asks for today; otherwise
-    what changed since (a recipe, training or eval setting, or a re-run fp32 sibling)."""
+    what changed since (a recipe, training or eval setting, a re-trained teacher, or a re-run fp32
+    sibling)."""
     record = find_record(root_dir / cell.name)
     if record is None:
         return None
     changed = changes_in_run(record, cell.recipe, matrix.train_config(cell, train_steps(cell, matrix, base_layers)), matrix.eval_examples)
+    teacher = find_record(teacher_dir(matrix, cell.task))
+    if teacher and (teacher.provenance.finished or teacher.provenance.date) > record.provenance.date:
+        changed.append("the teacher re-trained after it")  # the cell started from, and is compared with, the old one
     source = find_record(root_dir / cell.source) if cell.source else None
     if source and source.provenance.finished > record.provenance.date:
         changed.append(f"{cell.source} re-ran after it")
@@ -380,11 +389,24 @@ def changes_since_run(cell: Cell, matrix: MatrixProfile, base_layers: int, root_
 
 
 def changes_in_run(record: Record, recipe: Recipe, train: TrainConfig, eval_examples: int | None) -> list[str]:
-    """What a finished run's recipe, training settings or dev examples differ in from those asked for."""
+    """What a finished run's recipe, training settings or dev examples differ in from those asked for.
+    Precision compares what the run trained in with what the settings train in on this machine
+    (zoo.train.effective_precision): a bf16 request on a CPU without bf16 hardware trains fp32,
+    so an fp32 run there is unchanged, while a CPU that does bf16 re-runs it. A run of no steps
+    trained in nothing."""
+    from zoo.train import effective_precision  # torch: imported only once a finished run is compared
+
     as_json = lambda value: json.loads(json.dumps(value))  # noqa: E731 - compared as the JSON it is read back from
+    recorded_train, wanted_train = record.config.get("train"), train.model_dump(mode="json")
+    if recorded_train and train.max_steps == 0:
+        recorded_train, wanted_train = {**recorded_train, "mixed_precision": None}, {**wanted_train, "mixed_precision": None}
+    elif recorded_train:
+        trained_in = record.train.mixed_precision if record.train and record.train.mixed_precision else recorded_train.get("mixed_precision")
+        recorded_train, wanted_train = ({**recorded_train, "mixed_precision": trained_in},
+                                        {**wanted_train, "mixed_precision": effective_precision(train.mixed_precision)})
     return [what for what, recorded, wanted in (
         ("recipe", record.compression.recipe if record.compression else None, as_json(recipe.model_dump(mode="json"))),
-        ("training settings", record.config.get("train"), as_json(train.model_dump(mode="json"))),
+        ("training settings", recorded_train, as_json(wanted_train)),
         ("dev examples", record.eval.max_examples, eval_examples),
     ) if recorded != wanted]
 
@@ -443,7 +465,8 @@ def run(family: str, profile_name: str, progress, *, matrix_file: str | None = N
                            "modifiers": [m.type for m in c.recipe.modifiers],
                            "train_steps": train_steps(c, matrix, base_layers[c.task]),
                            "learning_rate": matrix.train_config(c, None).learning_rate,
-                           "estimate_s": estimate_seconds(c, matrix, base_layers[c.task], teachers[c.task])} for c in cells]}
+                           "estimate_s": estimate_seconds(c, matrix, base_layers[c.task], teachers[c.task],
+                                                          find_record(root_dir / c.name))} for c in cells]}
     plan.check_fits(resources["totals"], matrix.budget, root_dir)
     plan.show(resources, progress.console)
 

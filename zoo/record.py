@@ -88,6 +88,7 @@ class Train(Section):
     first_loss: float | None  # None: no steps were taken
     final_loss_mean50: float | None
     trained_in: str | None = None  # a quantised cell: the fp32 sibling folder whose training this is
+    mixed_precision: str | None = None  # what it trained in (a bf16 request trains fp32 on some CPUs); None: older record
 
 
 class Measured(Section):
