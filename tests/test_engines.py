@@ -4,6 +4,7 @@ graph and the engine's own int8), the CPU facts, and the one error for a missing
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 
 import pytest
@@ -140,6 +141,8 @@ def test_bench_engines_scores_each_trained_cell_on_dev(tiny_bert_dir, squad_data
     assert set(variants) == {f"{cell}/onnxruntime/{p}" for cell in ("dense", "cell-int8") for p in ("fp32", "int8", "int8-static")} | {
         "cell-int8/onnxruntime/int8-shipped"}
     assert record["settings"]["reference"] == "dense/onnxruntime/fp32" and record["settings"]["dev_examples"] == 4
+    dense_run = json.loads((tmp_path / "dense" / "metrics.json").read_text())["provenance"]["date"]
+    assert record["settings"]["checkpoint_runs"] == {"dense": dense_run, "cell-int8": dense_run}  # which run's checkpoint was measured
     for v in variants.values():
         dev = v["accuracy"]["dev"]
         assert v["accuracy"]["inputs"].startswith("4 dev examples") and set(dev) == {"pytorch", "engine"}

@@ -92,23 +92,32 @@ def test_a_killed_write_leaves_no_half_file_and_the_next_write_cleans_up(tmp_pat
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, other.name, "squad.png"])
 
 
-def _engines_run(folder: Path, name: str, date: str, timings: dict[str, tuple[float, bool]]) -> None:
-    """A `zoo bench engines` record: variant -> (ms at 1 thread b1x128, correct)."""
+CELL_RUNS = {"cell-a": "2026-11-30T00:00:00+00:00", "cell-b": "2026-11-29T00:00:00+00:00", "cell-c": "2026-12-06T00:00:00+00:00"}
+
+
+def _engines_run(folder: Path, name: str, date: str, timings: dict[str, tuple[float, bool]], checkpoint_runs: dict[str, str]) -> None:
+    """A `zoo bench engines` record: variant -> (ms at 1 thread b1x128, correct), and the run date of each checkpoint it measured."""
     variants = {key: {"shape": key.split("/")[0], "engine": key.split("/")[1], "precision": key.split("/")[2], "correct": correct,
                       "timings": {results.FASTEST_COLUMN: {"median_ms": ms, "speedup_vs_ort_fp32_dense": 40.0 / ms}}}
                 for key, (ms, correct) in timings.items()}
     from zoo.bench_engines import fastest_correct
 
-    (folder / f"engines-{name}.json").write_text(json.dumps({"provenance": {"date": date}, "variants": variants,
-                                                             "fastest_correct": fastest_correct(variants)}))
+    (folder / f"engines-{name}.json").write_text(json.dumps({"provenance": {"date": date}, "settings": {"checkpoint_runs": checkpoint_runs},
+                                                             "variants": variants, "fastest_correct": fastest_correct(variants)}))
 
 
-def test_the_fastest_correct_engine_of_a_cell_skips_wrong_models_and_takes_the_newest_run(tmp_path):
-    _engines_run(tmp_path, "old", "2026-12-01T00:00:00+00:00", {"cell-a/onnxruntime/fp32": (40.0, True), "cell-b/onnxruntime/fp32": (30.0, True)})
+def test_the_fastest_correct_engine_of_a_cell_skips_wrong_models_and_re_run_cells_and_takes_the_newest_run(tmp_path):
+    from tests.conftest import committed_record
+
+    records = [committed_record("squad/matrix-cpu/minilm-l6-squad-s0-l3-kd", cell={"name": cell}, provenance={"date": date})
+               for cell, date in CELL_RUNS.items()]
+    _engines_run(tmp_path, "old", "2026-12-01T00:00:00+00:00", {"cell-a/onnxruntime/fp32": (40.0, True), "cell-b/onnxruntime/fp32": (30.0, True)},
+                 {"cell-a": CELL_RUNS["cell-a"], "cell-b": CELL_RUNS["cell-b"]})
     _engines_run(tmp_path, "new", "2026-12-05T00:00:00+00:00", {
         "cell-a/onnxruntime/fp32": (41.0, True), "cell-a/onnxruntime/int8": (15.0, True),
-        "cell-a/openvino/int8": (9.0, False)})  # faster, but its dev score fell: not named
-    assert results.fastest_engines(tmp_path) == {"cell-a": "ONNX Runtime int8 (15.0 ms)", "cell-b": "ONNX Runtime fp32 (30.0 ms)"}
+        "cell-a/openvino/int8": (9.0, False),  # faster, but its dev score fell: not named
+        "cell-c/onnxruntime/fp32": (20.0, True)}, {"cell-a": CELL_RUNS["cell-a"], "cell-c": "2026-12-02T00:00:00+00:00"})  # cell-c re-ran since
+    assert results.fastest_engines(tmp_path, records) == {"cell-a": "ONNX Runtime int8 (15.0 ms)", "cell-b": "ONNX Runtime fp32 (30.0 ms)"}
 
 
 def test_the_speed_column_names_the_engine_and_graph_that_timed_it():

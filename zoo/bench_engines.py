@@ -31,7 +31,7 @@ from zoo.bench import dev_check
 from zoo.errors import ZooError
 from zoo.io import write_json, write_text
 from zoo.onnx_export import INT8_FILE, default_output_names, export
-from zoo.record import load_record
+from zoo.record import find_record, load_record
 from zoo.sparsity import DEFAULT_PRUNE_TARGETS, target_names
 
 REFERENCE_BUILD = ("onnxruntime", "fp32")  # of the first model: what every ratio divides
@@ -71,6 +71,12 @@ def subjects(checkpoints: list[Path]) -> tuple[dict[str, torch.nn.Module], dict[
     if len(set(names)) < len(names):
         raise ZooError(f"two checkpoints share a folder name ({', '.join(names)}); each model is named by its folder: pass distinct cells")
     return {folder.name: speed.load_checkpoint(folder).eval() for folder in checkpoints}, {folder.name: folder for folder in checkpoints}
+
+
+def checkpoint_runs(trained: dict[str, Path]) -> dict[str, str]:
+    """Name -> the start date of the run that wrote the checkpoint: a cell re-run later is another
+    model, and the README names an engine only for the checkpoint that was measured."""
+    return {name: record.provenance.date for name, folder in trained.items() if (record := find_record(folder))}
 
 
 def _calibration(folder: Path, data_dir: str | None, vocab_size: int, progress: Progress) -> tuple[list[dict], str]:
@@ -173,7 +179,8 @@ def compare(checkpoints: list[str | Path], names: list[str], threads: list[int],
         "benchmark": "engines",
         "what": "CPU engines x precisions on " + ("a dense model and shapes derived from it one-shot" if derived else
                                                   "trained checkpoints, each scored on dev per engine") + ": latency, agreement, dev score",
-        "settings": {"checkpoints": [str(f) for f in folders], "reference": "/".join(reference), "engines": names, "threads": threads,
+        "settings": {"checkpoints": [str(f) for f in folders], "checkpoint_runs": checkpoint_runs(trained),
+                     "reference": "/".join(reference), "engines": names, "threads": threads,
                      "batches": batches, "seq_len": seq_len, "rounds": rounds,
                      "calls_per_round": {"batch 1": b1_calls, "larger batches": batch_calls}, "inputs": "synthetic token ids, full attention mask",
                      "shapes": "derived from the dense checkpoint one-shot, not trained: speed and agreement only (dev score: dense only)" if derived

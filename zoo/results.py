@@ -186,18 +186,19 @@ def settings(df: pd.DataFrame, records: list[Record]) -> list[str]:
 FASTEST_COLUMN = "threads1_b1x128"  # zoo bench engines' timing column the compact table names an engine for
 
 
-def fastest_engines(bench_dir: Path) -> dict[str, str]:
+def fastest_engines(bench_dir: Path, records: list[Record]) -> dict[str, str]:
     """Cell name -> the fastest engine build whose model stayed correct (its own dev score within
     tolerance of PyTorch's), at 1 thread and batch 1 x 128, from `zoo bench engines` runs on trained
-    cells (bench_dir/engines-*.json; a cell is a checkpoint folder of the same name). A cell in
-    several runs: the newest run's answer."""
+    cells (bench_dir/engines-*.json). Only where the run measured the checkpoint the record is of
+    (same run date): a cell re-run since then is another model. Several runs: the newest answer."""
+    cell_runs = {r.cell.name: r.provenance.date for r in records if r.cell}
     found: dict[str, tuple[str, str]] = {}
     for path in bench_dir.glob("engines-*.json"):
         record = json.loads(path.read_text(encoding="utf-8"))
-        date = record["provenance"]["date"]
+        date, measured = record["provenance"]["date"], record["settings"].get("checkpoint_runs", {})
         for cell, by_column in record.get("fastest_correct", {}).items():
             best = by_column.get(FASTEST_COLUMN)
-            if best and date > found.get(cell, ("",))[0]:
+            if best and cell in cell_runs and measured.get(cell) == cell_runs[cell] and date > found.get(cell, ("",))[0]:
                 variant = record["variants"][best["variant"]]
                 found[cell] = (date, f"{ENGINE_NAMES.get(variant['engine'], variant['engine'])} {variant['precision']} "
                                      f"({variant['timings'][FASTEST_COLUMN]['median_ms']:.1f} ms)")
@@ -379,7 +380,8 @@ def build(family: str, root: Path, out_dir: Path, readme: Path | None, archive: 
     if readme:
         full = Path(os.path.relpath(out_dir / "README.md", readme.parent)).as_posix()
         png = Path(os.path.relpath(out_dir / f"{family}.png", readme.parent)).as_posix()
-        compact = (compact_markdown(df, records, fastest_engines(out_dir / "bench")) + f"\n![{family}: score vs latency and vs file size, Pareto front]({png})"
+        compact = (compact_markdown(df, records, fastest_engines(out_dir / "bench", records))
+                   + f"\n![{family}: score vs latency and vs file size, Pareto front]({png})"
                    + f" Every column, the teacher and the run details: [`{full}`]({full}).\n")
         write_text(readme, replace_between_markers(readme.read_text(encoding="utf-8"), family, compact))
     return {"rows": len(df), "csv": str(out_dir / f"{family}.csv")}
