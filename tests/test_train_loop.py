@@ -56,3 +56,20 @@ def test_bf16_batches_are_padded_to_a_multiple_of_8():
     _, reference = train(tiny_qa(2), data, fp32)
     _, bf16 = train(tiny_qa(2), data, fp32.model_copy(update={"mixed_precision": "bf16"}))
     assert bf16.losses[0] == pytest.approx(reference.losses[0], rel=0.05)  # the same first batch, bf16 and a few padded positions
+
+
+def test_a_model_trained_under_bf16_autocast_comes_back_running_fp32(monkeypatch):
+    """accelerate wraps forward in autocast; left on, evaluation after training would score the
+    cell in bf16 while its teacher and its users run the saved fp32 weights."""
+    from zoo import engines
+
+    monkeypatch.setattr(engines, "cpu_facts", lambda: {"bf16_hardware": True})  # the bf16 path whatever this CPU is
+    model, stats = train(tiny_qa(2), features(16), TrainConfig(epochs=1, max_steps=1, batch_size=8, learning_rate=1e-3,
+                                                                  mixed_precision="bf16"))
+    assert stats.mixed_precision == "bf16"
+    batch = collate(features(4).rows)
+    model.eval()
+    with torch.no_grad():
+        logits = model(**batch).start_logits
+        autocast_off = type(model).forward(model, **batch).start_logits
+    assert torch.equal(logits, autocast_off)

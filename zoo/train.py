@@ -203,6 +203,7 @@ def train(
         read_losses()
     stats.seconds = time.perf_counter() - started
     stats.features_seen = sum(len(b) for b in plan[: stats.steps * accelerator.num_processes])
-    model = accelerator.unwrap_model(model)
+    # without accelerate's autocast wrapper: the model is scored and exported as saved (fp32), like the teacher it is compared with
+    model = accelerator.unwrap_model(model, keep_fp32_wrapper=False)
     manager.on_train_end(model)
     return model, stats
