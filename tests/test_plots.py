@@ -47,7 +47,9 @@ def test_tables_draw_both_panels_per_task_and_head_the_readme_from_the_records(s
     readme = results.results_readme(tmp_path)
     assert "![squad: score vs latency and vs file size, Pareto front](squad.png)" in readme
     cells = sorted((tmp_path / "squad/matrix-cpu").glob("*/metrics.json"))
-    dates = sorted(json.loads(f.read_text())["provenance"]["date"][:10] for f in cells)
+    provenances = [json.loads(f.read_text())["provenance"] for f in cells]
+    dates = sorted(p["date"][:10] for p in provenances)
     (header,) = [line for line in readme.splitlines() if "archived matrix cells were produced by" in line]
     span = dates[0] if dates[0] == dates[-1] else f"{dates[0]} to {dates[-1]}"
-    assert header.startswith(f"The {len(cells)} archived matrix cells were produced by `zoo matrix squad --profile cpu`") and span in header
+    assert header.startswith(f"The {len(cells)} archived matrix cells were produced by `zoo matrix squad --profile cpu") and span in header
+    assert all(f"`{p['command']}`" in header for p in provenances)  # every command that made a cell, as it ran
