@@ -417,14 +417,18 @@ def test_bench_distill_runs_each_option_beside_plain_kd(tiny_matrix, tmp_path):
     assert record["complete"] and record["benchmark"] == "distill"
     # the tiny teacher has 2 layers: keeping both leaves Patient-KD an intermediate layer to compare
     assert list(rows) == ["teacher", "layers2-kd", "layers2-kd-embedding", "layers2-kd-two-step", "layers2-kd-pkd", "layers2-kd-theseus",
-                          "width50-kd", "width50-kd-minilm"]
-    assert [rows[n]["steps"] for n in rows] == [0, 2, 2, 2, 2, 2, 4, 4]  # half the width: twice the steps
+                          "width50-kd", "width50-kd-minilm", "width50-0steps", "width50-mask-tuned-0steps", "width50-mask-tuned-kd"]
+    assert [rows[n]["steps"] for n in rows] == [0, 2, 2, 2, 2, 2, 4, 4, 0, 0, 4]  # half the width: twice the steps
     assert variants["layers2-kd-pkd"]["modifiers"][1]["pkd_cls"] == 100.0  # the option on top of the matrix's distillation
     assert variants["layers2-kd-pkd"]["modifiers"][1]["hidden_mse"] == yaml.safe_load(path.read_text())["profiles"]["tiny"]["distillation"]["hidden_mse"]
     from zoo.record import find_record
 
     trained = find_record(tmp_path / "variants" / "width50-kd-minilm").compression.recipe["modifiers"]
     assert [m["type"] for m in trained] == ["width_pruning", "distillation"] and trained[1]["value_relation"] == 1.0
+    assert "mask_tuning_examples" not in trained[0]  # off, and left out of the dump as an option added later
+    tuned = find_record(tmp_path / "variants" / "width50-mask-tuned-kd").compression
+    assert tuned.recipe["modifiers"][0]["mask_tuning_examples"] == tuned.recipe["modifiers"][0]["calibration_examples"]
+    assert len(tuned.width["mask_tuning"]["layers"]) == 2
 
 
 def test_train_settings_by_setting(tiny_matrix):

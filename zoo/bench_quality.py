@@ -79,10 +79,13 @@ def distillation_variants(layers: int, width: float, layer_steps: int, width_ste
     student, alone and with each seed distillation option added (TinyBERT embedding MSE and
     two-step schedule, Patient-KD [CLS] loss, BERT-of-Theseus module replacement; MiniLM
     attention/value relations on the width student, whose heads do not pair up with the
-    teacher's). Option weights are the example recipes' (recipes/examples/)."""
+    teacher's), and the width student with retraining-free mask tuning (zoo/mask_tuning.py) on
+    the batches its importance was scored on, at 0 steps and before the same distillation.
+    Option weights are the example recipes' (recipes/examples/)."""
     kd = {"type": "distillation", "teacher": "{teacher}", **matrix.distillation}
     drop = {"type": "layer_drop", "strategy": "search", "n": layers}
-    narrow = {"type": "width_pruning", "width": width, **matrix.width_pruning}
+    narrow = {"type": "width_pruning", "width": width, **{k: v for k, v in matrix.width_pruning.items() if k != "mask_tuning_examples"}}
+    tuned = {**narrow, "mask_tuning_examples": matrix.width_pruning.get("mask_tuning_examples") or narrow.get("calibration_examples", 256)}
     theseus = {"type": "theseus", "predecessor": "{teacher}", "replace_rate_start": 0.5, "end": 0.5}
     d, w = f"layers{layers}", f"width{round(width * 100)}"
     layer_train, width_train = _cell_settings(matrix, layers=layers), _cell_settings(matrix, width=width)
@@ -96,6 +99,9 @@ def distillation_variants(layers: int, width: float, layer_steps: int, width_ste
         f"{d}-kd-theseus": Variant([drop, theseus, {**kd, "hidden_mse": 0.0}], layer_steps, layer_train),
         f"{w}-kd": Variant([narrow, kd], width_steps, width_train),
         f"{w}-kd-minilm": Variant([narrow, {**kd, "cache": False, "attention_relation": 1.0, "value_relation": 1.0}], width_steps, width_train),
+        f"{w}-0steps": Variant([narrow], 0),
+        f"{w}-mask-tuned-0steps": Variant([tuned], 0),
+        f"{w}-mask-tuned-kd": Variant([tuned, kd], width_steps, width_train),
     }
 
 

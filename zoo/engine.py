@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
@@ -26,12 +27,12 @@ from zoo.recipe import Recipe
 
 
 class Manager:
-    def __init__(self, recipe: Recipe, output_names: tuple[str, ...] = (), logit_loss: str = "kl"):
+    def __init__(self, recipe: Recipe, output_names: tuple[str, ...] = (), logit_loss: str = "kl", cache_dir: Path | None = None):
         self.recipe = recipe
         # copies: a modifier keeps its running state (masks, schedule), and a recipe may serve several runs
         self.modifiers: list[Modifier] = sorted((m.model_copy(deep=True) for m in recipe.modifiers), key=lambda m: m.order)
         _check_combination(self.modifiers)
-        self.ctx = Context(output_names, logit_loss, self.modifiers, report={"recipe": recipe.model_dump(mode="json")})
+        self.ctx = Context(output_names, logit_loss, self.modifiers, report={"recipe": recipe.model_dump(mode="json")}, cache_dir=cache_dir)
 
     @property
     def report(self) -> dict:

@@ -21,7 +21,8 @@ RECIPES_DIR = _PACKAGED if _PACKAGED.is_dir() else CODE_ROOT / "recipes"
 RUNS = Path("runs")  # run and cell folders, and the caches of Hub downloads (not in git)
 RESULTS = Path("results")  # committed tables, cell records and benchmarks
 BENCH = RESULTS / "bench"
-CACHE = Path(".cache")  # built models (minilm-zh) and teacher outputs
+CACHE = Path(".cache")  # built models (minilm-zh), teacher outputs, one-shot analyses
+CALIBRATION_CACHE = CACHE / "calibration"  # layer searches and width importance (zoo/calibration_cache.py)
 HUB_DIR = Path("hub")  # a local hub folder served by `zoo hub-serve`
 README = Path("README.md")  # whose results sections `zoo tables` rewrites
 

@@ -234,7 +234,7 @@ def finetune(run: Run, run_dir: Path, progress: Progress, eval_limit: int | None
     record = _new_record(run, "finetune")
     if cell:
         record["cell"] = cell.dump()
-    manager = Manager(recipe or Recipe(), run.adapter.output_names, run.adapter.logit_loss)
+    manager = Manager(recipe or Recipe(), run.adapter.output_names, run.adapter.logit_loss, paths.CALIBRATION_CACHE)
     state = process_state()
     with phases("load_model"):  # onto this process's device first: the one-shot changes, the teacher and its outputs follow it
         model = run.adapter.build_model(run.model_path).to(state.device)

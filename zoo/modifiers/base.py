@@ -28,6 +28,7 @@ from typing import Annotated, ClassVar, Literal, get_args
 import torch
 from pydantic import AfterValidator
 
+from zoo import calibration_cache
 from zoo.errors import ZooError
 from zoo.profiles import LaterOptions, Strict
 from zoo.task import FeatureSet, TaskAdapter
@@ -70,6 +71,7 @@ class Context:
     report: dict  # becomes metrics.json's `compression`
     calibration: Callable[..., list[dict]] | None = None  # (n[, batch_size]) -> labelled batches covering n training features
     kept_layers: list[int] = field(default_factory=list)  # encoder layers layer_drop kept (teacher layers they came from)
+    cache_dir: Path | None = None  # where one-shot analyses are kept for the next run (zoo/calibration_cache.py); None: not kept
 
     def find(self, type_name: str) -> Modifier | None:
         return next((m for m in self.modifiers if m.type == type_name), None)
@@ -85,6 +87,15 @@ class Context:
             raise ZooError(f"{modifier.type}.calibration_examples is {n}, but the run has only {available} training features; "
                            f"lower it to at most {available} or train on more examples")
         return batches
+
+    def cached(self, kind: str, model: torch.nn.Module, batches: list[dict], settings: dict, compute: Callable,
+               encode: Callable = lambda v: v, decode: Callable = lambda v: v):
+        """compute()'s value, read back when this model was analysed on these batches with these
+        settings before (zoo/calibration_cache.py); the record says which (`calibration_cache`)."""
+        value, how = calibration_cache.cached(self.cache_dir, kind, model, batches, settings, compute, encode, decode)
+        if how != "off":
+            self.report.setdefault("calibration_cache", {})[kind] = how
+        return value
 
 
 class Modifier(Strict, LaterOptions):

@@ -63,7 +63,9 @@ class LayerDrop(Modifier):
     def prepare(self, model: torch.nn.Module, ctx: Context) -> None:
         keep = self.kept_layers(len(encoder_layers(model)))
         if self.from_data:
-            keep, ctx.report["layer_search"] = choose_layers(model, self.n, ctx.batches(self, self.calibration_examples))
+            batches = ctx.batches(self, self.calibration_examples)
+            keep, ctx.report["layer_search"] = ctx.cached("layer-search", model, batches, {"n": self.n},
+                                                          lambda: choose_layers(model, self.n, batches), decode=tuple)
         drop_layers(model, keep)
         ctx.kept_layers = keep
         ctx.report["layers_kept"] = keep

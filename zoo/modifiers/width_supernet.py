@@ -33,6 +33,7 @@ from pydantic import Field, PrivateAttr, field_validator
 from zoo import width
 from zoo.errors import ZooError
 from zoo.modifiers.base import UNSTRUCTURED_PRUNING, WIDTH, Context, Modifier
+from zoo.modifiers.width_pruning import importance
 
 
 class WidthSupernet(Modifier):
@@ -65,7 +66,7 @@ class WidthSupernet(Modifier):
                            "teacher, so their attention does not pair up; use hidden_mse and embedding_mse")
 
     def prepare(self, model: torch.nn.Module, ctx: Context) -> None:
-        head_scores, neuron_scores = width.importance(model, ctx.batches(self, self.calibration_examples))
+        head_scores, neuron_scores = importance(model, ctx.batches(self, self.calibration_examples), ctx)
         rewired = width.reorder(model, head_scores, neuron_scores)
         model.config.zoo_width_supernet = self.widths  # saved in config.json: what width_slice may cut out
         ctx.report["width_supernet"] = {"widths": self.widths, "heads_total": rewired["heads_total"],
