@@ -85,7 +85,7 @@ def distillation_variants(layers: int, width: float, layer_steps: int, width_ste
     kd = {"type": "distillation", "teacher": "{teacher}", **matrix.distillation}
     drop = {"type": "layer_drop", "strategy": "search", "n": layers}
     narrow = {"type": "width_pruning", "width": width, **{k: v for k, v in matrix.width_pruning.items() if k != "mask_tuning_examples"}}
-    tuned = {**narrow, "mask_tuning_examples": matrix.width_pruning.get("mask_tuning_examples") or narrow.get("calibration_examples", 256)}
+    tuned = {**narrow, "mask_tuning_examples": narrow.get("calibration_examples", 256)}  # the importance batches (256: the field's default)
     theseus = {"type": "theseus", "predecessor": "{teacher}", "replace_rate_start": 0.5, "end": 0.5}
     d, w = f"layers{layers}", f"width{round(width * 100)}"
     layer_train, width_train = _cell_settings(matrix, layers=layers), _cell_settings(matrix, width=width)

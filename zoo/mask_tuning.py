@@ -74,7 +74,7 @@ def tune(model: torch.nn.Module, reference: torch.nn.Module, batches: list[dict]
     was_training = model.training
     model.eval()
     reference.eval()
-    student, teacher = _first_layer_inputs(model, batches), _first_layer_inputs(reference, batches)
+    student = teacher = _first_layer_inputs(model, batches)  # width pruning leaves the embeddings alone: the same inputs
     real = [batch["attention_mask"].bool() for batch in batches]
     layers = []
     try:
