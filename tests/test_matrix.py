@@ -106,6 +106,9 @@ def test_tables_csv_markdown_plot_readme(tiny_matrix, tmp_path):
     stale.mkdir(parents=True)
     (stale / "metrics.json").write_text("{}")
     (tmp_path / "archive" / results.ARCHIVE_MANIFEST).write_text(json.dumps({"cells": [stale.name]}))
+    with pytest.raises(ZooError, match="lacks 1 cells"):  # were it still a cell of the matrix, nothing is written
+        results.build("squad", tmp_path / "cells", tmp_path / "out", readme, tmp_path / "archive", {stale.name})
+    assert stale.exists() and not (tmp_path / "out").exists()
     summary = results.build("squad", tmp_path / "cells", tmp_path / "out", readme, tmp_path / "archive")
     assert not stale.exists()
     assert summary["rows"] == 4

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from zoo import results
+from zoo.errors import ZooError
 
 REPO = Path(__file__).resolve().parents[1]
 FAMILIES = ("squad", "glue", "clue", "ner")
@@ -70,6 +71,41 @@ def test_archive_removes_only_cells_it_archived_itself(tmp_path):
     assert sorted(p.name for p in archive.iterdir() if p.is_dir()) == ["cell-a", "dense-cpu", "my-best-run"]
     assert (archive / "my-best-run" / "metrics.json").is_file()
     assert json.loads((archive / results.ARCHIVE_MANIFEST).read_text()) == {"cells": ["cell-a"]}
+
+
+def test_a_partial_run_folder_stops_before_the_archive_loses_cells_the_matrix_defines(tmp_path):
+    """`zoo tables glue` on a machine that had re-run only mrpc's cells replaced the committed table
+    with mrpc's alone; now it stops, and a cell the matrix no longer defines may still go."""
+    archive = tmp_path / "archive"
+    results.archive_cells(_cells(tmp_path / "v1", "sst2-a", "mrpc-a"), archive)
+    partial = _cells(tmp_path / "v2", "mrpc-a")
+    with pytest.raises(ZooError, match=r"lacks 1 cells .*\(sst2-a\).*--root"):
+        results.check_nothing_lost(partial, archive, {"sst2-a", "mrpc-a"})
+    results.check_nothing_lost(partial, archive, {"mrpc-a"})
+
+
+def test_a_re_run_cell_does_not_keep_the_old_checkpoints_bench(tmp_path):
+    """A re-run cell's archive kept the previous checkpoint's bench.json (its latency and its dev
+    score on 200 questions) beside the new metrics.json, and the tables showed both as one cell."""
+    archive = tmp_path / "archive"
+    benched = _cells(tmp_path / "v1", "cell-a")
+    (benched / "cell-a" / "bench.json").write_text("{}")
+    results.archive_cells(benched, archive)
+    assert (archive / "cell-a" / "bench.json").is_file()
+    results.archive_cells(_cells(tmp_path / "v2", "cell-a"), archive)  # re-run, not benched yet
+    assert sorted(p.name for p in (archive / "cell-a").iterdir()) == ["metrics.json"]
+
+
+def test_the_archived_runs_log_keeps_earlier_invocations(tmp_path):
+    """The run folder's matrix-runs.json replaced the archived one: a new machine's log lost the old runs."""
+    archive, root = tmp_path / "archive", tmp_path / "run"
+    archive.mkdir()
+    root.mkdir()
+    (archive / results.RUNS_LOG).write_text(json.dumps([{"finished": "2026-12-02T09:46:22Z", "cells": {"a": "ran"}}]))
+    (root / results.RUNS_LOG).write_text(json.dumps([{"finished": "2026-12-06T10:00:00Z", "cells": {"b": "ran"}}]))
+    results.merge_runs_logs(root, archive)
+    results.merge_runs_logs(root, archive)  # a second `zoo tables` adds nothing twice
+    assert [run["cells"] for run in json.loads((archive / results.RUNS_LOG).read_text())] == [{"a": "ran"}, {"b": "ran"}]
 
 
 def test_a_killed_write_leaves_no_half_file_and_the_next_write_cleans_up(tmp_path):

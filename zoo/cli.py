@@ -156,14 +156,17 @@ def cmd_matrix(args: argparse.Namespace) -> None:
 
 
 def cmd_tables(args: argparse.Namespace) -> None:
-    from zoo import results
+    from zoo import matrix, results
 
     root, out = Path(args.root) if args.root else paths.matrix_root(args.family, args.profile), Path(args.out)
     # Tables written elsewhere (--out) leave the repo's README and committed records alone unless asked.
     elsewhere = out.resolve() != paths.RESULTS.resolve()
     readme = args.readme if args.readme is not None else ("" if elsewhere else str(paths.README))
     archive = Path(args.archive) if args.archive else out / paths.matrix_archive(args.family, args.profile).relative_to(paths.RESULTS)
-    summary = results.build(args.family, root, out, Path(readme) if readme else None, archive)
+    # Archived cells the matrix still defines must not be lost (results.check_nothing_lost).
+    defined = ({cell.name for cell in matrix.selected_cells(args.family, args.profile, None, matrix.Overrides(), None, True)[3]}
+               if archive.is_dir() else set())
+    summary = results.build(args.family, root, out, Path(readme) if readme else None, archive, defined)
     Console().print(f"{summary['rows']} rows -> {summary['csv']}")
 
 

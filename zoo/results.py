@@ -337,44 +337,78 @@ def results_readme(out_dir: Path) -> str:
 
 
 ARCHIVE_MANIFEST = "archived-cells.json"  # in an archive folder: the cell folders `zoo tables` made there
+RUNS_LOG = "matrix-runs.json"  # in a run or archive folder: wall time per phase of each matrix invocation
+
+
+def check_nothing_lost(root: Path, archive: Path, defined: set[str]) -> None:
+    """Stop before anything is written when `root` lacks archived cells that the matrix still
+    defines: a run folder on a new machine holding only the cells re-run there would otherwise
+    replace the committed table with those alone. Cells the matrix no longer defines may go."""
+    lost = sorted(({folder.name for folder in run_folders(archive)} & defined) - {folder.name for folder in run_folders(root)})
+    if lost:
+        raise ZooError(f"{root} lacks {len(lost)} cells that {archive} holds and the matrix still defines "
+                       f"({', '.join(lost[:3])}{', ...' if len(lost) > 3 else ''}): the tables would lose them. Run them "
+                       f"(`zoo matrix` resumes and skips finished cells), or copy the new cells into {archive} "
+                       f"and build from there (--root {archive})")
+
+
+def merge_runs_logs(root: Path, archive: Path) -> None:
+    """The archive's runs log gains the run folder's invocations it lacks (same 'finished' time:
+    the same invocation), oldest first: a new machine's run folder holds only its own."""
+    def runs(folder: Path) -> list[dict]:
+        path = folder / RUNS_LOG
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else []
+
+    archived = runs(archive)
+    seen = {run["finished"] for run in archived}
+    new = [run for run in runs(root) if run["finished"] not in seen]
+    if new:
+        write_json(archive / RUNS_LOG, sorted(archived + new, key=lambda run: run["finished"]))
 
 
 def archive_cells(root: Path, archive: Path) -> None:
-    """Copy each cell's record files from `root` into `archive` (each copy staged), and remove the
-    archived cells `root` no longer has (they would come back on a rebuild from git). Only folders
-    listed in the archive's manifest are ever removed: zoo made and recorded those; anything else
-    in `archive` (a user's run, a committed record from before the manifest) is left alone."""
+    """Copy each cell's record files from `root` into `archive` (each copy staged; a file the cell
+    no longer has is removed from its archived copy), and remove the archived cells `root` no
+    longer has (they would come back on a rebuild from git). Only folders listed in the archive's
+    manifest are ever removed: zoo made and recorded those; anything else in `archive` (a user's
+    run, a committed record from before the manifest) is left alone."""
     manifest = archive / ARCHIVE_MANIFEST
     try:
         made = set(json.loads(manifest.read_text(encoding="utf-8"))["cells"]) if manifest.is_file() else set()
     except (ValueError, KeyError, TypeError) as e:
         raise ZooError(f"{manifest}: not a list of archived cells ({type(e).__name__}: {e}); fix it, or remove it "
                        f"(zoo then removes no archived cell)") from e
-    if (Path(root) / "matrix-runs.json").is_file():  # wall time per phase of each matrix invocation
-        copy_file(Path(root) / "matrix-runs.json", archive / "matrix-runs.json")
+    merge_runs_logs(Path(root), archive)
     current = [folder.name for folder in run_folders(root)]
     for name in current:
         for file in ("metrics.json", "bench.json", "recipe.yaml", "predictions.json"):
             if (Path(root) / name / file).is_file():
                 copy_file(Path(root) / name / file, archive / name / file)
+            else:  # a re-run cell's files replace the old set: an old bench.json timed (and scored) the old checkpoint
+                (archive / name / file).unlink(missing_ok=True)
     write_json(manifest, {"cells": sorted(made | set(current))})
     for name in sorted(made - set(current)):
         shutil.rmtree(archive / name, ignore_errors=True)
     write_json(manifest, {"cells": sorted(current)})  # after the removals: a kill between them only delays one
 
 
-def build(family: str, root: Path, out_dir: Path, readme: Path | None, archive: Path | None) -> dict:
+def build(family: str, root: Path, out_dir: Path, readme: Path | None, archive: Path | None,
+          defined: set[str] = frozenset()) -> dict:
     """Write {family}.csv/.md/.png into out_dir, rebuild out_dir/README.md, update the README
     section, and copy each cell's metrics.json, recipe and predictions (and the runner's wall-time
     log) into `archive`, so the tables can be rebuilt from git alone; cells archived there
-    earlier that the run folder no longer has are removed (`archive_cells`)."""
+    earlier that the run folder no longer has are removed (`archive_cells`) unless the matrix
+    still `defined`s them: then nothing is written (`check_nothing_lost`)."""
     records = load_records(root)
+    to_archive = archive is not None and Path(archive).resolve() != Path(root).resolve()
+    if to_archive:
+        check_nothing_lost(Path(root), Path(archive), defined)
     df = table(records)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_text(out_dir / f"{family}.csv", df.to_csv(index=False))
     write_text(out_dir / f"{family}.md", markdown(df, records))
     plot(df, records, out_dir / f"{family}.png", f"{family}: score vs latency and size ({records[0].cell.matrix_profile} profile)")
-    if archive and Path(archive).resolve() != Path(root).resolve():
+    if to_archive:
         archive_cells(root, Path(archive))
     write_text(out_dir / "README.md", results_readme(out_dir))
     if readme:
