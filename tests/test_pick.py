@@ -47,6 +47,10 @@ def test_an_unmeasured_cell_never_meets_a_speed_bound(table):
 def test_no_fit_and_no_bound_are_one_line(table, tmp_path):
     with pytest.raises(ZooError, match=r"no cell in .*squad.csv has at most 1 ms at batch 1 x 128 \(squad: fastest 5.9 ms"):
         pick.pick(table, max_latency_ms=1)
+    untimed = pd.read_csv(table).assign(latency_b1_s128_ms=None, size_mb=None)  # a re-run matrix before `zoo bench cells`
+    untimed.to_csv(table, index=False)
+    with pytest.raises(ZooError, match=r"\(squad: no cell timed yet: `zoo bench cells FAMILY`, then `zoo tables FAMILY`, best retention 100.0%\)"):
+        pick.pick(table, max_latency_ms=25)
     with pytest.raises(ZooError, match="give at least one bound: --max-latency-ms"):
         pick.pick(table)
     with pytest.raises(ZooError, match="no results table at"):

@@ -53,9 +53,13 @@ def pick(csv: Path, **bounds: float | None) -> list[dict]:
             picks.append({"task": task, "metric": metric, **best.to_dict()})
     if not picks:
         wanted = " and ".join(BOUNDS[k][2].format(v) for k, v in given.items())
-        reach = "; ".join(f"{task}: fastest {rows.latency_b1_s128_ms.min()} ms, smallest {rows.size_mb.min()} MB, best retention {rows.retention.max()}%"
-                          for task, rows in df.groupby("task", sort=True))
-        raise ZooError(f"no cell in {csv} has {wanted} ({reach}); relax the bound")
+        def reach(rows: pd.DataFrame) -> str:
+            speed = (f"fastest {rows.latency_b1_s128_ms.min()} ms, smallest {rows.size_mb.min()} MB" if rows.latency_b1_s128_ms.notna().any()
+                     else "no cell timed yet: `zoo bench cells FAMILY`, then `zoo tables FAMILY`")
+            return f"{speed}, best retention {rows.retention.max()}%"
+
+        reached = "; ".join(f"{task}: {reach(rows)}" for task, rows in df.groupby("task", sort=True))
+        raise ZooError(f"no cell in {csv} has {wanted} ({reached}); relax the bound")
     return picks
 
 
