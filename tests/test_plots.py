@@ -22,10 +22,19 @@ def test_the_pareto_front_keeps_only_undominated_cells():
 
 
 def test_on_the_committed_squad_table(squad):
+    """Which cells form the front changes with each run (the 2026-12-06 int8 dense cell outscored the dense one);
+    what must hold is that every timed cell off the front is beaten on both counts by one on it, and none on it is."""
     df, _ = squad
-    front = results.pareto_front(df[df.latency_b1_s128_ms.notna()], "latency_b1_s128_ms", "f1")
-    assert list(front.cell) == ["minilm-l6-squad-s0-l3-kd-int8", "minilm-l6-squad-s0-l6-w50-kd-int8", "minilm-l6-squad-s0-l6-int8",
-                                "minilm-l6-squad-s0-l6"]
+    timed = df[df.latency_b1_s128_ms.notna()]
+    front = results.pareto_front(timed, "latency_b1_s128_ms", "f1")
+    assert len(front) >= 2 and len(timed) == len(df) == 21
+
+    def beaten(row, by):
+        others = by.drop(row.name, errors="ignore")
+        return ((others.latency_b1_s128_ms <= row.latency_b1_s128_ms) & (others.f1 >= row.f1)).any()
+
+    assert not any(beaten(row, timed) for _, row in front.iterrows())
+    assert all(beaten(row, front) for _, row in timed.drop(front.index).iterrows())
 
 
 def test_every_point_has_a_unique_label_saying_its_compression(squad):

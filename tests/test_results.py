@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from zoo import results
+from zoo import paths, results
 from zoo.errors import ZooError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -101,11 +101,11 @@ def test_the_archived_runs_log_keeps_earlier_invocations(tmp_path):
     archive, root = tmp_path / "archive", tmp_path / "run"
     archive.mkdir()
     root.mkdir()
-    (archive / results.RUNS_LOG).write_text(json.dumps([{"finished": "2026-12-02T09:46:22Z", "cells": {"a": "ran"}}]))
-    (root / results.RUNS_LOG).write_text(json.dumps([{"finished": "2026-12-06T10:00:00Z", "cells": {"b": "ran"}}]))
+    (archive / paths.RUNS_LOG).write_text(json.dumps([{"finished": "2026-12-02T09:46:22Z", "cells": {"a": "ran"}}]))
+    (root / paths.RUNS_LOG).write_text(json.dumps([{"finished": "2026-12-06T10:00:00Z", "cells": {"b": "ran"}}]))
     results.merge_runs_logs(root, archive)
     results.merge_runs_logs(root, archive)  # a second `zoo tables` adds nothing twice
-    assert [run["cells"] for run in json.loads((archive / results.RUNS_LOG).read_text())] == [{"a": "ran"}, {"b": "ran"}]
+    assert [run["cells"] for run in json.loads((archive / paths.RUNS_LOG).read_text())] == [{"a": "ran"}, {"b": "ran"}]
 
 
 def test_a_killed_write_leaves_no_half_file_and_the_next_write_cleans_up(tmp_path):

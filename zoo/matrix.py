@@ -413,7 +413,7 @@ def changes_in_run(record: Record, recipe: Recipe, train: TrainConfig, eval_exam
 
 def write_run_log(root: Path, entry: dict) -> None:
     """Append-only record of each matrix invocation (wall time per phase)."""
-    log_path = root / "matrix-runs.json"
+    log_path = root / paths.RUNS_LOG
     runs = json.loads(log_path.read_text()) if log_path.is_file() else []
     runs.append({"finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **entry})
     write_json(log_path, runs)

@@ -25,6 +25,7 @@ CACHE = Path(".cache")  # built models (minilm-zh), teacher outputs, one-shot an
 CALIBRATION_CACHE = CACHE / "calibration"  # layer searches and width importance (zoo/calibration_cache.py)
 HUB_DIR = Path("hub")  # a local hub folder served by `zoo hub-serve`
 README = Path("README.md")  # whose results sections `zoo tables` rewrites
+RUNS_LOG = "matrix-runs.json"  # in a matrix run folder (and its archive): wall time per phase of each invocation
 
 DATA_DIR_ENV = "ZOO_DATA_DIR"
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from zoo import provenance
+from zoo import paths, provenance
 from zoo.errors import ZooError
 from zoo.io import copy_file, run_folders, staged_file, write_json, write_text
 from zoo.record import Bench, Record, SizeOnDisk, load_record, metric_names
@@ -337,7 +337,6 @@ def results_readme(out_dir: Path) -> str:
 
 
 ARCHIVE_MANIFEST = "archived-cells.json"  # in an archive folder: the cell folders `zoo tables` made there
-RUNS_LOG = "matrix-runs.json"  # in a run or archive folder: wall time per phase of each matrix invocation
 
 
 def check_nothing_lost(root: Path, archive: Path, defined: set[str]) -> None:
@@ -356,14 +355,14 @@ def merge_runs_logs(root: Path, archive: Path) -> None:
     """The archive's runs log gains the run folder's invocations it lacks (same 'finished' time:
     the same invocation), oldest first: a new machine's run folder holds only its own."""
     def runs(folder: Path) -> list[dict]:
-        path = folder / RUNS_LOG
+        path = folder / paths.RUNS_LOG
         return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else []
 
     archived = runs(archive)
     seen = {run["finished"] for run in archived}
     new = [run for run in runs(root) if run["finished"] not in seen]
     if new:
-        write_json(archive / RUNS_LOG, sorted(archived + new, key=lambda run: run["finished"]))
+        write_json(archive / paths.RUNS_LOG, sorted(archived + new, key=lambda run: run["finished"]))
 
 
 def archive_cells(root: Path, archive: Path) -> None:
