@@ -10,6 +10,7 @@ from transformers import AutoModelForQuestionAnswering
 from tests.conftest import committed_record, teacher_then_cell
 from zoo import matrix
 from zoo.engine import Manager
+from zoo.errors import ZooError
 from zoo.layers import choose_layers, unexplained_variance
 from zoo.modifiers.distillation import default_layer_map
 from zoo.obs import admm_prune_weight, allocate, obs_prune_weight, prune_model
@@ -221,7 +222,6 @@ def test_max_steps_cuts_the_plan():
 
 
 def test_magnitude_schedule_reaches_its_final_sparsity_or_refuses(tiny_bert_dir):
-    from zoo.errors import ZooError
 
     def manager(**pruning):
         return Manager(parse_recipe({"modifiers": [{"type": "magnitude_pruning", "final_sparsity": 0.5, **pruning}]}, "r"), ())
@@ -258,7 +258,6 @@ def test_output_folder_of_the_users_is_never_replaced(tmp_path, squad_data_root,
     from rich.progress import Progress
 
     from zoo import pipeline
-    from zoo.errors import ZooError
 
     mine = tmp_path / "my-notes"
     mine.mkdir()
@@ -273,7 +272,6 @@ def test_model_folder_without_tokenizer_is_refused(tmp_path, squad_data_root, ti
     import shutil
 
     from zoo import pipeline
-    from zoo.errors import ZooError
 
     bare = tmp_path / "bare"
     bare.mkdir()
@@ -286,7 +284,6 @@ def test_model_folder_without_tokenizer_is_refused(tmp_path, squad_data_root, ti
 def test_teacher_of_another_task_is_refused(tmp_path, tiny_bert_dir, tokenizer):
     from transformers import BertConfig, BertForSequenceClassification
 
-    from zoo.errors import ZooError
 
     classifier = tmp_path / "sst2-teacher"
     BertForSequenceClassification(BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
@@ -305,7 +302,6 @@ def test_second_runner_on_a_folder_exits_with_one_line(tmp_path):
     import subprocess
     import sys
 
-    from zoo.errors import ZooError
     from zoo.io import folder_lock
 
     holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from zoo.io import folder_lock\n"
@@ -335,7 +331,6 @@ def test_staging_folders_are_never_rows(tmp_path):
 def test_empty_axes_list_is_an_error(tiny_matrix):
     import yaml
 
-    from zoo.errors import ZooError
 
     path, _ = tiny_matrix
     doc = yaml.safe_load(path.read_text())
@@ -346,7 +341,6 @@ def test_empty_axes_list_is_an_error(tiny_matrix):
 
 
 def test_misspelt_key_names_the_unknown_and_the_missing_key():
-    from zoo.errors import ZooError
 
     with pytest.raises(ZooError, match="key 'modifiers.0.final_sparsty': unknown key \\(missing: 'modifiers.0.final_sparsity'; misspelt\\?\\)"):
         parse_recipe({"modifiers": [{"type": "obs_pruning", "final_sparsty": 0.5}]}, "r.yaml")
@@ -360,7 +354,6 @@ def test_bench_quality_measures_every_variant_against_the_teacher(tiny_matrix, t
 
     from tests.conftest import run_matrix
     from zoo import bench_quality
-    from zoo.errors import ZooError
     from zoo.record import find_record
 
     path, data = tiny_matrix
@@ -411,14 +404,23 @@ def test_bench_distill_runs_each_option_beside_plain_kd(tiny_matrix, tmp_path):
     path, data = tiny_matrix
     run_matrix(path, data, tmp_path / "cells", patterns=["*-s50-l2"])  # builds the teacher
     with Progress(disable=True) as progress:
-        record = bench_quality.distillation("squad", "tiny", 2, 8, 2, 0.5, tmp_path / "variants", tmp_path / "distill.json", progress, str(data),
-                                            path)
+        record = bench_quality.distillation("squad", "tiny", 2, 8, 2, 0.5, 0.8, tmp_path / "variants", tmp_path / "distill.json", progress,
+                                            str(data), path)
+        only_sparse = bench_quality.distillation("squad", "tiny", 2, 8, 2, 0.5, 0.8, tmp_path / "variants", tmp_path / "sparse.json", progress,
+                                                 str(data), path, ["s80-*"])
+        with pytest.raises(ZooError, match="--variants s50-kd: matches no variant; choose from layers2-kd "):
+            bench_quality.distillation("squad", "tiny", 2, 8, 2, 0.5, 0.8, tmp_path / "variants", tmp_path / "x.json", progress, str(data),
+                                       path, ["s50-kd"])
     rows, variants = record["results"], record["settings"]["variants"]
     assert record["complete"] and record["benchmark"] == "distill"
     # the tiny teacher has 2 layers: keeping both leaves Patient-KD an intermediate layer to compare
     assert list(rows) == ["teacher", "layers2-kd", "layers2-kd-embedding", "layers2-kd-two-step", "layers2-kd-pkd", "layers2-kd-theseus",
-                          "width50-kd", "width50-kd-minilm", "width50-0steps", "width50-mask-tuned-0steps", "width50-mask-tuned-kd"]
-    assert [rows[n]["steps"] for n in rows] == [0, 2, 2, 2, 2, 2, 4, 4, 0, 0, 4]  # half the width: twice the steps
+                          "layers2-kd-minilm", "width50-kd", "width50-kd-minilm", "width50-0steps", "width50-mask-tuned-0steps",
+                          "width50-mask-tuned-kd", "s80-kd", "s80-kd-minilm"]
+    assert [rows[n]["steps"] for n in rows] == [0, 2, 2, 2, 2, 2, 2, 4, 4, 0, 0, 4, 2, 2]  # half the width: twice the steps
+    assert rows["s80-kd-minilm"]["measured_sparsity"] == pytest.approx(0.8, abs=0.01)
+    assert list(only_sparse["results"]) == ["teacher", "s80-kd", "s80-kd-minilm"]
+    assert only_sparse["results"]["s80-kd"] == rows["s80-kd"]  # found on disk, not trained again
     assert variants["layers2-kd-pkd"]["modifiers"][1]["pkd_cls"] == 100.0  # the option on top of the matrix's distillation
     assert variants["layers2-kd-pkd"]["modifiers"][1]["hidden_mse"] == yaml.safe_load(path.read_text())["profiles"]["tiny"]["distillation"]["hidden_mse"]
     from zoo.record import find_record

@@ -13,6 +13,7 @@ Each variant is a run folder under `--root`, so an interrupted benchmark resumes
 
 from __future__ import annotations
 
+import fnmatch
 import json
 from pathlib import Path
 from typing import NamedTuple
@@ -50,7 +51,7 @@ def variants(sparsities: list[float], keep_lists: list[list[int]], keep_n: int, 
     size, OBS solver and rounds); magnitude and Wanda prune one-shot at step 0, movement on the
     cubic schedule over the first half of the steps (a mask every 5 steps; the last at step 1 at the earliest)."""
     kd = [{"type": "distillation", "teacher": "{teacher}", **matrix.distillation}]
-    obs_settings = {k: v for k, v in matrix.pruning.items() if k not in ("type", "start", "update_every", "init_sparsity")}  # GMP-only keys
+    obs_settings = _obs_settings(matrix)
     scope, calibration = obs_settings.get("scope", "uniform"), obs_settings.get("calibration_examples", 128)
     out = {"teacher": Variant([], 0)}
     for s in sparsities:
@@ -74,21 +75,30 @@ def variants(sparsities: list[float], keep_lists: list[list[int]], keep_n: int, 
     return dict(sorted(out.items(), key=lambda item: item[1].steps > 0))
 
 
-def distillation_variants(layers: int, width: float, layer_steps: int, width_steps: int, matrix: MatrixProfile) -> dict[str, Variant]:
-    """The matrix's distillation (logits + hidden states) on a layer-dropped and a width-pruned
-    student, alone and with each seed distillation option added (TinyBERT embedding MSE and
-    two-step schedule, Patient-KD [CLS] loss, BERT-of-Theseus module replacement; MiniLM
-    attention/value relations on the width student, whose heads do not pair up with the
-    teacher's), and the width student with retraining-free mask tuning (zoo/mask_tuning.py) on
-    the batches its importance was scored on, at 0 steps and before the same distillation.
-    Option weights are the example recipes' (recipes/examples/)."""
+def _obs_settings(matrix: MatrixProfile) -> dict:
+    """The matrix's pruning settings an OBS variant takes (less the GMP-only keys)."""
+    return {k: v for k, v in matrix.pruning.items() if k not in ("type", "start", "update_every", "init_sparsity")}
+
+
+def distillation_variants(layers: int, width: float, sparsity: float, steps: int, layer_steps: int, width_steps: int,
+                          matrix: MatrixProfile) -> dict[str, Variant]:
+    """The matrix's distillation (logits + hidden states) on a layer-dropped, a width-pruned and
+    a sparse (OBS) student, alone and with each seed distillation option added (TinyBERT
+    embedding MSE and two-step schedule, Patient-KD [CLS] loss, BERT-of-Theseus module
+    replacement; MiniLM attention/value relations on all three), and the width student with
+    retraining-free mask tuning (zoo/mask_tuning.py) on the batches its importance was scored
+    on, at 0 steps and before the same distillation. Option weights are the example recipes'
+    (recipes/examples/)."""
     kd = {"type": "distillation", "teacher": "{teacher}", **matrix.distillation}
+    minilm = {**kd, "attention_relation": 1.0, "value_relation": 1.0}
+    sparse = {"type": "obs_pruning", **_obs_settings(matrix), "final_sparsity": sparsity}
     drop = {"type": "layer_drop", "strategy": "search", "n": layers}
     narrow = {"type": "width_pruning", "width": width, **{k: v for k, v in matrix.width_pruning.items() if k != "mask_tuning_examples"}}
     tuned = {**narrow, "mask_tuning_examples": narrow.get("calibration_examples", 256)}  # the importance batches (256: the field's default)
     theseus = {"type": "theseus", "predecessor": "{teacher}", "replace_rate_start": 0.5, "end": 0.5}
-    d, w = f"layers{layers}", f"width{round(width * 100)}"
-    layer_train, width_train = _cell_settings(matrix, layers=layers), _cell_settings(matrix, width=width)
+    d, w, sp = f"layers{layers}", f"width{round(width * 100)}", f"s{round(sparsity * 100)}"
+    layer_train, width_train, sparse_train = (_cell_settings(matrix, layers=layers), _cell_settings(matrix, width=width),
+                                              _cell_settings(matrix, sparsity=sparsity))
     return {
         "teacher": Variant([], 0),
         f"{d}-kd": Variant([drop, kd], layer_steps, layer_train),
@@ -97,11 +107,14 @@ def distillation_variants(layers: int, width: float, layer_steps: int, width_ste
         f"{d}-kd-pkd": Variant([drop, {**kd, "pkd_cls": 100.0}], layer_steps, layer_train),
         # predecessor layers run in the student's place, so only the logits are distilled
         f"{d}-kd-theseus": Variant([drop, theseus, {**kd, "hidden_mse": 0.0}], layer_steps, layer_train),
+        f"{d}-kd-minilm": Variant([drop, minilm], layer_steps, layer_train),
         f"{w}-kd": Variant([narrow, kd], width_steps, width_train),
-        f"{w}-kd-minilm": Variant([narrow, {**kd, "cache": False, "attention_relation": 1.0, "value_relation": 1.0}], width_steps, width_train),
+        f"{w}-kd-minilm": Variant([narrow, minilm], width_steps, width_train),
         f"{w}-0steps": Variant([narrow], 0),
         f"{w}-mask-tuned-0steps": Variant([tuned], 0),
         f"{w}-mask-tuned-kd": Variant([tuned, kd], width_steps, width_train),
+        f"{sp}-kd": Variant([sparse, kd], steps, sparse_train),
+        f"{sp}-kd-minilm": Variant([sparse, minilm], steps, sparse_train),
     }
 
 
@@ -125,12 +138,19 @@ def quality(family: str, profile_name: str, steps: int, eval_examples: int | Non
                         root, output, progress, eval_examples, data_dir)
 
 
-def distillation(family: str, profile_name: str, steps: int, eval_examples: int | None, layers: int, width: float,
-                 root: Path, output: Path, progress: Progress, data_dir: str | None = None, matrix_file: str | None = None) -> dict:
+def distillation(family: str, profile_name: str, steps: int, eval_examples: int | None, layers: int, width: float, sparsity: float,
+                 root: Path, output: Path, progress: Progress, data_dir: str | None = None, matrix_file: str | None = None,
+                 only: list[str] | None = None) -> dict:
+    """`only`: names or globs of the variants to run (the teacher always runs)."""
     matrix, source = load_matrix(family, profile_name, matrix_file)
     base_layers = _base_layers(matrix, family, profile_name)
     layer_steps, width_steps = round(steps * base_layers / layers), round(steps / width)  # the matrix's budget rule
-    planned = distillation_variants(layers, width, layer_steps, width_steps, matrix)
+    planned = distillation_variants(layers, width, sparsity, steps, layer_steps, width_steps, matrix)
+    if only:
+        unmatched = [p for p in only if not fnmatch.filter(planned, p)]
+        if unmatched:
+            raise ZooError(f"--variants {unmatched[0]}: matches no variant; choose from {' '.join(list(planned)[1:])}")
+        planned = {n: v for n, v in planned.items() if n == "teacher" or any(fnmatch.fnmatch(n, p) for p in only)}
     return run_variants("distill", matrix, source, profile_name, planned, {"steps": steps, "layer_steps": layer_steps, "width_steps": width_steps},
                         "distillation options on a layer-dropped and a width-pruned student, vs the matrix's distillation alone",
                         root, output, progress, eval_examples, data_dir)

@@ -280,7 +280,7 @@ def cmd_bench_distill(args: argparse.Namespace) -> None:
     root, output = _variant_paths(args, "distill")
     with _progress() as progress:
         record = distillation(args.family, args.profile, args.steps, _eval_limit(args.eval_examples, None), args.layers, args.width,
-                              root, output, progress, args.data_dir, args.matrix)
+                              args.sparsity, root, output, progress, args.data_dir, args.matrix, args.variants)
     _print_variants(record, f"bench distill · {record['settings']['task']} · -> {output}")
 
 
@@ -496,10 +496,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--methods", nargs="+", help="what to compare, of magnitude wanda movement obs layers (default: all)")
     p.add_argument("--keep", nargs="+", default=["0,2,5", "0,2,4"], help="layer keep-lists to compare with the data-chosen one")
     p.set_defaults(func=cmd_bench_quality)
-    p = bench_sub.add_parser("distill", help="each distillation option on a layer-dropped and a width-pruned student, vs plain KD")
+    p = bench_sub.add_parser("distill", help="each distillation option on a layer-dropped, a width-pruned and a sparse student, vs plain KD")
     _variant_arguments(p, "distill", steps=100, eval_examples="2000")
     p.add_argument("--layers", type=positive_int, default=3, help="layers the layer-dropped student keeps (chosen on data)")
     p.add_argument("--width", type=kept_fraction, default=0.5, help="width of the width-pruned student")
+    p.add_argument("--sparsity", type=fraction, default=0.8, help="sparsity of the OBS-pruned student")
+    p.add_argument("--variants", nargs="+", help="only these variants (names or globs; the teacher always runs)")
     p.set_defaults(func=cmd_bench_distill)
     p = bench_sub.add_parser("model", help="one checkpoint under PyTorch and an engine: its fp32 graph and (if present) its int8 one")
     p.add_argument("checkpoint", type=checkpoint_folder)

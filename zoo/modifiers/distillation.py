@@ -6,8 +6,8 @@ optionally intermediate losses through a student -> teacher layer map.
       hidden_mse: 1.0            # TinyBERT: hidden states of mapped layers
       embedding_mse: 0.0         # TinyBERT: embedding-layer outputs
       attention_mse: 0.0         # TinyBERT: attention maps of mapped layers (live teacher)
-      attention_relation: 0.0    # MiniLM: last layer's attention distributions (live teacher)
-      value_relation: 0.0        # MiniLM: last layer's value relations (live teacher)
+      attention_relation: 0.0    # MiniLM: last layer's attention distributions
+      value_relation: 0.0        # MiniLM: last layer's value relations
       pkd_cls: 0.0               # Patient-KD: normalised [CLS] states of mapped intermediate layers
       two_step: false            # TinyBERT's two stages in one run: intermediate losses, then logits + labels
       cache: auto                # teacher outputs cached on disk (true), computed live (false), or chosen (zoo/distill.py: choose_source)
@@ -60,8 +60,8 @@ class Distillation(Modifier):
                                                            "cached when within cache_budget_gb on a CPU or logits only (zoo/distill.py)")
     cache_budget_gb: float | None = Field(None, gt=0, description="the most disk the teacher cache may take (null: no limit)")
     embedding_mse: float = Field(0.0, ge=0, description="weight of the embedding-output MSE (same hidden size)")
-    attention_relation: float = Field(0.0, ge=0, description="weight of the last layer's attention-distribution KL (live teacher)")
-    value_relation: float = Field(0.0, ge=0, description="weight of the last layer's value-relation KL (live teacher)")
+    attention_relation: float = Field(0.0, ge=0, description="weight of the last layer's attention-distribution KL")
+    value_relation: float = Field(0.0, ge=0, description="weight of the last layer's value-relation KL")
     relation_heads: int | None = Field(None, ge=1, description="relation heads the last layer's Q/K/V are split into; "
                                                                "default: the student's attention heads")
     pkd_cls: float = Field(0.0, ge=0, description="weight of the normalised [CLS] MSE of mapped intermediate layers")
@@ -72,7 +72,9 @@ class Distillation(Modifier):
     later_options = LATER_OPTIONS
     _source: CachedTeacher | LiveTeacher | None = PrivateAttr(None)
     _layer_map: list[int] = PrivateAttr(default_factory=list)
-    _captures: tuple[ProjectionCapture, ProjectionCapture] | None = PrivateAttr(None)  # (student, teacher) last layers
+    _student_qkv: ProjectionCapture | None = PrivateAttr(None)  # the student's last-layer query/key/value outputs
+    _teacher_attention: torch.nn.Module | None = PrivateAttr(None)  # the teacher's last self-attention (its Q/K/V Linears)
+    _teacher_last_input: int = PrivateAttr(0)  # hidden-state index that feeds the teacher's last layer
     _heads: int = PrivateAttr(0)  # relation heads
     _step: int = PrivateAttr(0)
     _switch_step: int = PrivateAttr(0)  # two_step: the first step of the prediction-layer stage
@@ -82,16 +84,17 @@ class Distillation(Modifier):
     def _consistent(self):
         if self.attention_mse > 0 and self.cache is not False:
             raise ValueError("attention_mse needs a live teacher: set cache: false (attention maps are too large to cache)")
-        if (self.attention_relation > 0 or self.value_relation > 0) and self.cache is not False:
-            raise ValueError("attention_relation and value_relation need a live teacher: set cache: false "
-                             "(query/key/value states are not cached)")
-        if self.relation_heads is not None and not (self.attention_relation > 0 or self.value_relation > 0):
+        if self.relation_heads is not None and not self.relations:
             raise ValueError("relation_heads applies only with attention_relation or value_relation above 0; remove it")
         if self.two_step and not any(getattr(self, name) > 0 for name in INTERMEDIATE):
             raise ValueError(f"two_step trains intermediate losses first: set one of {', '.join(INTERMEDIATE)} above 0")
         if "intermediate_fraction" in self.model_fields_set and not self.two_step:
             raise ValueError("intermediate_fraction applies only with two_step: true; set two_step or remove it")
         return self
+
+    @property
+    def relations(self) -> bool:
+        return self.attention_relation > 0 or self.value_relation > 0
 
     def check(self, model: torch.nn.Module, ctx: Context) -> None:
         config = check_teacher(self.teacher, model, "distillation teacher", "teacher")
@@ -117,8 +120,12 @@ class Distillation(Modifier):
         if self.pkd_cls > 0 and student_layers < 2:
             raise ZooError("distillation.pkd_cls compares intermediate layers (all but the last), and the student has "
                            f"{student_layers}; set pkd_cls: 0 or keep more layers")
+        # The relations take the teacher's last-layer Q/K/V from the hidden state that enters that
+        # layer, so a cached teacher serves them too (three Linears per step, not a forward pass).
+        self._teacher_last_input = teacher_layers - 1
         hidden_layers = sorted(set(self._layer_map if self.hidden_mse > 0 else [])
-                               | set(self._layer_map[:-1] if self.pkd_cls > 0 else []) | ({0} if self.embedding_mse > 0 else set()))
+                               | set(self._layer_map[:-1] if self.pkd_cls > 0 else []) | ({0} if self.embedding_mse > 0 else set())
+                               | ({self._teacher_last_input} if self.relations else set()))
         device = next(model.parameters()).device
         teacher.to(device)
         features = data.features
@@ -138,12 +145,13 @@ class Distillation(Modifier):
             self._source = LiveTeacher(teacher, data.adapter.output_names, hidden_layers, data.adapter.per_token_outputs, self.attention_mse > 0)
         ctx.report["distillation"] = {"teacher": self.teacher, "layer_map": self._layer_map, "temperature": self.temperature,
                                       "alpha": self.alpha, "hidden_mse": self.hidden_mse, "attention_mse": self.attention_mse}
-        if self.attention_relation > 0 or self.value_relation > 0:
+        if self.relations:
             self._attach_relations(model, teacher, ctx.report["distillation"])
         return info
 
     def _attach_relations(self, model: torch.nn.Module, teacher: torch.nn.Module, report: dict) -> None:
-        """Hooks on both last layers' query/key/value Linears, split into the same number of relation heads."""
+        """Hooks on the student's last-layer query/key/value Linears; the teacher's last self-attention
+        kept to project its cached (or live) last-layer input; both split into the same number of relation heads."""
         student_attention, teacher_attention = encoder_layers(model)[-1].attention.self, encoder_layers(teacher)[-1].attention.self
         self._heads = self.relation_heads or student_attention.num_attention_heads
         for who, attention in (("student", student_attention), ("teacher", teacher_attention)):
@@ -151,7 +159,7 @@ class Distillation(Modifier):
             if width % self._heads:
                 raise ZooError(f"distillation.relation_heads: {self._heads} relation heads do not divide the {who}'s last-layer "
                                f"query width {width}; set relation_heads to a divisor of both models' widths")
-        self._captures = (ProjectionCapture(student_attention), ProjectionCapture(teacher_attention))
+        self._student_qkv, self._teacher_attention = ProjectionCapture(student_attention), teacher_attention
         report["relations"] = {"heads": self._heads, "student_heads": student_attention.num_attention_heads,
                                "teacher_heads": teacher_attention.num_attention_heads}
 
@@ -197,8 +205,11 @@ class Distillation(Modifier):
         if self.pkd_cls > 0:  # the last layer is left to the logit loss (Patient-KD)
             terms["pkd_cls"] = self.pkd_cls * cls_mse([outputs.hidden_states[i + 1] for i, _ in pairs[:-1]],
                                                       [teacher[f"hidden_{t}"] for _, t in pairs[:-1]])
-        if self._captures:
-            student, teacher_qkv = (c.outputs for c in self._captures)
+        if self._student_qkv:
+            student = self._student_qkv.outputs
+            with torch.no_grad():
+                last_input = teacher[f"hidden_{self._teacher_last_input}"]
+                teacher_qkv = {n: getattr(self._teacher_attention, n)(last_input) for n in ProjectionCapture.NAMES}
             if self.attention_relation > 0:
                 terms["attention_relation"] = self.attention_relation * relation_kl(
                     (student["query"], student["key"]), (teacher_qkv["query"], teacher_qkv["key"]), self._heads, mask)
@@ -209,9 +220,8 @@ class Distillation(Modifier):
 
     def on_train_end(self, model: torch.nn.Module, ctx: Context) -> None:
         """Removes the relation hooks; records each term's mean weighted value over the steps it trained."""
-        if self._captures:
-            for capture in self._captures:
-                capture.remove()
+        if self._student_qkv:
+            self._student_qkv.remove()
         report = ctx.report.setdefault("distillation", {})
         report |= self.model_dump(include=set(LATER_OPTIONS))  # those that are on
         report["term_means"] = {name: round(float(total) / steps, 6) for name, (total, steps) in self._sums.items()}
