@@ -79,9 +79,27 @@ def test_a_partial_run_folder_stops_before_the_archive_loses_cells_the_matrix_de
     archive = tmp_path / "archive"
     results.archive_cells(_cells(tmp_path / "v1", "sst2-a", "mrpc-a"), archive)
     partial = _cells(tmp_path / "v2", "mrpc-a")
-    with pytest.raises(ZooError, match=r"lacks 1 cells .*\(sst2-a\).*--root"):
+    with pytest.raises(ZooError, match=r"lacks 1 cells .*\(sst2-a\).*--cells NAME_OR_GLOB"):
         results.check_nothing_lost(partial, archive, {"sst2-a", "mrpc-a"})
     results.check_nothing_lost(partial, archive, {"mrpc-a"})
+
+
+def test_cells_named_as_re_run_replace_their_archived_copies_and_the_rest_stay(tmp_path):
+    """A fresh machine re-ran mrpc's cells alone (`zoo matrix glue --cells 'mrpc-*'`): `zoo tables
+    --cells 'mrpc-*'` puts them in the archive beside the other tasks' cells; an archived mrpc cell
+    the re-run no longer has goes, as a cell outside the patterns in the run folder is left out."""
+    archive = tmp_path / "archive"
+    results.archive_cells(_cells(tmp_path / "v1", "sst2-a", "mrpc-a", "mrpc-gone"), archive)
+    rerun = _cells(tmp_path / "v2", "mrpc-a", "rte-stray")
+    (rerun / "mrpc-a" / "metrics.json").write_text('{"new": 1}')
+    results.archive_cells(rerun, archive, ["mrpc-*"])
+    assert sorted(p.name for p in archive.iterdir() if p.is_dir()) == ["mrpc-a", "sst2-a"]
+    assert (archive / "mrpc-a" / "metrics.json").read_text() == '{"new": 1}'
+    assert json.loads((archive / results.ARCHIVE_MANIFEST).read_text()) == {"cells": ["mrpc-a", "sst2-a"]}
+    with pytest.raises(ZooError, match="no cell under .* matches --cells qnli-\\*"):
+        results.build("glue", rerun, tmp_path / "out", None, archive, {"sst2-a", "mrpc-a"}, ["qnli-*"])
+    with pytest.raises(ZooError, match="give a --root other than the archive"):
+        results.build("glue", archive, tmp_path / "out", None, archive, set(), ["mrpc-*"])
 
 
 def test_a_re_run_cell_does_not_keep_the_old_checkpoints_bench(tmp_path):

@@ -6,7 +6,7 @@ For one task of a matrix profile, from its dense teacher: the pruning criteria a
 (given ones and the data-chosen one), each scored right after the one-shot change (0 steps) and
 after the recovery budget (distilling from the teacher); movement, whose scores come from
 training, prunes gradually over the first half of the budget and has no 0-step row; or the
-distillation options on a 3-layer and a half-width student. Every variant is scored on the same
+distillation options on a 3-layer, a half-width and an 80%-sparse student. Every variant is scored on the same
 dev examples as the teacher, re-scored in the same run.
 Each variant is a run folder under `--root`, so an interrupted benchmark resumes.
 """
@@ -152,7 +152,7 @@ def distillation(family: str, profile_name: str, steps: int, eval_examples: int 
             raise ZooError(f"--variants {unmatched[0]}: matches no variant; choose from {' '.join(list(planned)[1:])}")
         planned = {n: v for n, v in planned.items() if n == "teacher" or any(fnmatch.fnmatch(n, p) for p in only)}
     return run_variants("distill", matrix, source, profile_name, planned, {"steps": steps, "layer_steps": layer_steps, "width_steps": width_steps},
-                        "distillation options on a layer-dropped and a width-pruned student, vs the matrix's distillation alone",
+                        "distillation options on a layer-dropped, a width-pruned and a sparse student, vs the matrix's distillation alone",
                         root, output, progress, eval_examples, data_dir)
 
 

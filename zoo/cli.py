@@ -166,7 +166,7 @@ def cmd_tables(args: argparse.Namespace) -> None:
     # Archived cells the matrix still defines must not be lost (results.check_nothing_lost).
     defined = ({cell.name for cell in matrix.selected_cells(args.family, args.profile, None, matrix.Overrides(), None, True)[3]}
                if archive.is_dir() else set())
-    summary = results.build(args.family, root, out, Path(readme) if readme else None, archive, defined)
+    summary = results.build(args.family, root, out, Path(readme) if readme else None, archive, defined, args.cells)
     Console().print(f"{summary['rows']} rows -> {summary['csv']}")
 
 
@@ -412,6 +412,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--readme", type=optional_file, help="README to update between results markers ('' to skip; default README.md, "
                                                          "none when --out is another folder)")
     p.add_argument("--archive", type=output_folder, help="where cell metrics are copied for git (default OUT/FAMILY/matrix-PROFILE)")
+    p.add_argument("--cells", nargs="+", help="--root re-ran only these cells (names/globs, as zoo matrix --cells): they replace "
+                   "their archived copies, the other archived cells stay, and the tables are made from the archive")
     p.set_defaults(func=cmd_tables)
     p = sub.add_parser("publish", help="publish every matrix cell as a Hub model repo")
     p.add_argument("family", type=cli_args.family)

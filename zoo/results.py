@@ -9,6 +9,7 @@ results/README.md from every family's tables and the hand-written notes in resul
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import re
@@ -347,8 +348,8 @@ def check_nothing_lost(root: Path, archive: Path, defined: set[str]) -> None:
     if lost:
         raise ZooError(f"{root} lacks {len(lost)} cells that {archive} holds and the matrix still defines "
                        f"({', '.join(lost[:3])}{', ...' if len(lost) > 3 else ''}): the tables would lose them. Run them "
-                       f"(`zoo matrix` resumes and skips finished cells), or copy the new cells into {archive} "
-                       f"and build from there (--root {archive})")
+                       f"(`zoo matrix` resumes and skips finished cells), or, if {root} re-ran only some cells, name "
+                       f"them (--cells NAME_OR_GLOB ...): they replace their archived copies and the rest stay")
 
 
 def merge_runs_logs(root: Path, archive: Path) -> None:
@@ -365,12 +366,18 @@ def merge_runs_logs(root: Path, archive: Path) -> None:
         write_json(archive / paths.RUNS_LOG, sorted(archived + new, key=lambda run: run["finished"]))
 
 
-def archive_cells(root: Path, archive: Path) -> None:
+def selected(names, patterns: list[str] | None) -> list[str]:
+    """The names matching any of `patterns` (names or globs, as `zoo matrix --cells`); all without patterns."""
+    return [n for n in names if patterns is None or any(fnmatch.fnmatch(n, p) for p in patterns)]
+
+
+def archive_cells(root: Path, archive: Path, only: list[str] | None = None) -> None:
     """Copy each cell's record files from `root` into `archive` (each copy staged; a file the cell
     no longer has is removed from its archived copy), and remove the archived cells `root` no
     longer has (they would come back on a rebuild from git). Only folders listed in the archive's
     manifest are ever removed: zoo made and recorded those; anything else in `archive` (a user's
-    run, a committed record from before the manifest) is left alone."""
+    run, a committed record from before the manifest) is left alone. `only` (names or globs):
+    `root` re-ran just these cells; archived cells outside them are neither replaced nor removed."""
     manifest = archive / ARCHIVE_MANIFEST
     try:
         made = set(json.loads(manifest.read_text(encoding="utf-8"))["cells"]) if manifest.is_file() else set()
@@ -378,7 +385,7 @@ def archive_cells(root: Path, archive: Path) -> None:
         raise ZooError(f"{manifest}: not a list of archived cells ({type(e).__name__}: {e}); fix it, or remove it "
                        f"(zoo then removes no archived cell)") from e
     merge_runs_logs(Path(root), archive)
-    current = [folder.name for folder in run_folders(root)]
+    current = selected([folder.name for folder in run_folders(root)], only)
     for name in current:
         for file in ("metrics.json", "bench.json", "recipe.yaml", "predictions.json"):
             if (Path(root) / name / file).is_file():
@@ -386,28 +393,40 @@ def archive_cells(root: Path, archive: Path) -> None:
             else:  # a re-run cell's files replace the old set: an old bench.json timed (and scored) the old checkpoint
                 (archive / name / file).unlink(missing_ok=True)
     write_json(manifest, {"cells": sorted(made | set(current))})
-    for name in sorted(made - set(current)):
+    gone = set(selected(made - set(current), only))
+    for name in sorted(gone):
         shutil.rmtree(archive / name, ignore_errors=True)
-    write_json(manifest, {"cells": sorted(current)})  # after the removals: a kill between them only delays one
+    write_json(manifest, {"cells": sorted((made | set(current)) - gone)})  # after the removals: a kill between them only delays one
 
 
 def build(family: str, root: Path, out_dir: Path, readme: Path | None, archive: Path | None,
-          defined: set[str] = frozenset()) -> dict:
+          defined: set[str] = frozenset(), only: list[str] | None = None) -> dict:
     """Write {family}.csv/.md/.png into out_dir, rebuild out_dir/README.md, update the README
     section, and copy each cell's metrics.json, recipe and predictions (and the runner's wall-time
     log) into `archive`, so the tables can be rebuilt from git alone; cells archived there
     earlier that the run folder no longer has are removed (`archive_cells`) unless the matrix
-    still `defined`s them: then nothing is written (`check_nothing_lost`)."""
-    records = load_records(root)
+    still `defined`s them: then nothing is written (`check_nothing_lost`). `only` (names or globs):
+    `root` holds a re-run of these cells alone (`zoo matrix --cells` on a new machine); they
+    replace their archived copies, the other archived cells stay, and the tables are made from
+    the archive."""
     to_archive = archive is not None and Path(archive).resolve() != Path(root).resolve()
+    if only is not None:
+        if not to_archive:
+            raise ZooError("--cells merges a run folder's re-run cells into the archive; give a --root other than the archive")
+        if not selected([folder.name for folder in run_folders(root)], only):
+            raise ZooError(f"no cell under {root} matches --cells {' '.join(only)}; give the names (or globs) of the cells re-run there")
+    records = load_records(root)
     if to_archive:
-        check_nothing_lost(Path(root), Path(archive), defined)
+        check_nothing_lost(Path(root), Path(archive), set(selected(defined, only)))
+    if only is not None:
+        archive_cells(root, Path(archive), only)
+        records = load_records(archive)
     df = table(records)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_text(out_dir / f"{family}.csv", df.to_csv(index=False))
     write_text(out_dir / f"{family}.md", markdown(df, records))
     plot(df, records, out_dir / f"{family}.png", f"{family}: score vs latency and size ({records[0].cell.matrix_profile} profile)")
-    if to_archive:
+    if to_archive and only is None:
         archive_cells(root, Path(archive))
     write_text(out_dir / "README.md", results_readme(out_dir))
     if readme:

@@ -61,7 +61,7 @@ class WidthSupernet(Modifier):
             raise ZooError(f"width_supernet with {others[0]}: a supernet trains every width of one dense model; "
                            f"train it alone (with distillation), then compress the widths it gives")
         distillation = ctx.find("distillation")
-        if distillation and (distillation.attention_mse > 0 or distillation.attention_relation > 0 or distillation.value_relation > 0):
+        if distillation and (distillation.attention_mse > 0 or distillation.relations):
             raise ZooError("width_supernet with distillation's attention terms: narrower widths have fewer heads than the "
                            "teacher, so their attention does not pair up; use hidden_mse and embedding_mse")
 
