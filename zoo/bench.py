@@ -16,7 +16,7 @@ from zoo.adapters import get_adapter
 from zoo.batching import length_grouped_batches, random_batches
 from zoo.engine import Manager
 from zoo.errors import ZooError
-from zoo.io import run_folders, write_json, write_text
+from zoo.io import matches, run_folders, write_json, write_text
 from zoo.models import resolve_model
 from zoo.paths import data_root
 from zoo.pipeline import bar, subset
@@ -301,13 +301,10 @@ def cells_speed(root: Path, family: str, threads: int, output: str, progress: Pr
     """`bench.json` beside every complete cell under `root` (the tables' speed columns), and one
     JSON under results/bench/ with every cell's speed and the speedup-vs-FLOPs table. With
     `reuse`, a cell whose bench.json was measured with the same engine is not measured again."""
-    import fnmatch
     import json
 
     engines.get(engine)  # a missing extra: its one error before any work
-    cells = run_folders(root)
-    if patterns:
-        cells = [c for c in cells if any(fnmatch.fnmatch(c.name, p) for p in patterns)]
+    cells = [c for c in run_folders(root) if matches(c.name, patterns)]
     if not cells:
         raise ZooError(f"no complete cells under {root}; run `zoo matrix {family}` first")
     task_id = progress.add_task("bench cells", total=len(cells))

@@ -13,7 +13,6 @@ Each variant is a run folder under `--root`, so an interrupted benchmark resumes
 
 from __future__ import annotations
 
-import fnmatch
 import json
 from pathlib import Path
 from typing import NamedTuple
@@ -23,7 +22,7 @@ from transformers import AutoConfig
 
 from zoo import pipeline, provenance
 from zoo.errors import ZooError
-from zoo.io import write_json
+from zoo.io import matches, write_json
 from zoo.matrix import MatrixProfile, changes_in_run, load_matrix, teacher_dir
 from zoo.recipe import parse_recipe
 from zoo.record import Record, find_record, metric_names
@@ -147,10 +146,10 @@ def distillation(family: str, profile_name: str, steps: int, eval_examples: int 
     layer_steps, width_steps = round(steps * base_layers / layers), round(steps / width)  # the matrix's budget rule
     planned = distillation_variants(layers, width, sparsity, steps, layer_steps, width_steps, matrix)
     if only:
-        unmatched = [p for p in only if not fnmatch.filter(planned, p)]
+        unmatched = [p for p in only if not any(matches(n, [p]) for n in planned)]
         if unmatched:
             raise ZooError(f"--variants {unmatched[0]}: matches no variant; choose from {' '.join(list(planned)[1:])}")
-        planned = {n: v for n, v in planned.items() if n == "teacher" or any(fnmatch.fnmatch(n, p) for p in only)}
+        planned = {n: v for n, v in planned.items() if n == "teacher" or matches(n, only)}
     return run_variants("distill", matrix, source, profile_name, planned, {"steps": steps, "layer_steps": layer_steps, "width_steps": width_steps},
                         "distillation options on a layer-dropped, a width-pruned and a sparse student, vs the matrix's distillation alone",
                         root, output, progress, eval_examples, data_dir)

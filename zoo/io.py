@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import fnmatch
 import glob
 import hashlib
 import json
@@ -109,6 +110,12 @@ def sha256_file(path: str | Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def matches(name: str, patterns: list[str] | None) -> bool:
+    """`name` is one of `patterns` or matches one as a glob (what every --cells and --variants
+    takes); no patterns: every name."""
+    return not patterns or any(fnmatch.fnmatch(name, p) for p in patterns)
 
 
 def run_folders(root: str | Path) -> list[Path]:

@@ -12,7 +12,6 @@ process, or as Ray tasks.
 
 from __future__ import annotations
 
-import fnmatch
 import itertools
 import json
 import re
@@ -29,7 +28,7 @@ from zoo import paths
 from zoo.adapters import family_tasks
 from zoo.errors import ZooError, describe, invalid
 from zoo.executor import Executor, LocalExecutor
-from zoo.io import folder_lock, write_json
+from zoo.io import folder_lock, matches, write_json
 from zoo.profiles import Strict, TrainConfig, profile_section
 from zoo.recipe import Recipe, parse_recipe
 from zoo.record import METRICS_FILE, CellLabels, Record, TeacherReference, find_record, fp32_sibling
@@ -310,7 +309,7 @@ def build_cells(task: str, matrix: MatrixProfile, base_layers: int, source: str)
 def select(cells: list[Cell], patterns: list[str] | None) -> list[Cell]:
     if not patterns:
         return cells
-    chosen = [c for c in cells if any(fnmatch.fnmatch(c.name, p) for p in patterns)]
+    chosen = [c for c in cells if matches(c.name, patterns)]
     if not chosen:
         raise ZooError(f"--cells {' '.join(patterns)} matches no cell; cells are: {', '.join(c.name for c in cells)}")
     return chosen

@@ -9,7 +9,6 @@ results/README.md from every family's tables and the hand-written notes in resul
 
 from __future__ import annotations
 
-import fnmatch
 import json
 import os
 import re
@@ -20,7 +19,7 @@ import pandas as pd
 
 from zoo import paths, provenance
 from zoo.errors import ZooError
-from zoo.io import copy_file, run_folders, staged_file, write_json, write_text
+from zoo.io import copy_file, matches, run_folders, staged_file, write_json, write_text
 from zoo.record import Bench, Record, SizeOnDisk, load_record, metric_names
 
 HEAD = ["cell", "model", "task", "target_sparsity", "measured_sparsity", "layers", "width", "quant", "distilled", "total_params",
@@ -366,11 +365,6 @@ def merge_runs_logs(root: Path, archive: Path) -> None:
         write_json(archive / paths.RUNS_LOG, sorted(archived + new, key=lambda run: run["finished"]))
 
 
-def selected(names, patterns: list[str] | None) -> list[str]:
-    """The names matching any of `patterns` (names or globs, as `zoo matrix --cells`); all without patterns."""
-    return [n for n in names if patterns is None or any(fnmatch.fnmatch(n, p) for p in patterns)]
-
-
 def archive_cells(root: Path, archive: Path, only: list[str] | None = None) -> None:
     """Copy each cell's record files from `root` into `archive` (each copy staged; a file the cell
     no longer has is removed from its archived copy), and remove the archived cells `root` no
@@ -385,7 +379,7 @@ def archive_cells(root: Path, archive: Path, only: list[str] | None = None) -> N
         raise ZooError(f"{manifest}: not a list of archived cells ({type(e).__name__}: {e}); fix it, or remove it "
                        f"(zoo then removes no archived cell)") from e
     merge_runs_logs(Path(root), archive)
-    current = selected([folder.name for folder in run_folders(root)], only)
+    current = [folder.name for folder in run_folders(root) if matches(folder.name, only)]
     for name in current:
         for file in ("metrics.json", "bench.json", "recipe.yaml", "predictions.json"):
             if (Path(root) / name / file).is_file():
@@ -393,7 +387,7 @@ def archive_cells(root: Path, archive: Path, only: list[str] | None = None) -> N
             else:  # a re-run cell's files replace the old set: an old bench.json timed (and scored) the old checkpoint
                 (archive / name / file).unlink(missing_ok=True)
     write_json(manifest, {"cells": sorted(made | set(current))})
-    gone = set(selected(made - set(current), only))
+    gone = {name for name in made - set(current) if matches(name, only)}
     for name in sorted(gone):
         shutil.rmtree(archive / name, ignore_errors=True)
     write_json(manifest, {"cells": sorted((made | set(current)) - gone)})  # after the removals: a kill between them only delays one
@@ -413,11 +407,11 @@ def build(family: str, root: Path, out_dir: Path, readme: Path | None, archive: 
     if only is not None:
         if not to_archive:
             raise ZooError("--cells merges a run folder's re-run cells into the archive; give a --root other than the archive")
-        if not selected([folder.name for folder in run_folders(root)], only):
+        if not any(matches(folder.name, only) for folder in run_folders(root)):
             raise ZooError(f"no cell under {root} matches --cells {' '.join(only)}; give the names (or globs) of the cells re-run there")
     records = load_records(root)
     if to_archive:
-        check_nothing_lost(Path(root), Path(archive), set(selected(defined, only)))
+        check_nothing_lost(Path(root), Path(archive), {name for name in defined if matches(name, only)})
     if only is not None:
         archive_cells(root, Path(archive), only)
         records = load_records(archive)
