@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from tests.conftest import run_matrix
-from zoo import pipeline, results
+from zoo import matrix, pipeline, results
 from zoo.errors import ZooError
 
 COLUMNS = results.HEAD + ["f1", "exact_match", "retention"] + results.SPEED + results.FILES + results.TAIL
@@ -25,6 +25,27 @@ def test_cells_names_and_recipes(tiny_matrix):
     assert names == ["tiny-bert0-l2-squad-s50-l2", "tiny-bert0-l2-squad-s50-l2-kd", "tiny-bert0-l2-squad-s50-l1", "tiny-bert0-l2-squad-s50-l1-kd"]
     assert listing["cells"][3]["modifiers"] == ["magnitude_pruning", "layer_drop", "distillation"]
     assert listing["teachers"]["squad"]["ready"] is False and listing["cells"][0]["estimate_s"] is None
+
+
+def test_distillation_by_setting_reaches_each_cell_recipe_and_plan(tiny_matrix):
+    """cell_distill_by merges over `distillation` axis by axis, a later axis winning for a compound cell;
+    the resource plan sizes each cell from that cell's own settings."""
+    path, data = tiny_matrix
+    plain = run_matrix(path, data, "unused", dry_run=True)
+    doc = yaml.safe_load(path.read_text())
+    doc["profiles"]["tiny"]["cell_distill_by"] = {"sparsity": {0.5: {"attention_relation": 1.0, "value_relation": 0.5}},
+                                                  "layers": {1: {"attention_relation": 0.0, "value_relation": 0.0, "hidden_mse": 0.0}}}
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))  # the listed order decides which axis wins
+    profile, source = matrix.load_matrix("squad", "tiny", path)
+    kd = {c.name: next(m for m in c.recipe.modifiers if m.type == "distillation")
+          for c in matrix.build_cells("squad", profile, 2, str(source)) if c.distill}
+    settings = lambda m: (m.attention_relation, m.value_relation, m.hidden_mse, m.temperature)  # noqa: E731
+    assert {name: settings(m) for name, m in kd.items()} == {"tiny-bert0-l2-squad-s50-l2-kd": (1.0, 0.5, 1.0, 2.0),
+                                                             "tiny-bert0-l2-squad-s50-l1-kd": (0.0, 0.0, 0.0, 2.0)}
+    host_ram = lambda listing: {row["cell"]: row["host_ram_bytes"] for row in listing["plan"]["cells"]}  # noqa: E731
+    before, after = host_ram(plain), host_ram(run_matrix(path, data, "unused", dry_run=True))
+    assert after["tiny-bert0-l2-squad-s50-l2-kd"] == before["tiny-bert0-l2-squad-s50-l2-kd"]
+    assert after["tiny-bert0-l2-squad-s50-l1-kd"] < before["tiny-bert0-l2-squad-s50-l1-kd"]  # no teacher hidden states to compare
 
 
 def test_bad_matrix_fails_before_training(tiny_matrix, tmp_path):

@@ -49,7 +49,7 @@ def variants(sparsities: list[float], keep_lists: list[list[int]], keep_n: int, 
     """Pruning settings other than the sparsity come from the matrix profile (scope, calibration
     size, OBS solver and rounds); magnitude and Wanda prune one-shot at step 0, movement on the
     cubic schedule over the first half of the steps (a mask every 5 steps; the last at step 1 at the earliest)."""
-    kd = [{"type": "distillation", "teacher": "{teacher}", **matrix.distillation}]
+    kd = lambda **setting: [{"type": "distillation", "teacher": "{teacher}", **matrix.distillation_for(**setting)}]  # noqa: E731
     obs_settings = _obs_settings(matrix)
     scope, calibration = obs_settings.get("scope", "uniform"), obs_settings.get("calibration_examples", 128)
     out = {"teacher": Variant([], 0)}
@@ -63,13 +63,13 @@ def variants(sparsities: list[float], keep_lists: list[list[int]], keep_n: int, 
         for method in (m for m in PRUNING_METHODS if m in methods):
             if method != "movement":
                 out[f"{method}-s{pct}-0steps"] = Variant([pruning[method]], 0)
-            out[f"{method}-s{pct}-{steps}steps-kd"] = Variant([pruning[method], *kd], steps, train)
+            out[f"{method}-s{pct}-{steps}steps-kd"] = Variant([pruning[method], *kd(sparsity=s)], steps, train)
     if "layers" in methods:
         drops = {"-".join(map(str, keep)): {"type": "layer_drop", "keep": keep} for keep in keep_lists}
         drops["search"] = {"type": "layer_drop", "strategy": "search", "n": keep_n}
         for label, modifier in drops.items():
             out[f"layers-{label}-0steps"] = Variant([modifier], 0)
-            out[f"layers-{label}-{layer_steps}steps-kd"] = Variant([modifier, *kd], layer_steps, _cell_settings(matrix, layers=keep_n))
+            out[f"layers-{label}-{layer_steps}steps-kd"] = Variant([modifier, *kd(layers=keep_n)], layer_steps, _cell_settings(matrix, layers=keep_n))
     # the minutes-cheap one-shot rows first (in order), so an interrupted run has every one of them
     return dict(sorted(out.items(), key=lambda item: item[1].steps > 0))
 

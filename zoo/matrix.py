@@ -29,6 +29,7 @@ from zoo.adapters import family_tasks
 from zoo.errors import ZooError, describe, invalid
 from zoo.executor import Executor, LocalExecutor
 from zoo.io import folder_lock, matches, write_json
+from zoo.modifiers import REGISTRY
 from zoo.profiles import Strict, TrainConfig, profile_section
 from zoo.recipe import Recipe, parse_recipe
 from zoo.record import METRICS_FILE, CellLabels, Record, TeacherReference, find_record, fp32_sibling
@@ -73,6 +74,10 @@ class MatrixProfile(Strict):
     # a lightly compressed cell needs a gentler rate than a heavily compressed one; max_steps
     # here replaces the cell's share of cell_steps.
     cell_train_by: dict[Literal["sparsity", "layers", "width"], dict[float, dict]] = Field(default_factory=dict)
+    # Distillation settings that differ by setting, merged over `distillation` for a distilled cell
+    # (a later axis wins, as in cell_train_by), e.g. {sparsity: {0.8: {attention_relation: 1.0}}}:
+    # a loss that helps one kind of student can hurt another.
+    cell_distill_by: dict[Literal["sparsity", "layers", "width"], dict[float, dict]] = Field(default_factory=dict)
     # Recovery budget: optimizer steps for a cell as costly as the base model. A cell costing a
     # fraction c of it per step (layers / base layers x width) gets round(cell_steps / c) steps,
     # so every cell trains for about the same time; with init: teacher, a cell with nothing
@@ -90,22 +95,26 @@ class MatrixProfile(Strict):
     teacher_train: dict = Field(default_factory=dict)  # training settings replacing the finetune profile's for the teacher
 
     @model_validator(mode="after")
-    def _overrides_are_train_settings(self):
-        for axis, by_value in self.cell_train_by.items():
-            for value, settings in by_value.items():
-                try:
-                    TrainConfig(**{**self.cell_train.model_dump(), **settings})
-                except ValidationError as e:
-                    raise ValueError(f"cell_train_by.{axis}.{value}: {describe(e)}") from None
+    def _overrides_are_valid_settings(self):
+        checks = {"cell_train_by": lambda settings: TrainConfig(**{**self.cell_train.model_dump(), **settings}),
+                  "cell_distill_by": lambda settings: REGISTRY["distillation"](type="distillation", teacher="-",
+                                                                                **{**self.distillation, **settings})}
+        for table, check in checks.items():
+            for axis, by_value in getattr(self, table).items():
+                for value, settings in by_value.items():
+                    try:
+                        check(settings)
+                    except ValidationError as e:
+                        raise ValueError(f"{table}.{axis}.{value}: {describe(e)}") from None
         return self
 
     def overrides(self, sparsity: float = 0.0, layers: int | None = None, width: float = 1.0) -> dict:
         """The training settings cell_train_by gives a cell with these settings (a later axis wins)."""
-        setting = {"sparsity": sparsity, "layers": layers, "width": width}
-        settings: dict = {}
-        for axis, by_value in self.cell_train_by.items():
-            settings |= by_value.get(setting[axis], {})
-        return settings
+        return _by_setting(self.cell_train_by, sparsity=sparsity, layers=layers, width=width)
+
+    def distillation_for(self, sparsity: float = 0.0, layers: int | None = None, width: float = 1.0) -> dict:
+        """A distilled cell's distillation settings: `distillation` with cell_distill_by's changes (a later axis wins)."""
+        return self.distillation | _by_setting(self.cell_distill_by, sparsity=sparsity, layers=layers, width=width)
 
     def train_config(self, cell: Cell, steps: int | None) -> TrainConfig:
         """cell_train with the cell's overrides (cell_train_by) and its step budget."""
@@ -115,6 +124,14 @@ class MatrixProfile(Strict):
     @property
     def grids(self) -> list[Axes]:
         return self.axes if isinstance(self.axes, list) else [self.axes]
+
+
+def _by_setting(table: dict[str, dict[float, dict]], **setting) -> dict:
+    """The settings a per-setting table (cell_train_by, cell_distill_by) gives a cell, its axes merged in order."""
+    settings: dict = {}
+    for axis, by_value in table.items():
+        settings |= by_value.get(setting[axis], {})
+    return settings
 
 
 @dataclass(frozen=True)
@@ -284,17 +301,20 @@ def build_cells(task: str, matrix: MatrixProfile, base_layers: int, source: str)
     tag = model_tag(model, base_layers)
     combos = [dict(zip(Axes.model_fields, combo)) for grid in matrix.grids  # layers None: the base model's depth
               for combo in itertools.product(*(getattr(grid, axis) or [base_layers] for axis in Axes.model_fields))]
-    for axis, by_value in matrix.cell_train_by.items():  # a value no cell has would be ignored: say so
-        unmatched = [value for value in by_value if value not in {settings[axis] for settings in combos}]
-        if unmatched:
-            raise ZooError(f"{source}: cell_train_by.{axis}.{unmatched[0]:g} matches no cell of {task}: its {axis} values are "
-                           f"{sorted({settings[axis] for settings in combos})}; fix the value or remove it")
+    for table in ("cell_train_by", "cell_distill_by"):  # a value no cell has would be ignored: say so
+        for axis, by_value in getattr(matrix, table).items():
+            unmatched = [value for value in by_value if value not in {settings[axis] for settings in combos}]
+            if unmatched:
+                raise ZooError(f"{source}: {table}.{axis}.{unmatched[0]:g} matches no cell of {task}: its {axis} values are "
+                               f"{sorted({settings[axis] for settings in combos})}; fix the value or remove it")
     supernet_widths = sorted({s["width"] for s in combos if s["supernet"]}, reverse=True)
     cells: dict[str, Cell] = {}
     for settings in combos:
+        cell_matrix = matrix.model_copy(update={"distillation": matrix.distillation_for(settings["sparsity"], settings["layers"],
+                                                                                       settings["width"])})
         try:
-            modifiers = (supernet_modifiers(settings, supernet_widths, matrix, task, base_layers) if settings["supernet"] else
-                         [m for axis, build in AXIS_MODIFIERS.items() if (m := build(settings[axis], matrix, task, base_layers))])
+            modifiers = (supernet_modifiers(settings, supernet_widths, cell_matrix, task, base_layers) if settings["supernet"] else
+                         [m for axis, build in AXIS_MODIFIERS.items() if (m := build(settings[axis], cell_matrix, task, base_layers))])
         except ValueError as e:
             raise ZooError(f"{source}: {e}") from None
         name = cell_name(tag, task, **settings)

@@ -275,7 +275,8 @@ def matrix_plan(matrix, cells, configs: dict, teachers_ready: dict[str, bool], d
         for cell in [_Teacher(f"teacher ({task})", config.num_hidden_layers)] + [c for c in cells if c.task == task]:
             teacher = isinstance(cell, _Teacher)
             trains = teacher or (not cell.source and train_steps(cell, matrix, config.num_hidden_layers) != 0)
-            planned = plan_cell(cell, trains, config, data[task], matrix.distillation, train.batch_size, run.profile.eval.batch_size,
+            distillation = matrix.distillation if teacher else matrix.distillation_for(cell.sparsity, cell.layers, cell.width)
+            planned = plan_cell(cell, trains, config, data[task], distillation, train.batch_size, run.profile.eval.batch_size,
                                 train.mixed_precision, device, built)
             planned.done = teachers_ready[task] if teacher else cell.name in done
             rows.append(planned.row())
