@@ -41,11 +41,11 @@ def test_compression_step_cost_compares_three_variants(tiny_bert_dir, squad_data
 
 
 def test_train_precision_compares_fp32_and_bf16_in_interleaved_rounds(tiny_bert_dir, squad_data_root, tmp_path):
-    from zoo.bench import train_precision
+    from zoo.bench import train_compare
 
     with Progress(disable=True) as progress:
-        record = train_precision(str(tiny_bert_dir), str(squad_data_root), steps=2, warmup_steps=1, batch_size=4, max_seq_length=128,
-                                 doc_stride=32, output=str(tmp_path / "p.json"), progress=progress, rounds=2)
+        record = train_compare("precision", str(tiny_bert_dir), str(squad_data_root), steps=2, warmup_steps=1, batch_size=4,
+                               max_seq_length=128, doc_stride=32, output=str(tmp_path / "p.json"), progress=progress, rounds=2)
     fp32, bf16 = record["results"]["fp32"], record["results"]["bf16_autocast"]
     assert len(fp32["features_per_second_by_round"]) == len(bf16["features_per_second_by_round"]) == 2
     assert fp32["trained_in"] == "no" and bf16["trained_in"] == record["comparison"]["zoo_trains_bf16_requests_in"]

@@ -60,6 +60,7 @@ def test_every_subcommand_runs_from_the_command_line(tmp_path, tiny_bert_dir, sq
     zoo("bench", "cells", "squad", "--root", "runs/cells", "--repeats", "1", "--output", "out/cells.json")
     zoo("bench", "model", cell, "--output", "out/model.json")
     zoo("bench", "train", "--model", model, *shape, "--output", "out/train.json", *data)
+    zoo("bench", "train", "--compare", "optimizer", "--rounds", "1", "--model", model, *shape, "--output", "out/optimizer.json", *data)
     zoo("bench", "compression", "--model", "runs/teacher-squad", "--teacher", "runs/teacher-squad", "--rounds", "1", *shape,
         "--output", "out/compression.json", *data)
     zoo("bench", "quality", "squad", *variants, "--sparsities", "0.5", "--keep", "0", "--root", "runs/quality", "--output", "out/quality.json")

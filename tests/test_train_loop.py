@@ -73,3 +73,24 @@ def test_a_model_trained_under_bf16_autocast_comes_back_running_fp32(monkeypatch
         logits = model(**batch).start_logits
         autocast_off = type(model).forward(model, **batch).start_logits
     assert torch.equal(logits, autocast_off)
+
+
+def test_fused_adamw_gives_the_per_tensor_loop_update():
+    """`optimizer: adamw_fused` is a speed choice, not another method: the same update (one step,
+    to rounding) and the same losses over several; recorded only when not the default, so finished
+    runs' settings stay as they were. (Past one step weights whose gradient is ~0 drift apart: Adam
+    divides by the gradient's RMS, so rounding alone moves them by up to lr, either way.)"""
+    data = features(40)
+    cfg = TrainConfig(epochs=1, max_steps=5, batch_size=8, learning_rate=1e-3)
+    fused_cfg = cfg.model_copy(update={"optimizer": "adamw_fused"})
+    _, loop = train(tiny_qa(2), data, cfg)
+    _, fused = train(tiny_qa(2), data, fused_cfg)
+    assert fused.losses == pytest.approx(loop.losses, rel=1e-5, abs=1e-6)
+    one_step = {"max_steps": 1}
+    loop_model, _ = train(tiny_qa(2), data, cfg.model_copy(update=one_step))
+    fused_model, _ = train(tiny_qa(2), data, fused_cfg.model_copy(update=one_step))
+    start = tiny_qa(2).state_dict()
+    for (name, a), b in zip(fused_model.state_dict().items(), loop_model.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-7), name
+    assert any(not torch.equal(a, start[name]) for name, a in fused_model.state_dict().items())  # it did step
+    assert "optimizer" not in cfg.model_dump() and fused_cfg.model_dump()["optimizer"] == "adamw_fused"

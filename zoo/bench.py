@@ -117,13 +117,22 @@ def train_throughput(model_ref: str, data_dir: str | None, steps: int, warmup_st
                    settings, results, comparison, output)
 
 
-def train_precision(model_ref: str, data_dir: str | None, steps: int, warmup_steps: int, batch_size: int, max_seq_length: int,
-                    doc_stride: int, output: str, progress: Progress, rounds: int = 3) -> dict:
-    """fp32 against bf16 autocast training on this machine, in one run: the same model, SQuAD
-    training features and step plan (zoo's pipeline), the two interleaved over `rounds` (the
-    first variant alternating) so a slow spell on a shared machine hits both. Reports features/s
-    median and spread over rounds, loss parity step by step (same start, same batches), and
-    whether zoo trains this CPU in bf16 (zoo.train.effective_precision)."""
+# `zoo bench train --compare KIND`: the baseline first, then the path it is weighed against
+TRAIN_VARIANTS = {
+    "precision": {"fp32": {"mixed_precision": "no"}, "bf16_autocast": {"mixed_precision": "bf16"}},
+    "optimizer": {"adamw": {"mixed_precision": "bf16", "optimizer": "adamw"},
+                  "adamw_fused": {"mixed_precision": "bf16", "optimizer": "adamw_fused"}},
+}
+
+
+def train_compare(kind: str, model_ref: str, data_dir: str | None, steps: int, warmup_steps: int, batch_size: int,
+                  max_seq_length: int, doc_stride: int, output: str, progress: Progress, rounds: int = 3) -> dict:
+    """Two training paths on this machine, in one run (TRAIN_VARIANTS[kind]: fp32 vs bf16
+    autocast, or AdamW's per-tensor loop vs its fused kernel): the same model, SQuAD training
+    features and step plan (zoo's pipeline), the two interleaved over `rounds` (the first variant
+    alternating) so a slow spell on a shared machine hits both. Reports features/s median and
+    spread over rounds, loss parity step by step (same start, same batches), and the precision
+    zoo trains bf16 requests in on this CPU (zoo.train.effective_precision)."""
     import torch
 
     from zoo.train import effective_precision
@@ -131,8 +140,9 @@ def train_precision(model_ref: str, data_dir: str | None, steps: int, warmup_ste
     adapter, model_path, root = _squad_adapter(model_ref, data_dir, max_seq_length, doc_stride)
     pool = _feature_pool(adapter, (warmup_steps + steps) * batch_size, progress)
     plan = length_grouped_batches(pool.lengths, batch_size, seed=0)
-    configs = {name: TrainConfig(epochs=1, batch_size=batch_size, learning_rate=3e-5, seed=0, mixed_precision=precision)
-               for name, precision in (("fp32", "no"), ("bf16_autocast", "bf16"))}
+    configs = {name: TrainConfig(epochs=1, batch_size=batch_size, learning_rate=3e-5, seed=0, **settings)
+               for name, settings in TRAIN_VARIANTS[kind].items()}
+    baseline, new = configs
     by_round = []
     for i in range(rounds):
         order = list(configs)[:: 1 if i % 2 == 0 else -1]
@@ -144,22 +154,22 @@ def train_precision(model_ref: str, data_dir: str | None, steps: int, warmup_ste
         results[name] = {"features_per_second_median": round(statistics.median(rates), 3), "features_per_second_by_round": rates,
                          "spread": [min(rates), max(rates)], "trained_in": by_round[0][name]["mixed_precision"],
                          "load_avg_1min_by_round": [rnd[name]["load_avg_1min"] for rnd in by_round], "rounds": [rnd[name] for rnd in by_round]}
-    fp32_losses, bf16_losses = (by_round[0][name]["losses"] for name in configs)
-    diffs = [abs(a - b) for a, b in zip(fp32_losses, bf16_losses)]
-    speedup = results["bf16_autocast"]["features_per_second_median"] / results["fp32"]["features_per_second_median"]
+    baseline_losses, new_losses = (by_round[0][name]["losses"] for name in configs)
+    diffs = [abs(a - b) for a, b in zip(baseline_losses, new_losses)]
     facts = engines.cpu_facts()
     comparison = {
-        "bf16_over_fp32_features_per_second": round(speedup, 3),
-        "bf16_over_fp32_by_round": [round(r["bf16_autocast"]["features_per_second"] / r["fp32"]["features_per_second"], 3) for r in by_round],
+        "baseline": baseline, "new": new,
+        "speedup_features_per_second": round(results[new]["features_per_second_median"] / results[baseline]["features_per_second_median"], 3),
+        "speedup_by_round": [round(r[new]["features_per_second"] / r[baseline]["features_per_second"], 3) for r in by_round],
         "loss_max_abs_diff": round(max(diffs), 5), "loss_mean_abs_diff": round(statistics.fmean(diffs), 5),
-        "final_loss": {"fp32": fp32_losses[-1], "bf16_autocast": bf16_losses[-1]},
+        "final_loss": {baseline: baseline_losses[-1], new: new_losses[-1]},
         "bf16_hardware": facts["bf16_hardware"],
         "zoo_trains_bf16_requests_in": effective_precision("bf16"),
     }
     settings = {"model": model_ref, "max_seq_length": max_seq_length, "doc_stride": doc_stride, "batch_size": batch_size,
                 "warmup_steps_excluded": warmup_steps, "measured_steps": steps, "rounds": rounds, "threads": torch.get_num_threads(),
                 "cpu": facts, "data": "squad train (local)" if root else "squad train (hub)"}
-    return _record("train-precision", "SQuAD training features/s, fp32 vs bf16 autocast, same features and plan, interleaved rounds",
+    return _record(f"train-{kind}", f"SQuAD training features/s, {baseline} vs {new}, same features and plan, interleaved rounds",
                    settings, results, comparison, output)
 
 

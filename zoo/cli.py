@@ -88,11 +88,12 @@ def cmd_bench_train(args: argparse.Namespace) -> None:
 
     common = (args.model, args.data_dir, args.steps, args.warmup_steps, args.batch_size, args.max_seq_length, args.doc_stride)
     with _progress() as progress:
-        if args.compare == "precision":
-            result = bench.train_precision(*common, args.output or str(paths.BENCH / "train-precision-cpu.json"), progress, args.rounds)
-        else:
+        if args.compare == "padding":
             result = bench.train_throughput(*common, args.output or str(paths.BENCH / "train-throughput.json"), progress)
-    shown = {} if args.compare == "precision" else {"results": result["results"]}  # precision: per-step losses of every round, in the JSON
+        else:
+            result = bench.train_compare(args.compare, *common, args.output or str(paths.BENCH / f"train-{args.compare}-cpu.json"),
+                                         progress, args.rounds)
+    shown = {"results": result["results"]} if args.compare == "padding" else {}  # the others: per-step losses of every round, in the JSON
     Console().print_json(data={**shown, "comparison": result["comparison"]})
 
 
@@ -457,12 +458,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_hub_serve)
     bench = sub.add_parser("bench", help="benchmarks writing JSON under results/bench/")
     bench_sub = bench.add_subparsers(dest="bench", required=True)
-    p = bench_sub.add_parser("train", help="training throughput: dynamic padding + length grouping vs pad-to-max, or fp32 vs bf16 autocast")
+    p = bench_sub.add_parser("train", help="training throughput: dynamic padding + length grouping vs pad-to-max, fp32 vs bf16 autocast, "
+                                           "or AdamW vs fused AdamW")
     p.add_argument("--model", default="minilm")
-    p.add_argument("--compare", choices=["padding", "precision"], default="padding",
+    p.add_argument("--compare", choices=["padding", "precision", "optimizer"], default="padding",
                    help="padding: zoo's pipeline vs pad-to-max (results/bench/train-throughput.json); "
-                        "precision: fp32 vs bf16 autocast, interleaved rounds (results/bench/train-precision-cpu.json)")
-    p.add_argument("--rounds", type=positive_int, default=3, help="--compare precision: interleaved rounds (median and spread)")
+                        "precision: fp32 vs bf16 autocast; optimizer: AdamW's per-tensor loop vs its fused kernel, both in bf16 where the CPU "
+                        "has it (interleaved rounds, results/bench/train-KIND-cpu.json)")
+    p.add_argument("--rounds", type=positive_int, default=3, help="--compare precision/optimizer: interleaved rounds (median and spread)")
     _bench_arguments(p, steps=24, max_seq_length=384, output=None)
     p.set_defaults(func=cmd_bench_train)
     p = bench_sub.add_parser("cells", help="latency/throughput/size/FLOPs of every matrix cell (bench.json per cell) + speedup vs FLOPs")
