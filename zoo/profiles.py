@@ -47,9 +47,8 @@ class TrainConfig(Strict, LaterOptions):
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
     group_by_length: bool = True
     log_every: int = Field(1, gt=0, description="steps between reading the loss back from the device (each read waits for it)")
-    # the same AdamW update either way; fused runs it as one kernel over all parameters instead of
-    # a loop of small ops per tensor (`zoo bench train --compare optimizer`)
-    optimizer: Literal["adamw", "adamw_fused"] = "adamw"
+    optimizer: Literal["adamw", "adamw_fused"] = Field("adamw", description="the same AdamW update; adamw_fused runs it as one kernel over all "
+                                                       "parameters, not a loop of small ops per tensor (`zoo bench train --compare optimizer`)")
 
     later_options = ("log_every", "optimizer")
 
