@@ -166,7 +166,7 @@ def train(
     precision = effective_precision(cfg.mixed_precision)
     accelerator = Accelerator(mixed_precision=precision, dataloader_config=DataLoaderConfiguration(non_blocking=True))
     optimizer = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.learning_rate,
-                                  **({"fused": True} if cfg.optimizer == "adamw_fused" else {}))
+                                  fused=True if cfg.optimizer == "adamw_fused" else None)  # None: torch's default, the per-tensor loop on a CPU
     scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * len(plan)), len(plan))
     # The schedule counts plan batches; with N processes accelerate steps it N times per step.
     model, optimizer, scheduler, loader = accelerator.prepare(model, optimizer, scheduler, plan_loader(
