@@ -216,6 +216,7 @@ class FlakyRunner(NamedTuple):
     """Cell `bad` fails for good; cell `flaky` runs out of disk on its first try; each success leaves a file."""
 
     folder_root: Path
+    modules: tuple[str, ...] = ()
 
     def folder(self, cell: FakeCell) -> Path:
         return self.folder_root / cell.name
@@ -249,3 +250,41 @@ def test_a_failed_cell_lets_the_others_finish_and_a_full_disk_is_retried(tmp_pat
     assert str(failed.value).startswith("2 of 4 cells failed, the others finished")
     assert "bad: bad: its data file is broken" in str(failed.value) and "after-bad: it reuses bad, which failed" in str(failed.value)
     assert (tmp_path / "flaky").is_file() and (tmp_path / "fine").is_file()
+
+
+class PidRunner(NamedTuple):
+    """Leaves the process id it ran in, the ZOO_TEST_MARK it saw and its working directory in the
+    cell's file; cell `bad` fails."""
+
+    folder_root: Path
+    modules: tuple[str, ...] = ("json",)
+
+    def folder(self, cell: FakeCell) -> Path:
+        return self.folder_root / cell.name
+
+    def completed(self, cell: FakeCell) -> bool:
+        return self.folder(cell).is_file()
+
+    def __call__(self, cell: FakeCell, progress) -> float:
+        if cell.name == "bad":
+            raise ZooError("bad: its data file is broken")
+        self.folder(cell).write_text(f"{os.getpid()} {os.environ.get('ZOO_TEST_MARK')} {os.getcwd()}")
+        return 1.0
+
+
+def test_local_cells_each_run_in_a_fresh_process_that_sees_the_drivers_environment(tmp_path, monkeypatch):
+    from rich.progress import Progress
+
+    from zoo.executor import CellRun, LocalExecutor
+    from zoo.matrix import CellResources
+
+    cells, runner, resources = [FakeCell("a"), FakeCell("b")], PidRunner(tmp_path), CellResources(cpus=1)
+    monkeypatch.chdir(tmp_path)
+    with Progress(disable=True) as progress:
+        monkeypatch.setenv("ZOO_TEST_MARK", "first")  # set after any earlier test started the forkserver
+        assert LocalExecutor().run(cells, runner, progress, resources) == {"a": CellRun(1.0, 1), "b": CellRun(1.0, 1)}
+        with pytest.raises(ZooError, match="^bad: its data file is broken$"):  # the cell's own error, as in this process
+            LocalExecutor().run([FakeCell("bad")], runner, progress, resources)
+    seen = [(tmp_path / c.name).read_text().split() for c in cells]
+    assert len({pid for pid, _, _ in seen} | {str(os.getpid())}) == 3
+    assert all(mark == "first" and cwd == str(tmp_path) for _, mark, cwd in seen)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import get_linear_schedule_with_warmup, set_seed
+from transformers import BertForQuestionAnswering, get_linear_schedule_with_warmup, set_seed
 
 from tests.test_device import features, tiny_qa
 from zoo.batching import collate
@@ -94,3 +94,22 @@ def test_fused_adamw_gives_the_per_tensor_loop_update():
         assert torch.allclose(a, b, atol=1e-7), name
     assert any(not torch.equal(a, start[name]) for name, a in fused_model.state_dict().items())  # it did step
     assert "optimizer" not in cfg.model_dump() and fused_cfg.model_dump()["optimizer"] == "adamw_fused"
+
+
+def test_dropout_setting_trains_as_a_model_configured_without_dropout():
+    """`dropout: 0.0` reaches every dropout of the model, attention's included (BERT passes its
+    Dropout module's p to sdpa): the run equals one of the same weights configured with no
+    dropout; the model's own probabilities are back afterwards; recorded only when set."""
+    data = features(40)
+    cfg = TrainConfig(epochs=1, max_steps=3, batch_size=8, learning_rate=1e-3)
+    config = tiny_qa(2).config
+    config.hidden_dropout_prob = config.attention_probs_dropout_prob = 0.0
+    configured_without = BertForQuestionAnswering(config)
+    configured_without.load_state_dict(tiny_qa(2).state_dict())
+    _, reference = train(configured_without, data, cfg)
+    model, set_to_zero = train(tiny_qa(2), data, cfg.model_copy(update={"dropout": 0.0}))
+    _, model_dropout = train(tiny_qa(2), data, cfg)
+    assert set_to_zero.losses == pytest.approx(reference.losses, rel=1e-6)
+    assert model_dropout.losses[0] != pytest.approx(reference.losses[0], rel=1e-6)  # the tiny BERT's 0.1 dropout does move the loss
+    assert {m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)} == {0.1}
+    assert "dropout" not in cfg.model_dump() and cfg.model_copy(update={"dropout": 0.0}).model_dump()["dropout"] == 0.0

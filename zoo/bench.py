@@ -122,6 +122,8 @@ TRAIN_VARIANTS = {
     "precision": {"fp32": {"mixed_precision": "no"}, "bf16_autocast": {"mixed_precision": "bf16"}},
     "optimizer": {"adamw": {"mixed_precision": "bf16", "optimizer": "adamw"},
                   "adamw_fused": {"mixed_precision": "bf16", "optimizer": "adamw_fused"}},
+    "dropout": {"model_dropout": {"mixed_precision": "bf16", "optimizer": "adamw_fused"},
+                "no_dropout": {"mixed_precision": "bf16", "optimizer": "adamw_fused", "dropout": 0.0}},
 }
 
 

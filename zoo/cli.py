@@ -459,13 +459,13 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="benchmarks writing JSON under results/bench/")
     bench_sub = bench.add_subparsers(dest="bench", required=True)
     p = bench_sub.add_parser("train", help="training throughput: dynamic padding + length grouping vs pad-to-max, fp32 vs bf16 autocast, "
-                                           "or AdamW vs fused AdamW")
+                                           "AdamW vs fused AdamW, or the model's dropout vs none")
     p.add_argument("--model", default="minilm")
-    p.add_argument("--compare", choices=["padding", "precision", "optimizer"], default="padding",
+    p.add_argument("--compare", choices=["padding", "precision", "optimizer", "dropout"], default="padding",
                    help="padding: zoo's pipeline vs pad-to-max (results/bench/train-throughput.json); "
-                        "precision: fp32 vs bf16 autocast; optimizer: AdamW's per-tensor loop vs its fused kernel, both in bf16 where the CPU "
-                        "has it (interleaved rounds, results/bench/train-KIND-cpu.json)")
-    p.add_argument("--rounds", type=positive_int, default=3, help="--compare precision/optimizer: interleaved rounds (median and spread)")
+                        "precision: fp32 vs bf16 autocast; optimizer: AdamW's per-tensor loop vs its fused kernel; dropout: the model's "
+                        "dropout vs none (fused AdamW); all in bf16 where the CPU has it (interleaved rounds, results/bench/train-KIND-cpu.json)")
+    p.add_argument("--rounds", type=positive_int, default=3, help="--compare precision/optimizer/dropout: interleaved rounds (median and spread)")
     _bench_arguments(p, steps=24, max_seq_length=384, output=None)
     p.set_defaults(func=cmd_bench_train)
     p = bench_sub.add_parser("cells", help="latency/throughput/size/FLOPs of every matrix cell (bench.json per cell) + speedup vs FLOPs")

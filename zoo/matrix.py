@@ -29,6 +29,7 @@ from zoo.adapters import family_tasks
 from zoo.errors import ZooError, describe, invalid
 from zoo.executor import Executor, LocalExecutor
 from zoo.io import folder_lock, matches, write_json
+from zoo.models import load_config, modeling_module
 from zoo.modifiers import REGISTRY
 from zoo.profiles import Strict, TrainConfig, profile_section
 from zoo.recipe import Recipe, parse_recipe
@@ -442,8 +443,6 @@ def selected_cells(family: str, profile_name: str, matrix_file: str | None, over
                    offline_shape: bool) -> tuple[MatrixProfile, Path, dict, list[Cell]]:
     """The matrix profile with its overrides and its file, each task's model (config, tokenizer
     folder, note; `offline_shape`: a known model's shape when it cannot be fetched) and the selected cells."""
-    from zoo.models import load_config
-
     matrix, source = load_matrix(family, profile_name, matrix_file)
     matrix = overrides.apply(matrix)
     configs = {task: load_config(model, offline_shape=offline_shape) for task, model in matrix.tasks.items()}
@@ -508,6 +507,7 @@ class CellRunner:
     profile_name: str
     data_dir: str | None
     teachers: dict[str, Record | None]
+    modules: tuple[str, ...]  # what every cell imports, for a process that starts cells to import once
 
     def folder(self, cell: Cell) -> Path:
         return self.root_dir / cell.name
@@ -574,8 +574,10 @@ def _run_cells(cells: list[Cell], matrix: MatrixProfile, base_layers: dict, root
     teachers = {task: find_record(teacher_dir(matrix, task)) for task in matrix.tasks}  # read under the lock
     started = time.perf_counter()
     phases: dict[str, float] = {}
+    modules = ["zoo.pipeline"]
     for task in dict.fromkeys(c.task for c in cells):  # data and models checked up front, for every task
-        pipeline.open_run(task, matrix.tasks[task], matrix.finetune_profile, data_dir)
+        task_run = pipeline.open_run(task, matrix.tasks[task], matrix.finetune_profile, data_dir)
+        modules.append(modeling_module(task_run.model_path))
         if not teachers[task]:
             teacher_started = time.perf_counter()
             job = TeacherJob(task, matrix.tasks[task], matrix.finetune_profile, data_dir, teacher_dir(matrix, task), matrix.teacher_train,
@@ -594,7 +596,7 @@ def _run_cells(cells: list[Cell], matrix: MatrixProfile, base_layers: dict, root
     for c in to_run:
         if changes[c.name]:
             progress.console.print(f"{c.name}: re-running, the matrix changed since it ran ({'; '.join(changes[c.name])})")
-    runner = CellRunner(matrix, base_layers, root_dir, profile_name, data_dir, teachers)
+    runner = CellRunner(matrix, base_layers, root_dir, profile_name, data_dir, teachers, tuple(dict.fromkeys(modules)))
     ran = executor.run(to_run, runner, progress, matrix.cell_resources)
     phases |= {name: cell_run.seconds for name, cell_run in ran.items()}
     outcome = {c.name: "skipped (complete)" if c.name not in ran

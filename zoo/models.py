@@ -132,3 +132,15 @@ def load_config(ref: str, offline_shape: bool = False):
     shape = KNOWN_SHAPES[ref]
     return (BertConfig(**shape["config"]), resolve_model(shape["tokenizer"]),
             f"{ref} unreachable: its shape from zoo/models.py, its vocabulary from '{shape['tokenizer']}'")
+
+
+def modeling_module(model_path: str) -> str:
+    """The transformers module that defines the model in `model_path` (resolved): transformers
+    imports it on first use, and for BERT that is ~1,500 modules (sympy, scipy), 1.9 s on a
+    2-vCPU Xeon, which a process that starts many cells imports once instead."""
+    from transformers import AutoConfig
+    from transformers.models.auto.configuration_auto import model_type_to_module_name
+
+    name = model_type_to_module_name(AutoConfig.from_pretrained(model_path).model_type)
+    return f"transformers.models.{name}.modeling_{name}"
+

@@ -49,8 +49,10 @@ class TrainConfig(Strict, LaterOptions):
     log_every: int = Field(1, gt=0, description="steps between reading the loss back from the device (each read waits for it)")
     optimizer: Literal["adamw", "adamw_fused"] = Field("adamw", description="the same AdamW update; adamw_fused runs it as one kernel over all "
                                                        "parameters, not a loop of small ops per tensor (`zoo bench train --compare optimizer`)")
+    dropout: float | None = Field(None, ge=0, lt=1, description="every dropout probability of the model (hidden and attention) while it "
+                                  "trains here; null keeps the model config's (`zoo bench train --compare dropout`)")
 
-    later_options = ("log_every", "optimizer")
+    later_options = ("log_every", "optimizer", "dropout")
 
 
 class EvalConfig(Strict):

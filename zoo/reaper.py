@@ -14,6 +14,7 @@ import select
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 LOOK_EVERY_S = 2.0
@@ -46,7 +47,8 @@ def descendants(pid: int) -> dict[int, str]:
 
 
 def watch() -> subprocess.Popen | None:
-    """Start the watcher of this process; close its stdin (or end) to have it reap. None off Linux."""
+    """Start the watcher of this process; close its stdin (or end) to have it reap, then wait() for
+    it to have reaped. None off Linux."""
     if not Path("/proc/self/stat").is_file():
         return None
     return subprocess.Popen([sys.executable, "-m", "zoo.reaper", str(os.getpid())], stdin=subprocess.PIPE, start_new_session=True)
@@ -61,12 +63,26 @@ def main(driver: int) -> None:
             break  # the driver closed the pipe or ended
         seen |= {pid: start for pid, start in descendants(driver).items() if pid != os.getpid()}
     alive = process_table()
+    killed = []
     for pid, start in seen.items():
         if pid in alive and alive[pid][1] == start:
             try:
                 os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
             except OSError:
                 pass  # it ended meanwhile
+    # A SIGKILL lands a moment later: stay until each is gone or a zombie, so a driver that waits for
+    # this watcher finds them dead (multiprocessing relaunches a dead forkserver, not a dying one).
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(running(pid) for pid in killed):
+        time.sleep(0.01)
+
+
+def running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False  # gone
 
 
 if __name__ == "__main__":

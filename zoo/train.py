@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -129,6 +130,23 @@ def plan_loader(features: FeatureSet, plan: list[list[int]], pad_to: int | None,
                                        generator=torch.Generator(), pin_memory=torch.cuda.is_available())
 
 
+@contextmanager
+def dropout_set_to(model: torch.nn.Module, p: float | None) -> Iterator[None]:
+    """Every nn.Dropout of `model` at probability `p` inside the block (None: as configured),
+    restored after. BERT's attention reads its probability from its Dropout module too, and
+    passes 0 to sdpa when it is 0, which on a CPU lets sdpa use its fused kernel instead of
+    materialising the attention matrix to drop from it."""
+    modules = [m for m in model.modules() if isinstance(m, torch.nn.Dropout)] if p is not None else []
+    kept = [m.p for m in modules]
+    for m in modules:
+        m.p = p
+    try:
+        yield
+    finally:
+        for m, old in zip(modules, kept):
+            m.p = old
+
+
 def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     """No weight decay on biases and LayerNorm weights (standard BERT fine-tuning)."""
     decay, no_decay = [], []
@@ -186,20 +204,21 @@ def train(
         if on_step:
             on_step(stats.steps, stats.losses[-1])
 
-    for step, (indices, batch) in enumerate(loader):
-        manager.before_step(step)
-        outputs = model(**batch, **extra_inputs)
-        with accelerator.autocast():  # the teacher's forward and the loss terms in the run's precision, like the student's
-            loss = manager.loss(outputs.loss, outputs, batch, indices)
-        accelerator.backward(loss)
-        accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        stats.steps += 1
-        window.append(loss.detach().float())
-        if len(window) == cfg.log_every:
-            read_losses()
+    with dropout_set_to(model, cfg.dropout):
+        for step, (indices, batch) in enumerate(loader):
+            manager.before_step(step)
+            outputs = model(**batch, **extra_inputs)
+            with accelerator.autocast():  # the teacher's forward and the loss terms in the run's precision, like the student's
+                loss = manager.loss(outputs.loss, outputs, batch, indices)
+            accelerator.backward(loss)
+            accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            stats.steps += 1
+            window.append(loss.detach().float())
+            if len(window) == cfg.log_every:
+                read_losses()
     if window:
         read_losses()
     stats.seconds = time.perf_counter() - started
