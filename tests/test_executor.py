@@ -254,7 +254,7 @@ def test_a_failed_cell_lets_the_others_finish_and_a_full_disk_is_retried(tmp_pat
 
 class PidRunner(NamedTuple):
     """Leaves the process id it ran in, the ZOO_TEST_MARK it saw and its working directory in the
-    cell's file; cell `bad` fails."""
+    cell's file; cell `bad` fails, cell `killed` is killed."""
 
     folder_root: Path
     modules: tuple[str, ...] = ("json",)
@@ -268,6 +268,8 @@ class PidRunner(NamedTuple):
     def __call__(self, cell: FakeCell, progress) -> float:
         if cell.name == "bad":
             raise ZooError("bad: its data file is broken")
+        if cell.name == "killed":
+            os.kill(os.getpid(), signal.SIGKILL)  # as the kernel's OOM killer would
         self.folder(cell).write_text(f"{os.getpid()} {os.environ.get('ZOO_TEST_MARK')} {os.getcwd()}")
         return 1.0
 
@@ -285,6 +287,8 @@ def test_local_cells_each_run_in_a_fresh_process_that_sees_the_drivers_environme
         assert LocalExecutor().run(cells, runner, progress, resources) == {"a": CellRun(1.0, 1), "b": CellRun(1.0, 1)}
         with pytest.raises(ZooError, match="^bad: its data file is broken$"):  # the cell's own error, as in this process
             LocalExecutor().run([FakeCell("bad")], runner, progress, resources)
+        with pytest.raises(ZooError, match="^cell killed: its process ended without finishing .* run the same command again"):
+            LocalExecutor().run([FakeCell("killed")], runner, progress, resources)
     seen = [(tmp_path / c.name).read_text().split() for c in cells]
     assert len({pid for pid, _, _ in seen} | {str(os.getpid())}) == 3
     assert all(mark == "first" and cwd == str(tmp_path) for _, mark, cwd in seen)

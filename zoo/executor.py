@@ -15,6 +15,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple, Protocol
@@ -81,7 +82,11 @@ class LocalExecutor(Executor):
         for cell in cells:  # build_cells puts the cells that reuse weights after the cells they reuse
             progress.update(overall, description=f"matrix cells: {cell.name}")
             with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
-                seconds = pool.submit(run_in_fresh_process, runner, cell, os.getcwd(), dict(os.environ)).result()
+                try:
+                    seconds = pool.submit(run_in_fresh_process, runner, cell, os.getcwd(), dict(os.environ)).result()
+                except BrokenProcessPool:
+                    raise ZooError(f"cell {cell.name}: its process ended without finishing (killed, or out of memory: see dmesg); "
+                                   f"the cells before it are kept, run the same command again to go on from this one") from None
             done[cell.name] = CellRun(seconds, attempts=1)
             progress.advance(overall)
         return done
